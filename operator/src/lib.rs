@@ -1,0 +1,1 @@
+//! The operator: reconcilers for App, Release, Formation and Route (the Kubernetes side of Flynn's layer 0), with metrics, health endpoints and leader election. Not built yet; see the operator issue.
