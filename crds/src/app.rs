@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     CustomResource, KubeSchema,
     core::{Message, Rule},
@@ -57,9 +57,9 @@ pub struct AppSpec {
     #[schemars(extend("maxProperties" = MAX_META_ENTRIES))]
     pub meta: BTreeMap<String, String>,
 
-    /// How a new Release replaces the running one: `rolling` (default: surge one pod, then
-    /// remove one, keeping capacity), `all-at-once` (start every new pod, then stop every old
-    /// one) or `one-by-one` (replace pods one at a time, never more than the desired count).
+    /// How a new Release replaces the running one: `rolling` (default: start up to 25% more
+    /// pods, then remove old ones, never below the desired count), `all-at-once` (start every
+    /// new pod, then stop every old one) or `one-by-one` (start one new pod, then stop one old).
     #[serde(default)]
     pub strategy: DeployStrategy,
 
@@ -118,12 +118,12 @@ impl Default for AppSpec {
 pub enum DeployStrategy {
     // Plain comments, not doc comments, on the variants: documented variants make schemars emit
     // `oneOf`, and a plain `enum` is what `kubectl explain` shows best.
-    // Surge one pod, then remove one (a Deployment RollingUpdate with maxSurge 1, maxUnavailable 0).
+    // Surge up to 25%, never below the desired count (maxSurge 25%, maxUnavailable 0).
     #[default]
     Rolling,
     // Start all new pods, then stop all old ones.
     AllAtOnce,
-    // Replace one pod at a time, never exceeding the desired count (maxSurge 0, maxUnavailable 1).
+    // Replace one pod at a time: start one new pod, then stop one old (maxSurge 1, maxUnavailable 0).
     OneByOne,
 }
 
@@ -157,9 +157,24 @@ pub struct AppStatus {
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
 
+    /// The rollout under way, if any: which Release, and since when (for
+    /// `deployTimeoutSeconds`). Cleared when it completes or is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// A rollout of an App to a new Release.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// The Release being rolled out.
+    pub release: String,
+    /// When the operator first saw the App point at it.
+    pub started_at: Time,
 }
 
 /// Pod counts of one process type.

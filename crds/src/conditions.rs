@@ -39,6 +39,14 @@ pub mod reasons {
     pub const RELEASE_NOT_FOUND: &str = "ReleaseNotFound";
     /// The App has no release yet (nothing has been pushed).
     pub const NO_RELEASE: &str = "NoRelease";
+    /// The Formation (or App) asks for a process type its Release does not define.
+    pub const UNKNOWN_PROCESS_TYPE: &str = "UnknownProcessType";
+    /// The Release defines no process types.
+    pub const NO_PROCESSES: &str = "NoProcesses";
+    /// The rollout is waiting for pods to become ready.
+    pub const WAITING_FOR_PODS: &str = "WaitingForPods";
+    /// Nothing is being rolled out.
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
     /// The Route is valid and unique.
     pub const ACCEPTED: &str = "Accepted";
     /// Another Route claims the same domain + path or TCP port.

@@ -61,6 +61,10 @@ pub struct FormationSpec {
     ))]
     #[x_kube(validation = schema::process_type_keys("spec.processes"))]
     pub processes: BTreeMap<String, i32>,
+
+    /// How a new Release replaces the running pods (copied from the App).
+    #[serde(default)]
+    pub strategy: crate::DeployStrategy,
 }
 
 /// What the operator observed about a Formation's Deployments.
@@ -75,6 +79,11 @@ pub struct FormationStatus {
     /// `processes` in one line for `kubectl get`: `web=2/2 worker=1/1` (ready/desired).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process_summary: Option<String>,
+
+    /// The Release every process type runs, once each Deployment has rolled out to
+    /// `spec.release` (all pods updated and available); unset while a rollout is under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 
     /// `Ready` and `Progressing`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

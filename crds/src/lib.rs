@@ -33,7 +33,7 @@ mod schema;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-pub use app::{App, AppSpec, AppStatus, DeployStrategy, ProcessStatus};
+pub use app::{App, AppSpec, AppStatus, DeployStrategy, ProcessStatus, Rollout};
 pub use formation::{Formation, FormationSpec, FormationStatus};
 pub use release::{
     Artifact, HealthCheck, HealthCheckType, ProcessPort, ProcessSpec, Protocol, Release,

@@ -280,6 +280,55 @@ pub async fn install_flynn_crds(client: &Client) -> Result<(), Error> {
     apply_crds(client, &flynn_crds::crds()).await
 }
 
+/// The image of the cluster tests: Debian bookworm with busybox (`busybox httpd` serves
+/// `/www/index.html`, which says [`SMOKE_PAGE`]).
+pub const SMOKE_IMAGE: &str = "localhost/flynn-smoke:1";
+/// What the smoke image's page says.
+pub const SMOKE_PAGE: &str = "hello from flynn-smoke";
+
+/// Builds and imports the test images into the local node (idempotent; fast once built),
+/// so a test also runs on its own under `cargo test`. Panics, saying how to fix it, when
+/// the node is not running.
+pub fn ensure_test_images() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/test-images");
+    let out = std::process::Command::new(script)
+        .output()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed ({}; is the node up? run `e2e/cluster/up`):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `get` until `done` holds for what it returns, or panics after `timeout` with
+/// `what` and the last value seen (so a failing test shows the state it got stuck in).
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut get: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let value = get().await;
+        if done(&value) {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {value:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

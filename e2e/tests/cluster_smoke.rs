@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flynn_e2e::TestNamespace;
+use flynn_e2e::{SMOKE_IMAGE, SMOKE_PAGE as PAGE, TestNamespace, ensure_test_images};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
@@ -12,25 +12,6 @@ use kube::runtime::wait::{Condition, await_condition, conditions};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const SMOKE_IMAGE: &str = "localhost/flynn-smoke:1";
-const PAGE: &str = "hello from flynn-smoke";
-
-/// Builds and imports the smoke image (idempotent), so the test also runs on
-/// its own with `cargo test`.
-fn ensure_smoke_image() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/test-images");
-    let out = std::process::Command::new(script)
-        .output()
-        .unwrap_or_else(|e| panic!("running {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} failed ({}; is the node up? run `e2e/cluster/up`):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn wait<K, C>(api: &Api<K>, name: &str, what: &str, secs: u64, cond: C) -> K
 where
@@ -70,7 +51,7 @@ async fn http_get(addr: &str) -> std::io::Result<String> {
 
 #[tokio::test]
 async fn node_runs_pods_services_jobs_dns_and_gc() {
-    ensure_smoke_image();
+    ensure_test_images();
     let ns = TestNamespace::create("smoke").await;
     let client = ns.client();
 

@@ -1,0 +1,678 @@
+//! The pure half of the App reconciler: the objects an App should own, the Release a
+//! config change makes, which Releases history keeps, and the rollout decision (status,
+//! rollback) from what the Formation reports. No I/O; unit-tested below.
+
+use std::collections::BTreeMap;
+
+use flynn_crds::conditions::{self, reasons, types};
+use flynn_crds::{
+    App, AppStatus, Formation, FormationSpec, FormationStatus, ProcessStatus, Release, ReleaseSpec,
+    Rollout, Route, RouteSpec, labels, names,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::SignedDuration;
+use kube::ResourceExt;
+
+/// Meta key on Releases the operator creates, saying why.
+pub const CAUSE: &str = "flynn.io/cause";
+
+pub fn owner_reference(app: &App, controller: bool) -> OwnerReference {
+    OwnerReference {
+        api_version: "flynn.io/v1alpha1".into(),
+        kind: "App".into(),
+        name: app.name_any(),
+        uid: app.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(controller),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The App's one Formation: what should run, copied from the App.
+pub fn formation(app: &App, release: &str) -> Formation {
+    let mut f = Formation::new(
+        &names::formation_name(&app.name_any()),
+        FormationSpec {
+            app: app.name_any(),
+            release: release.to_owned(),
+            processes: app.spec.processes.clone(),
+            strategy: app.spec.strategy,
+        },
+    );
+    f.metadata.namespace = app.namespace();
+    f.metadata.owner_references = Some(vec![owner_reference(app, true)]);
+    f.metadata.labels = Some(managed_labels(app));
+    f
+}
+
+/// The default Route: `<app>.<default_domain>` to the `web` process.
+pub fn default_route(app: &App, default_domain: &str) -> Route {
+    let domain = format!("{}.{default_domain}", app.name_any());
+    let mut r = Route::new(
+        &names::default_route_name(&app.name_any()),
+        RouteSpec::http(&app.name_any(), &domain),
+    );
+    r.metadata.namespace = app.namespace();
+    r.metadata.owner_references = Some(vec![owner_reference(app, true)]);
+    r.metadata.labels = Some(managed_labels(app));
+    r
+}
+
+fn managed_labels(app: &App) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::APP.to_owned(), app.name_any()),
+        (
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_FLYNN.to_owned(),
+        ),
+    ])
+}
+
+/// Whether the App's config differs from its Release's: then a new Release is due.
+pub fn config_changed(app: &App, current: &Release) -> bool {
+    app.spec.env != current.spec.env
+}
+
+/// The next version number of an App's Releases.
+pub fn next_version<'a>(releases: impl IntoIterator<Item = &'a Release>) -> i64 {
+    releases
+        .into_iter()
+        .map(|r| r.spec.version)
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+/// The Release a config change makes: `current`'s artifact and processes with the App's env.
+pub fn config_release(app: &App, current: &Release, version: i64) -> Release {
+    let mut meta = current.spec.meta.clone();
+    meta.insert(
+        CAUSE.into(),
+        format!("config change from {}", current.name_any()),
+    );
+    let mut r = Release::new(
+        &names::release_name(&app.name_any(), version),
+        ReleaseSpec {
+            app: app.name_any(),
+            version,
+            artifact: current.spec.artifact.clone(),
+            env: app.spec.env.clone(),
+            processes: current.spec.processes.clone(),
+            meta,
+        },
+    );
+    r.metadata.namespace = app.namespace();
+    r.metadata.owner_references = Some(vec![owner_reference(app, false)]);
+    r.metadata.labels = Some(managed_labels(app));
+    r
+}
+
+/// Releases to delete so that at most `keep` remain: the oldest first, never one in
+/// `protect` (the target and the running release).
+pub fn releases_to_prune(releases: &[&Release], keep: usize, protect: &[&str]) -> Vec<String> {
+    let mut sorted: Vec<&&Release> = releases.iter().collect();
+    sorted.sort_by_key(|r| std::cmp::Reverse(r.spec.version));
+    sorted
+        .into_iter()
+        .skip(keep)
+        .map(|r| r.name_any())
+        .filter(|n| !protect.contains(&n.as_str()))
+        .collect()
+}
+
+/// What the App reconciler observed, for [`decide`].
+#[derive(Debug)]
+pub struct Observed<'a> {
+    pub app: &'a App,
+    /// The Formation, if it has been reconciled for its current spec.
+    pub formation: Option<&'a Formation>,
+    pub now: Time,
+    /// Why pods of the target release are not ready, read from them (only looked up
+    /// once the deploy timeout has passed).
+    pub diagnosis: Option<String>,
+    /// URLs from the App's accepted Routes, the default Route's first.
+    pub urls: Vec<String>,
+}
+
+/// What to do about a rollout.
+#[derive(Debug, PartialEq)]
+pub struct Decision {
+    pub status: AppStatus,
+    /// Point the App back at this Release (and its env): the rollout failed.
+    pub rollback_to: Option<String>,
+    /// Events for `kubectl describe`: (warning, reason, note).
+    pub events: Vec<(bool, &'static str, String)>,
+    /// Check again after this long (the deploy timeout is running).
+    pub requeue_after: Option<std::time::Duration>,
+    /// The deploy timeout passed: the caller should read pods and call again with a diagnosis.
+    pub needs_diagnosis: bool,
+}
+
+/// The rollout state machine. `status.release` is the Release last fully rolled out;
+/// `spec.release` the one wanted. While they differ a rollout runs, timed from when it was
+/// first seen (`status.rollout.startedAt`); past `deployTimeoutSeconds` the App becomes
+/// `Degraded` with the reason read from its pods and, with `autoRollback` and an earlier
+/// release to go back to, returns to it.
+pub fn decide(o: &Observed<'_>) -> Decision {
+    let app = o.app;
+    let generation = app.metadata.generation;
+    let old = app.status.clone().unwrap_or_default();
+    let mut status = AppStatus {
+        release: old.release.clone(),
+        release_version: old.release_version,
+        urls: o.urls.clone(),
+        conditions: old.conditions.clone(),
+        rollout: old.rollout.clone(),
+        observed_generation: generation,
+        ..Default::default()
+    };
+    let mut d = Decision {
+        status: AppStatus::default(),
+        rollback_to: None,
+        events: vec![],
+        requeue_after: None,
+        needs_diagnosis: false,
+    };
+    let cond = |t: &str, ok: bool, reason: &str, msg: String| {
+        conditions::new(t, ok, reason, msg, generation, o.now.clone())
+    };
+
+    let Some(target) = app.spec.release.clone() else {
+        status.rollout = None;
+        conditions::set(
+            &mut status.conditions,
+            cond(
+                types::READY,
+                false,
+                reasons::NO_RELEASE,
+                "no release yet: `git push` to the app, or create a Release and set spec.release"
+                    .into(),
+            ),
+        );
+        conditions::set(
+            &mut status.conditions,
+            cond(
+                types::PROGRESSING,
+                false,
+                reasons::NO_RELEASE,
+                String::new(),
+            ),
+        );
+        d.status = status;
+        return d;
+    };
+
+    let fstatus: Option<&FormationStatus> = o
+        .formation
+        .filter(|f| f.spec.release == target)
+        .filter(|f| f.status.as_ref().and_then(|s| s.observed_generation) == f.metadata.generation)
+        .and_then(|f| f.status.as_ref());
+    if let Some(fs) = fstatus {
+        status.processes = fs.processes.clone();
+    } else {
+        // Not observed yet: show the desired counts with nothing ready rather than stale numbers.
+        status.processes = app
+            .spec
+            .processes
+            .iter()
+            .map(|(p, &n)| {
+                (
+                    p.clone(),
+                    ProcessStatus {
+                        desired: n,
+                        ..old.processes.get(p).copied().unwrap_or_default()
+                    },
+                )
+            })
+            .collect();
+    }
+    status.process_summary = Some(ProcessStatus::summary(&status.processes));
+    let formation_problem = fstatus
+        .and_then(|fs| conditions::find(&fs.conditions, types::READY))
+        .filter(|c| {
+            c.reason == reasons::RELEASE_NOT_FOUND
+                || c.reason == reasons::UNKNOWN_PROCESS_TYPE
+                || c.reason == reasons::NO_PROCESSES
+        })
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    let rolled_out = fstatus.is_some_and(|fs| fs.release.as_deref() == Some(target.as_str()));
+    let waiting_for = fstatus
+        .and_then(|fs| conditions::find(&fs.conditions, types::READY))
+        .map(|c| c.message.clone())
+        .unwrap_or_else(|| "waiting for the formation to be updated".into());
+
+    if rolled_out {
+        let was_rolling_out = old.rollout.as_ref().is_some_and(|r| r.release == target)
+            || old.release.as_deref() != Some(target.as_str());
+        status.release = Some(target.clone());
+        status.release_version = flynn_crds::names::parse_release_name(&target).map(|(_, v)| v);
+        status.rollout = None;
+        if was_rolling_out {
+            conditions::set(
+                &mut status.conditions,
+                cond(types::DEGRADED, false, reasons::AVAILABLE, String::new()),
+            );
+            if old.release.as_deref() != Some(target.as_str()) {
+                d.events
+                    .push((false, "Deployed", format!("release {target} is running")));
+            }
+        }
+        conditions::set(
+            &mut status.conditions,
+            cond(
+                types::PROGRESSING,
+                false,
+                reasons::ROLLOUT_COMPLETE,
+                format!("release {target} is rolled out"),
+            ),
+        );
+    } else if let Some((reason, msg)) = formation_problem {
+        // Nothing will progress until the user fixes the input: say what to fix.
+        status.rollout = None;
+        conditions::set(
+            &mut status.conditions,
+            cond(types::PROGRESSING, false, &reason, msg.clone()),
+        );
+        conditions::set(
+            &mut status.conditions,
+            cond(types::DEGRADED, true, &reason, msg),
+        );
+    } else if old.release.as_deref() == Some(target.as_str()) {
+        // The running release stays: a scale change, or settling back after a rollback.
+        // Not a rollout, so no timer, and Degraded keeps saying what happened last.
+        status.rollout = None;
+        conditions::set(
+            &mut status.conditions,
+            cond(
+                types::PROGRESSING,
+                true,
+                reasons::SCALING,
+                format!("scaling {target}: {waiting_for}"),
+            ),
+        );
+    } else {
+        let rollout = match old.rollout.as_ref() {
+            Some(r) if r.release == target => r.clone(),
+            _ => {
+                d.events
+                    .push((false, "RollingOut", format!("rolling out release {target}")));
+                conditions::set(
+                    &mut status.conditions,
+                    cond(types::DEGRADED, false, reasons::ROLLING_OUT, String::new()),
+                );
+                Rollout {
+                    release: target.clone(),
+                    started_at: o.now.clone(),
+                }
+            }
+        };
+        let timeout = SignedDuration::from_secs(i64::from(app.spec.deploy_timeout_seconds.max(1)));
+        let elapsed = o.now.0.duration_since(rollout.started_at.0);
+        if elapsed >= timeout {
+            let Some(diagnosis) = o.diagnosis.clone() else {
+                // Reading pods costs a LIST: the caller does it only now, and calls again.
+                d.needs_diagnosis = true;
+                d.status = status;
+                return d;
+            };
+            let diagnosis = if diagnosis.is_empty() {
+                waiting_for
+            } else {
+                diagnosis
+            };
+            let failure = format!(
+                "release {target} did not become available within {}s: {diagnosis}",
+                app.spec.deploy_timeout_seconds
+            );
+            let previous = old.release.clone().filter(|r| *r != target);
+            match previous {
+                Some(previous) if app.spec.auto_rollback => {
+                    let msg = format!("{failure}; rolled back to {previous}");
+                    conditions::set(
+                        &mut status.conditions,
+                        cond(types::DEGRADED, true, reasons::ROLLED_BACK, msg.clone()),
+                    );
+                    conditions::set(
+                        &mut status.conditions,
+                        cond(types::PROGRESSING, false, reasons::ROLLED_BACK, msg.clone()),
+                    );
+                    d.events.push((true, reasons::ROLLED_BACK, msg));
+                    d.rollback_to = Some(previous);
+                    status.rollout = None;
+                }
+                previous => {
+                    let why_not = if previous.is_none() {
+                        "no earlier release to roll back to"
+                    } else {
+                        "autoRollback is off"
+                    };
+                    let msg = format!("{failure} ({why_not})");
+                    if conditions::find(&old.conditions, types::DEGRADED)
+                        .is_none_or(|c| c.status != conditions::status::TRUE)
+                    {
+                        d.events
+                            .push((true, reasons::DEPLOY_TIMED_OUT, msg.clone()));
+                    }
+                    conditions::set(
+                        &mut status.conditions,
+                        cond(
+                            types::DEGRADED,
+                            true,
+                            reasons::DEPLOY_TIMED_OUT,
+                            msg.clone(),
+                        ),
+                    );
+                    conditions::set(
+                        &mut status.conditions,
+                        cond(types::PROGRESSING, false, reasons::DEPLOY_TIMED_OUT, msg),
+                    );
+                    status.rollout = Some(rollout);
+                }
+            }
+        } else {
+            conditions::set(
+                &mut status.conditions,
+                cond(
+                    types::PROGRESSING,
+                    true,
+                    reasons::ROLLING_OUT,
+                    format!("rolling out {target}: {waiting_for}"),
+                ),
+            );
+            let remaining = (timeout - elapsed).unsigned_abs();
+            d.requeue_after = Some(remaining.min(std::time::Duration::from_secs(30)));
+            status.rollout = Some(rollout);
+        }
+    }
+
+    // Ready: the running release serves every desired process.
+    let serving =
+        status.release.is_some() && status.processes.values().all(|p| p.ready >= p.desired);
+    let (ready_reason, ready_msg) = if serving {
+        (
+            reasons::AVAILABLE,
+            format!("{} is serving", status.release.clone().unwrap_or_default()),
+        )
+    } else if status.release.is_none() {
+        (
+            reasons::WAITING_FOR_PODS,
+            format!("no release has rolled out yet; rolling out {target}"),
+        )
+    } else {
+        (
+            reasons::WAITING_FOR_PODS,
+            format!(
+                "pods ready: {}",
+                status.process_summary.clone().unwrap_or_default()
+            ),
+        )
+    };
+    conditions::set(
+        &mut status.conditions,
+        cond(types::READY, serving, ready_reason, ready_msg),
+    );
+    d.status = status;
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(1_800_000_000 + secs).unwrap())
+    }
+
+    fn app(release: Option<&str>, status: serde_json::Value) -> App {
+        serde_json::from_value(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "App",
+            "metadata": {"name": "shop", "namespace": "ns", "uid": "a-uid", "generation": 4},
+            "spec": {"release": release, "processes": {"web": 2}, "deployTimeoutSeconds": 60, "env": {"A": "1"}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn formation(release: &str, rolled_out: Option<&str>, ready_msg: &str) -> Formation {
+        serde_json::from_value(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "Formation",
+            "metadata": {"name": "shop", "namespace": "ns", "generation": 7},
+            "spec": {"app": "shop", "release": release, "processes": {"web": 2}},
+            "status": {
+                "observedGeneration": 7, "release": rolled_out,
+                "processes": {"web": {"desired": 2, "ready": if rolled_out.is_some() {2} else {1}, "available": 1}},
+                "conditions": [{"type": "Ready", "status": "False", "reason": "WaitingForPods", "message": ready_msg,
+                                "lastTransitionTime": "2027-01-15T08:00:00Z"}]
+            }
+        }))
+        .unwrap()
+    }
+
+    fn observed<'a>(
+        app: &'a App,
+        f: Option<&'a Formation>,
+        now: i64,
+        diagnosis: Option<&str>,
+    ) -> Observed<'a> {
+        Observed {
+            app,
+            formation: f,
+            now: at(now),
+            diagnosis: diagnosis.map(Into::into),
+            urls: vec!["http://shop.flynn.local".into()],
+        }
+    }
+
+    fn cond<'a>(
+        s: &'a AppStatus,
+        t: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        conditions::find(&s.conditions, t).unwrap()
+    }
+
+    #[test]
+    fn no_release_yet() {
+        let a = app(None, json!({}));
+        let d = decide(&observed(&a, None, 0, None));
+        assert_eq!(cond(&d.status, "Ready").reason, reasons::NO_RELEASE);
+    }
+
+    #[test]
+    fn a_new_release_starts_a_rollout_then_completes() {
+        let a = app(
+            Some("shop-v2"),
+            json!({"release": "shop-v1", "releaseVersion": 1}),
+        );
+        let f = formation("shop-v2", None, "shop-web: 1 of 2 updated pods available");
+        let d = decide(&observed(&a, Some(&f), 0, None));
+        assert_eq!(d.status.rollout.as_ref().unwrap().release, "shop-v2");
+        assert_eq!(
+            d.status.release.as_deref(),
+            Some("shop-v1"),
+            "still running v1"
+        );
+        let p = cond(&d.status, "Progressing");
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("True", reasons::ROLLING_OUT)
+        );
+        assert!(
+            p.message.contains("1 of 2 updated pods available"),
+            "{}",
+            p.message
+        );
+        assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(30)));
+        assert!(d.events.iter().any(|e| e.1 == "RollingOut"));
+
+        // Ten seconds later the formation reports v2 rolled out.
+        let mut a2 = a.clone();
+        a2.status = Some(d.status.clone());
+        let f = formation("shop-v2", Some("shop-v2"), "");
+        let d = decide(&observed(&a2, Some(&f), 10, None));
+        assert_eq!(d.status.release.as_deref(), Some("shop-v2"));
+        assert_eq!(d.status.release_version, Some(2));
+        assert!(d.status.rollout.is_none());
+        assert_eq!(cond(&d.status, "Ready").status, "True");
+        assert_eq!(cond(&d.status, "Progressing").status, "False");
+        assert_eq!(cond(&d.status, "Degraded").status, "False");
+        assert_eq!(d.status.urls, ["http://shop.flynn.local"]);
+    }
+
+    #[test]
+    fn a_timed_out_rollout_asks_for_a_diagnosis_then_rolls_back() {
+        let a = app(
+            Some("shop-v2"),
+            json!({"release": "shop-v1", "rollout": {"release": "shop-v2", "startedAt": at(0)}}),
+        );
+        let f = formation("shop-v2", None, "shop-web: 0 of 2 updated pods available");
+        let d = decide(&observed(&a, Some(&f), 61, None));
+        assert!(d.needs_diagnosis);
+        let d = decide(&observed(
+            &a,
+            Some(&f),
+            61,
+            Some(
+                "pod shop-web-x: process web is crash-looping: it exited with exit code 3 2 times",
+            ),
+        ));
+        assert_eq!(d.rollback_to.as_deref(), Some("shop-v1"));
+        let deg = cond(&d.status, "Degraded");
+        assert_eq!(
+            (deg.status.as_str(), deg.reason.as_str()),
+            ("True", reasons::ROLLED_BACK)
+        );
+        assert!(
+            deg.message.contains("exit code 3") && deg.message.contains("rolled back to shop-v1"),
+            "{}",
+            deg.message
+        );
+        assert!(d.events.iter().any(|e| e.0 && e.1 == reasons::ROLLED_BACK));
+    }
+
+    #[test]
+    fn without_an_earlier_release_a_timeout_only_degrades() {
+        let a = app(
+            Some("shop-v1"),
+            json!({"rollout": {"release": "shop-v1", "startedAt": at(0)}}),
+        );
+        let d = decide(&observed(
+            &a,
+            None,
+            120,
+            Some("pod x: image cannot be pulled (ErrImageNeverPull)"),
+        ));
+        assert_eq!(d.rollback_to, None);
+        let deg = cond(&d.status, "Degraded");
+        assert_eq!(deg.reason, reasons::DEPLOY_TIMED_OUT);
+        assert!(
+            deg.message.contains("no earlier release to roll back to"),
+            "{}",
+            deg.message
+        );
+    }
+
+    #[test]
+    fn after_a_rollback_degraded_stays_until_a_new_rollout() {
+        // The App points at v1 again (rolled back); v1 is what runs.
+        let a = app(
+            Some("shop-v1"),
+            json!({"release": "shop-v1", "conditions": [
+            {"type": "Degraded", "status": "True", "reason": "RolledBack", "message": "v2 failed", "lastTransitionTime": at(0)}]}),
+        );
+        let f = formation("shop-v1", Some("shop-v1"), "");
+        let d = decide(&observed(&a, Some(&f), 70, None));
+        assert_eq!(cond(&d.status, "Degraded").status, "True");
+        assert_eq!(cond(&d.status, "Ready").status, "True");
+    }
+
+    #[test]
+    fn scaling_the_running_release_is_not_a_rollout() {
+        let a = app(Some("shop-v1"), json!({"release": "shop-v1"}));
+        let f = formation("shop-v1", None, "shop-web: 1 of 2 updated pods available");
+        let d = decide(&observed(&a, Some(&f), 500, None));
+        assert!(d.status.rollout.is_none() && d.rollback_to.is_none() && !d.needs_diagnosis);
+        let p = cond(&d.status, "Progressing");
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("True", reasons::SCALING)
+        );
+        assert!(d.events.is_empty());
+    }
+
+    #[test]
+    fn formation_input_errors_surface_on_the_app() {
+        let a = app(Some("shop-v2"), json!({"release": "shop-v1"}));
+        let mut f = formation("shop-v2", None, "");
+        f.status.as_mut().unwrap().conditions[0].reason = reasons::UNKNOWN_PROCESS_TYPE.into();
+        f.status.as_mut().unwrap().conditions[0].message =
+            "process type \"wrker\" is not in release shop-v2".into();
+        let d = decide(&observed(&a, Some(&f), 0, None));
+        let deg = cond(&d.status, "Degraded");
+        assert_eq!(deg.reason, reasons::UNKNOWN_PROCESS_TYPE);
+        assert!(deg.message.contains("wrker"));
+    }
+
+    fn release(version: i64) -> Release {
+        serde_json::from_value(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "Release",
+            "metadata": {"name": format!("shop-v{version}"), "namespace": "ns"},
+            "spec": {"app": "shop", "version": version, "artifact": {"image": "x"}, "env": {"A": "0"},
+                     "processes": {"web": {}}, "meta": {"git.commit": "abc"}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn config_changes_make_the_next_release_with_the_same_artifact() {
+        let a = app(Some("shop-v2"), json!({}));
+        let (v1, v2) = (release(1), release(2));
+        assert!(config_changed(&a, &v2));
+        let next = config_release(&a, &v2, next_version([&v1, &v2]));
+        assert_eq!(next.metadata.name.as_deref(), Some("shop-v3"));
+        assert_eq!(next.spec.version, 3);
+        assert_eq!(next.spec.env["A"], "1");
+        assert_eq!(next.spec.artifact, v2.spec.artifact);
+        assert_eq!(next.spec.meta[CAUSE], "config change from shop-v2");
+        assert_eq!(next.spec.meta["git.commit"], "abc");
+        let owner = &next.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.uid.as_str(), owner.controller),
+            ("a-uid", Some(false))
+        );
+    }
+
+    #[test]
+    fn history_keeps_the_newest_and_never_the_protected() {
+        let rs: Vec<Release> = (1..=6).map(release).collect();
+        let refs: Vec<&Release> = rs.iter().collect();
+        assert_eq!(
+            releases_to_prune(&refs, 3, &[]),
+            ["shop-v3", "shop-v2", "shop-v1"]
+        );
+        assert_eq!(
+            releases_to_prune(&refs, 3, &["shop-v2"]),
+            ["shop-v3", "shop-v1"]
+        );
+        assert!(releases_to_prune(&refs, 10, &[]).is_empty());
+    }
+
+    #[test]
+    fn owned_objects_point_at_the_app() {
+        let a = app(Some("shop-v2"), json!({}));
+        let f = formation_of(&a);
+        assert_eq!(f.spec.release, "shop-v2");
+        assert_eq!(f.spec.processes["web"], 2);
+        let r = default_route(&a, "flynn.local");
+        assert_eq!(r.metadata.name.as_deref(), Some("shop-default"));
+        assert_eq!(r.spec.http.as_ref().unwrap().domain, "shop.flynn.local");
+        assert_eq!(
+            r.metadata.owner_references.as_ref().unwrap()[0].uid,
+            "a-uid"
+        );
+    }
+
+    fn formation_of(a: &App) -> Formation {
+        super::formation(a, a.spec.release.as_deref().unwrap())
+    }
+}

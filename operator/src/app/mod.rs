@@ -1,0 +1,373 @@
+//! The App reconciler: an App → its Formation and default Route; a config change → a
+//! new Release; rollout tracking with `Degraded` and auto-rollback; Release history.
+//!
+//! validate (the Release exists) → build (pure, [`build`]) → apply → update status.
+
+pub mod build;
+
+use std::sync::Arc;
+
+use flynn_crds::conditions::{self, reasons, types};
+use flynn_crds::{App, Formation, Release, Route, labels, names};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+
+use crate::error::{Error, KubeResultExt, Result, is_not_found};
+use crate::rollout::diagnose;
+use crate::{Context, FIELD_MANAGER};
+
+pub const CONTROLLER: &str = "app";
+
+#[tracing::instrument(skip_all, fields(app = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
+pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = app.namespace().unwrap_or_default();
+    if !ctx.in_scope(Some(&ns)) || app.metadata.deletion_timestamp.is_some() {
+        // Owner references delete the Formation, Routes and Releases with the App.
+        return Ok(Action::await_change());
+    }
+    let _ = ctx.releases.wait_until_ready().await;
+    let _ = ctx.routes.wait_until_ready().await;
+    let name = app.name_any();
+    let apps: Api<App> = Api::namespaced(ctx.client.clone(), &ns);
+
+    apply_default_route(&app, &ctx, &ns).await?;
+
+    let mut formation = None;
+    if let Some(target) = &app.spec.release {
+        let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
+        // The cache, then the API: a Release created a moment ago may not be cached yet.
+        let current = match ctx.releases.get(&ObjectRef::new(target).within(&ns)) {
+            Some(r) => Some((*r).clone()),
+            None => releases
+                .get_opt(target)
+                .await
+                .context(|| format!("reading release {target}"))?,
+        };
+        let Some(current) = current else {
+            let known = app_releases(&ctx, &ns, &name)
+                .iter()
+                .map(|r| r.name_any())
+                .collect::<Vec<_>>();
+            let msg = format!(
+                "spec.release names {target}, which does not exist; existing releases: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+            write_problem(&app, &ctx, reasons::RELEASE_NOT_FOUND, msg).await?;
+            return Ok(Action::await_change());
+        };
+
+        if build::config_changed(&app, &current) {
+            return new_config_release(&app, &ctx, &current, &apps, &releases).await;
+        }
+
+        let desired = build::formation(&app, target);
+        apply(&ctx, &ns, &desired).await?;
+        let formations: Api<Formation> = Api::namespaced(ctx.client.clone(), &ns);
+        formation = formations
+            .get_opt(&names::formation_name(&name))
+            .await
+            .context(|| format!("reading formation {name}"))?;
+    }
+
+    let urls = urls(&ctx, &ns, &name);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut observed = build::Observed {
+        app: &app,
+        formation: formation.as_ref(),
+        now,
+        diagnosis: None,
+        urls,
+    };
+    let mut decision = build::decide(&observed);
+    if decision.needs_diagnosis {
+        observed.diagnosis =
+            Some(diagnose_pods(&ctx, &ns, &name, app.spec.release.as_deref()).await?);
+        decision = build::decide(&observed);
+    }
+
+    for (warning, reason, note) in &decision.events {
+        ctx.event(app.as_ref(), *warning, reason, note.clone())
+            .await;
+    }
+    if let Some(previous) = &decision.rollback_to {
+        roll_back(&app, &ctx, &apps, previous).await?;
+    }
+    write_status(&app, &ctx, &decision.status).await?;
+    if decision.status.rollout.is_none() && decision.rollback_to.is_none() {
+        prune_history(&app, &ctx, &ns, decision.status.release.as_deref()).await?;
+    }
+
+    Ok(match decision.requeue_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+fn app_releases(ctx: &Context, ns: &str, app: &str) -> Vec<Arc<Release>> {
+    ctx.releases
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns) && r.spec.app == app)
+        .collect()
+}
+
+/// `spec.env` differs from the current Release's: make the next Release with the new
+/// config and point the App at it. The write to the App triggers the next reconcile.
+async fn new_config_release(
+    app: &App,
+    ctx: &Context,
+    current: &Release,
+    apps: &Api<App>,
+    releases: &Api<Release>,
+) -> Result<Action> {
+    let ns = app.namespace().unwrap_or_default();
+    let existing = app_releases(ctx, &ns, &app.name_any());
+    // The API as well as the cache: versions must never be reused.
+    let listed = releases
+        .list(&ListParams::default().fields(&format!("spec.app={}", app.name_any())))
+        .await
+        .context(|| "listing releases".to_owned())?;
+    let version = build::next_version(
+        existing
+            .iter()
+            .map(AsRef::as_ref)
+            .chain(listed.items.iter()),
+    );
+    let release = build::config_release(app, current, version);
+    let release_name = release.name_any();
+    match releases.create(&PostParams::default(), &release).await {
+        Ok(_) => {}
+        // Another replica or a concurrent push took this version: try again with the next.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+        }
+        Err(e) => {
+            return Err(Error::Kube {
+                action: format!("creating release {release_name}"),
+                source: e,
+            });
+        }
+    }
+    // A merge patch, not an apply: spec.release belongs to the user (and `flynn`), and the
+    // operator must not take ownership of it.
+    let patch = serde_json::json!({"spec": {"release": release_name}});
+    apps.patch(
+        &app.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .context(|| format!("pointing app {} at {release_name}", app.name_any()))?;
+    ctx.event(
+        app,
+        false,
+        "ConfigChanged",
+        format!("created release {release_name} with the new config"),
+    )
+    .await;
+    tracing::info!(release = %release_name, "config changed: created a new release");
+    Ok(Action::await_change())
+}
+
+/// Points the App back at `previous` and its config, in one write, so the config-change
+/// rule does not immediately make a new Release from the failed one's env.
+async fn roll_back(app: &App, ctx: &Context, apps: &Api<App>, previous: &str) -> Result<()> {
+    let ns = app.namespace().unwrap_or_default();
+    let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
+    let env = match releases
+        .get_opt(previous)
+        .await
+        .context(|| format!("reading release {previous}"))?
+    {
+        Some(r) => r.spec.env,
+        None => app.spec.env.clone(),
+    };
+    let patch = serde_json::json!({"spec": {"release": previous, "env": env}});
+    apps.patch(
+        &app.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .context(|| format!("rolling app {} back to {previous}", app.name_any()))?;
+    tracing::warn!(to = %previous, "rollout failed: rolled back");
+    Ok(())
+}
+
+async fn apply_default_route(app: &App, ctx: &Context, ns: &str) -> Result<()> {
+    let route_name = names::default_route_name(&app.name_any());
+    let routes: Api<Route> = Api::namespaced(ctx.client.clone(), ns);
+    if app.spec.default_route {
+        let route = build::default_route(app, &ctx.settings.default_domain);
+        let cached = ctx.routes.get(&ObjectRef::new(&route_name).within(ns));
+        if cached.is_none_or(|c| c.spec != route.spec) {
+            apply(ctx, ns, &route).await?;
+        }
+    } else if ctx
+        .routes
+        .get(&ObjectRef::new(&route_name).within(ns))
+        .is_some()
+    {
+        match routes.delete(&route_name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(Error::Kube {
+                    action: format!("deleting route {route_name}"),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Server-side apply of an object the App owns.
+async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<()>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = obj.name_any();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .context(|| format!("applying {} {name}", K::kind(&())))?;
+    Ok(())
+}
+
+/// URLs of the App's accepted Routes, the default Route's first.
+fn urls(ctx: &Context, ns: &str, app: &str) -> Vec<String> {
+    let default = names::default_route_name(app);
+    let mut routes: Vec<Arc<Route>> = ctx
+        .routes
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns) && r.spec.app == app)
+        .filter(|r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, types::ACCEPTED))
+        })
+        .collect();
+    routes.sort_by_key(|r| (r.name_any() != default, r.name_any()));
+    routes
+        .iter()
+        .filter_map(|r| r.status.as_ref()?.url.clone())
+        .collect()
+}
+
+/// The most telling reason the target release's pods are not ready ("" if none stands out).
+async fn diagnose_pods(
+    ctx: &Context,
+    ns: &str,
+    app: &str,
+    release: Option<&str>,
+) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let mut selector = format!("{}={app}", labels::APP);
+    if let Some(r) = release {
+        selector.push_str(&format!(",{}={r}", labels::RELEASE));
+    }
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .context(|| format!("listing pods of app {app}"))?;
+    Ok(diagnose(&list.items).unwrap_or_default())
+}
+
+async fn write_problem(app: &App, ctx: &Context, reason: &str, msg: String) -> Result<()> {
+    let mut status = app.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = app.metadata.generation;
+    status.observed_generation = generation;
+    conditions::set(
+        &mut status.conditions,
+        conditions::new(
+            types::READY,
+            false,
+            reason,
+            msg.clone(),
+            generation,
+            now.clone(),
+        ),
+    );
+    conditions::set(
+        &mut status.conditions,
+        conditions::new(types::DEGRADED, true, reason, msg.clone(), generation, now),
+    );
+    if app.status.as_ref() != Some(&status) {
+        ctx.event(app, true, reason, msg).await;
+    }
+    write_status(app, ctx, &status).await
+}
+
+async fn write_status(app: &App, ctx: &Context, status: &flynn_crds::AppStatus) -> Result<()> {
+    if app.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<App> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+    let patch =
+        serde_json::json!({"apiVersion": "flynn.io/v1alpha1", "kind": "App", "status": status});
+    api.patch_status(
+        &app.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .context(|| format!("writing status of app {}", app.name_any()))?;
+    Ok(())
+}
+
+/// Deletes the oldest Releases beyond the history setting, never the target or the
+/// running one.
+async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>) -> Result<()> {
+    let releases = app_releases(ctx, ns, &app.name_any());
+    if releases.len() <= ctx.settings.release_history {
+        return Ok(());
+    }
+    let refs: Vec<&Release> = releases.iter().map(AsRef::as_ref).collect();
+    let protect: Vec<&str> = [app.spec.release.as_deref(), running]
+        .into_iter()
+        .flatten()
+        .collect();
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), ns);
+    for name in build::releases_to_prune(&refs, ctx.settings.release_history, &protect) {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(release = %name, "deleted: beyond the release history"),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(Error::Kube {
+                    action: format!("deleting release {name}"),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Maps a Release to its App.
+pub fn app_for_release(r: &Release) -> Option<ObjectRef<App>> {
+    Some(ObjectRef::new(&r.spec.app).within(&r.namespace()?))
+}
+
+/// Maps a Route to its App (its URLs are the App's).
+pub fn app_for_route(r: &Route) -> Option<ObjectRef<App>> {
+    Some(ObjectRef::new(&r.spec.app).within(&r.namespace()?))
+}

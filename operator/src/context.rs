@@ -1,0 +1,103 @@
+//! What every reconcile gets: the client, settings, metrics, shared caches and the
+//! event recorder.
+
+use std::sync::Arc;
+
+use flynn_crds::{Release, Route};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource};
+
+use crate::{Settings, metrics::Metrics};
+
+/// Shared state of the operator's controllers.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    /// Every Release in scope (pruned of managed fields). Version numbering and history
+    /// pruning read it instead of listing per reconcile.
+    pub releases: Store<Release>,
+    /// Every Route in the cluster: conflicts are cluster-wide.
+    pub routes: Store<Route>,
+    /// Deployments and Services the operator made (label `app.kubernetes.io/managed-by=flynn`),
+    /// pruned of their pod spec: enough for status and for skipping unchanged applies.
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    /// Consecutive failures per object, for the error backoff.
+    pub failures: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        releases: Store<Release>,
+        routes: Store<Route>,
+        deployments: Store<Deployment>,
+        services: Store<Service>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "flynn-operator".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Self {
+            client,
+            settings: Arc::new(settings),
+            metrics,
+            releases,
+            routes,
+            deployments,
+            services,
+            failures: Arc::default(),
+            recorder,
+        }
+    }
+
+    /// Records an Event on `obj` for `kubectl describe`. Failing to record is logged, not
+    /// fatal: an Event is a courtesy, the status conditions are the record.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let reference: ObjectReference = obj.object_ref(&());
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: reason.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+            tracing::warn!(error = %e, reason, "could not record event");
+        }
+    }
+
+    /// Whether objects in `namespace` are this operator's to reconcile.
+    pub fn in_scope(&self, namespace: Option<&str>) -> bool {
+        match &self.settings.namespace {
+            Some(scope) => namespace == Some(scope.as_str()),
+            None => true,
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The Formation reconciler: one Deployment per process type and one Service per
+//! listening type, built from the Release; status says what runs.
+//!
+//! validate (the Release exists and has the asked-for types) → build (pure, [`build`]) →
+//! apply (server-side apply, skipped when the cached child already matches) → prune
+//! children no longer wanted → update status.
+
+pub mod build;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use flynn_crds::conditions::{self, reasons, types};
+use flynn_crds::{Formation, FormationStatus, ProcessStatus, Release, labels};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, KubeResultExt, Result, is_not_found};
+use crate::rollout::{DeploymentRollout, deployment_rollout};
+use crate::{Context, FIELD_MANAGER};
+
+pub const CONTROLLER: &str = "formation";
+
+/// Annotation holding a hash of what the operator last applied to a child, so an
+/// unchanged child costs no API call.
+pub const APPLIED_HASH: &str = "flynn.io/applied-hash";
+
+#[tracing::instrument(skip_all, fields(formation = %formation.name_any(), namespace = formation.namespace().unwrap_or_default()))]
+pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = formation.namespace().unwrap_or_default();
+    if !ctx.in_scope(Some(&ns)) || formation.metadata.deletion_timestamp.is_some() {
+        // Owner references delete the children with the Formation.
+        return Ok(Action::await_change());
+    }
+    let _ = ctx.deployments.wait_until_ready().await;
+    let _ = ctx.services.wait_until_ready().await;
+
+    // A direct GET, not the cache: the App points at a Release right after creating it.
+    let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
+    let release = releases
+        .get_opt(&formation.spec.release)
+        .await
+        .context(|| format!("reading release {}", formation.spec.release))?;
+    let Some(release) = release else {
+        let msg = format!(
+            "release {} does not exist: create it, or point the App at an existing release (kubectl get releases.flynn.io -n {ns})",
+            formation.spec.release
+        );
+        update_status(
+            &formation,
+            &ctx,
+            None,
+            Some((reasons::RELEASE_NOT_FOUND, msg)),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+
+    let desired = match build::desired(&formation, &release, &ctx.settings) {
+        Ok(d) => d,
+        Err(invalid) => {
+            let reason = match invalid {
+                build::Invalid::UnknownProcessType { .. } => reasons::UNKNOWN_PROCESS_TYPE,
+                _ => reasons::NO_PROCESSES,
+            };
+            // Leave what runs alone: a bad change must not take the app down.
+            update_status(&formation, &ctx, None, Some((reason, invalid.to_string()))).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let uid = formation.metadata.uid.clone().unwrap_or_default();
+    let wanted_deployments: BTreeSet<String> = desired
+        .deployments
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    let wanted_services: BTreeSet<String> =
+        desired.services.iter().map(ResourceExt::name_any).collect();
+    for d in desired.deployments {
+        apply_if_changed(&ctx, &ns, d, &ctx.deployments).await?;
+    }
+    for s in desired.services {
+        apply_if_changed(&ctx, &ns, s, &ctx.services).await?;
+    }
+    prune::<Deployment>(&ctx, &ns, &uid, &wanted_deployments, &ctx.deployments).await?;
+    prune::<Service>(&ctx, &ns, &uid, &wanted_services, &ctx.services).await?;
+
+    update_status(&formation, &ctx, Some(&release), None).await?;
+    Ok(Action::await_change())
+}
+
+/// Server-side applies `obj` unless the cached copy carries the same applied hash.
+async fn apply_if_changed<K>(
+    ctx: &Context,
+    ns: &str,
+    mut obj: K,
+    cache: &kube::runtime::reflector::Store<K>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = obj.name_any();
+    let body = serde_json::to_vec(&obj).map_err(|e| Error::Serialize(name.clone(), e))?;
+    let hash = format!("{:016x}", fnv1a(&body));
+    let cached = cache.get(&kube::runtime::reflector::ObjectRef::new(&name).within(ns));
+    if cached.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
+        return Ok(());
+    }
+    obj.annotations_mut().insert(APPLIED_HASH.into(), hash);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let mut value = serde_json::to_value(&obj).map_err(|e| Error::Serialize(name.clone(), e))?;
+    // Server-side apply needs apiVersion and kind in the body.
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(value),
+    )
+    .await
+    .context(|| format!("applying {} {name}", K::kind(&())))?;
+    tracing::debug!(kind = %K::kind(&()), %name, "applied");
+    Ok(())
+}
+
+/// Deletes children of this Formation (by owner uid) that are no longer wanted: a process
+/// type dropped from the Release or the counts, a process that stopped listening.
+async fn prune<K>(
+    ctx: &Context,
+    ns: &str,
+    owner_uid: &str,
+    wanted: &BTreeSet<String>,
+    cache: &kube::runtime::reflector::Store<K>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let stale: Vec<String> = cache
+        .state()
+        .iter()
+        .filter(|o| o.namespace().as_deref() == Some(ns))
+        .filter(|o| o.owner_references().iter().any(|r| r.uid == owner_uid))
+        .map(|o| o.name_any())
+        .filter(|n| !wanted.contains(n))
+        .collect();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    for name in stale {
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {
+                tracing::info!(kind = %K::kind(&()), %name, "deleted: no longer in the formation")
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => {
+                return Err(Error::Kube {
+                    action: format!("deleting {} {name}", K::kind(&())),
+                    source: e,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Computes and (if changed) writes the Formation's status. `problem` is a reason and
+/// message that make the Formation not Ready regardless of its Deployments.
+async fn update_status(
+    formation: &Formation,
+    ctx: &Context,
+    release: Option<&Release>,
+    problem: Option<(&str, String)>,
+) -> Result<()> {
+    let ns = formation.namespace().unwrap_or_default();
+    let app = &formation.spec.app;
+    let generation = formation.metadata.generation;
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let old = formation.status.clone().unwrap_or_default();
+    let mut status = FormationStatus {
+        conditions: old.conditions.clone(),
+        observed_generation: generation,
+        ..Default::default()
+    };
+
+    // Per-process counts and rollout state, from the cached Deployments.
+    let mut progressing: Vec<String> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    let mut all_complete = problem.is_none();
+    for (process, &desired) in &formation.spec.processes {
+        let name = flynn_crds::names::deployment_name(app, process);
+        let d = ctx
+            .deployments
+            .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns));
+        let (ready, available) = d
+            .as_ref()
+            .and_then(|d| d.status.as_ref())
+            .map(|s| {
+                (
+                    s.ready_replicas.unwrap_or(0),
+                    s.available_replicas.unwrap_or(0),
+                )
+            })
+            .unwrap_or((0, 0));
+        status.processes.insert(
+            process.clone(),
+            ProcessStatus {
+                desired,
+                ready,
+                available,
+            },
+        );
+        let runs_release = d
+            .as_ref()
+            .is_some_and(|d| template_release(d) == Some(formation.spec.release.as_str()));
+        match d.as_deref().map(deployment_rollout) {
+            _ if !runs_release => {
+                all_complete = false;
+                progressing.push(format!("{name}: updating to {}", formation.spec.release));
+            }
+            Some(DeploymentRollout::Complete) => {}
+            Some(DeploymentRollout::Progressing(msg)) => {
+                all_complete = false;
+                progressing.push(msg);
+            }
+            Some(DeploymentRollout::Failed(msg)) => {
+                all_complete = false;
+                failed.push(msg);
+            }
+            None => all_complete = false,
+        }
+    }
+    status.process_summary = Some(ProcessStatus::summary(&status.processes));
+    if all_complete && release.is_some() {
+        status.release = Some(formation.spec.release.clone());
+    }
+
+    let (ready, reason, message) = match &problem {
+        Some((reason, msg)) => (false, *reason, msg.clone()),
+        None if all_complete => (
+            true,
+            reasons::AVAILABLE,
+            format!("every process runs {}", formation.spec.release),
+        ),
+        None if !failed.is_empty() => (false, reasons::DEPLOY_TIMED_OUT, failed.join("; ")),
+        None => (false, reasons::WAITING_FOR_PODS, progressing.join("; ")),
+    };
+    conditions::set(
+        &mut status.conditions,
+        conditions::new(
+            types::READY,
+            ready,
+            reason,
+            message.clone(),
+            generation,
+            now.clone(),
+        ),
+    );
+    let (prog, prog_reason, prog_msg) = if problem.is_none() && !all_complete {
+        (true, reasons::ROLLING_OUT, message)
+    } else {
+        (false, reasons::ROLLOUT_COMPLETE, String::new())
+    };
+    conditions::set(
+        &mut status.conditions,
+        conditions::new(
+            types::PROGRESSING,
+            prog,
+            prog_reason,
+            prog_msg,
+            generation,
+            now,
+        ),
+    );
+
+    if status == old {
+        return Ok(());
+    }
+    if let Some((reason, msg)) = &problem
+        && conditions::find(&old.conditions, types::READY)
+            .is_none_or(|c| c.reason != *reason || c.message != *msg)
+    {
+        ctx.event(formation, true, reason, msg.clone()).await;
+    }
+    let api: Api<Formation> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": "flynn.io/v1alpha1",
+        "kind": "Formation",
+        "status": status,
+    });
+    api.patch_status(
+        &formation.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await
+    .context(|| format!("writing status of formation {}", formation.name_any()))?;
+    Ok(())
+}
+
+/// The release a Deployment's pod template runs (its `flynn.io/release` label).
+pub fn template_release(d: &Deployment) -> Option<&str> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get(labels::RELEASE)
+        .map(String::as_str)
+}
+
+/// FNV-1a: a stable hash (unlike std's SipHash keys) for the applied-hash annotation.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Maps a Release to the Formation that may be waiting for it (same app, same namespace).
+pub fn formation_for_release(
+    r: &Release,
+) -> Option<kube::runtime::reflector::ObjectRef<Formation>> {
+    Some(
+        kube::runtime::reflector::ObjectRef::new(&flynn_crds::names::formation_name(&r.spec.app))
+            .within(&r.namespace()?),
+    )
+}

@@ -1,0 +1,149 @@
+//! `flynn-operator`: the binary. Flags (or environment) → settings; leader election;
+//! the controllers; health and metrics; SIGTERM drains and hands the Lease back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use flynn_operator::leader::{self, LeaseConfig};
+use flynn_operator::metrics::Metrics;
+use flynn_operator::server::{self, Health};
+use flynn_operator::{Settings, run};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Reconciles flynn.io Apps, Releases, Formations and Routes into workloads."
+)]
+struct Args {
+    /// Domain of default Routes: app `shop` gets `shop.<domain>`.
+    #[arg(long, env = "FLYNN_DEFAULT_DOMAIN", default_value = "flynn.local")]
+    default_domain: String,
+    /// Image whose entrypoint is the slugrunner; runs slug artifacts.
+    #[arg(
+        long,
+        env = "FLYNN_SLUGRUNNER_IMAGE",
+        default_value = "localhost/flynn-slugrunner:dev"
+    )]
+    slugrunner_image: String,
+    /// Pull policy of the slugrunner image.
+    #[arg(
+        long,
+        env = "FLYNN_SLUGRUNNER_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    slugrunner_pull_policy: String,
+    /// Releases kept per App.
+    #[arg(long, env = "FLYNN_RELEASE_HISTORY", default_value_t = 10)]
+    release_history: usize,
+    /// Reconciles run at once per controller.
+    #[arg(long, env = "FLYNN_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Only reconcile this namespace (default: all).
+    #[arg(long, env = "FLYNN_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "FLYNN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Run with a Lease so several replicas can run with one active.
+    #[arg(long, env = "FLYNN_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the Lease (default: this pod's namespace, else flynn-system).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "flynn-system")]
+    lease_namespace: String,
+    /// Log format: text or json.
+    #[arg(long, env = "FLYNN_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("cannot reach the Kubernetes API ({e}): run in a pod with a ServiceAccount, or set KUBECONFIG")
+    })?;
+    let settings = Settings {
+        default_domain: args.default_domain,
+        slugrunner_image: args.slugrunner_image,
+        slugrunner_pull_policy: args.slugrunner_pull_policy,
+        release_history: args.release_history,
+        concurrency: args.concurrency,
+        namespace: args.namespace,
+        ..Settings::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let shutdown = CancellationToken::new();
+
+    let server = tokio::spawn(server::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing in-flight reconciles");
+            shutdown.cancel();
+        }
+    });
+
+    let leadership = if args.leader_election {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("flynn-operator-{}", std::process::id()));
+        // A standby replica is ready: it serves /metrics and waits for the Lease.
+        health
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let lease = LeaseConfig::new(&args.lease_namespace, "flynn-operator", &identity);
+        let leadership = tokio::select! {
+            l = leader::acquire(client.clone(), lease) => l,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        metrics.leader.set(1);
+        let lost = leadership.lost_signal();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            lost.await;
+            tracing::error!("lost the leader lease: stopping so another replica takes over");
+            token.cancel();
+        });
+        Some(leadership)
+    } else {
+        None
+    };
+
+    run(client, settings, metrics.clone(), health, shutdown.clone()).await?;
+    metrics.leader.set(0);
+    if let Some(l) = leadership {
+        l.release().await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(())
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

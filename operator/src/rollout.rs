@@ -1,0 +1,283 @@
+//! Reading rollouts: whether a Deployment has finished rolling out (kubectl's
+//! `rollout status` logic), and why pods are not becoming ready (for `Degraded`).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+
+/// Where a Deployment's rollout stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeploymentRollout {
+    /// Every replica runs the current template and is available.
+    Complete,
+    /// Still going; the message says what it waits for.
+    Progressing(String),
+    /// The Deployment controller gave up (`ProgressDeadlineExceeded`).
+    Failed(String),
+}
+
+/// kubectl's `DeploymentStatusViewer`, ported: observed generation first, then the
+/// progress deadline, then updated / total / available replica counts.
+pub fn deployment_rollout(d: &Deployment) -> DeploymentRollout {
+    let name = d.metadata.name.as_deref().unwrap_or("deployment");
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(status) = &d.status else {
+        return DeploymentRollout::Progressing(format!(
+            "{name}: waiting for the Deployment controller"
+        ));
+    };
+    if d.metadata.generation.unwrap_or(0) > status.observed_generation.unwrap_or(0) {
+        return DeploymentRollout::Progressing(format!(
+            "{name}: waiting for the Deployment controller"
+        ));
+    }
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing")
+        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    {
+        return DeploymentRollout::Failed(format!(
+            "{name}: {}",
+            c.message.as_deref().unwrap_or("progress deadline exceeded")
+        ));
+    }
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < desired {
+        return DeploymentRollout::Progressing(format!(
+            "{name}: {updated} of {desired} pods updated"
+        ));
+    }
+    if total > updated {
+        return DeploymentRollout::Progressing(format!(
+            "{name}: {} old pods pending termination",
+            total - updated
+        ));
+    }
+    if available < updated {
+        return DeploymentRollout::Progressing(format!(
+            "{name}: {available} of {updated} updated pods available"
+        ));
+    }
+    DeploymentRollout::Complete
+}
+
+/// The most telling reason the given pods (of one release) are not ready, for a user:
+/// an image that cannot be pulled, a crash loop with the last exit code, a failing
+/// readiness check, or a pod that cannot be scheduled. `None` if nothing stands out.
+pub fn diagnose(pods: &[Pod]) -> Option<String> {
+    let mut findings: Vec<(u8, String)> = Vec::new();
+    for pod in pods {
+        let name = pod.metadata.name.as_deref().unwrap_or("pod");
+        let Some(status) = &pod.status else { continue };
+        for c in status.container_statuses.iter().flatten() {
+            let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+            let last_exit = c
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| (t.exit_code, t.reason.clone().unwrap_or_default()));
+            match waiting.and_then(|w| w.reason.as_deref()) {
+                Some(
+                    r @ ("ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull"
+                    | "InvalidImageName"),
+                ) => {
+                    let msg = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
+                    findings.push((
+                        0,
+                        format!("pod {name}: image cannot be pulled ({r}): {msg}")
+                            .trim_end_matches(": ")
+                            .to_owned(),
+                    ));
+                }
+                Some("CrashLoopBackOff") => {
+                    let exit = last_exit
+                        .map(|(code, reason)| {
+                            format!(
+                                " with exit code {code}{}",
+                                if reason.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({reason})")
+                                }
+                            )
+                        })
+                        .unwrap_or_default();
+                    findings.push((
+                        1,
+                        format!(
+                            "pod {name}: process {} is crash-looping: it exited{exit} {} times",
+                            c.name, c.restart_count
+                        ),
+                    ));
+                }
+                Some(
+                    r @ ("CreateContainerConfigError"
+                    | "CreateContainerError"
+                    | "RunContainerError"),
+                ) => {
+                    let msg = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
+                    findings.push((
+                        1,
+                        format!("pod {name}: container cannot start ({r}): {msg}"),
+                    ));
+                }
+                _ => {
+                    let running = c.state.as_ref().is_some_and(|s| s.running.is_some());
+                    if running && !c.ready {
+                        findings.push((
+                            2,
+                            format!(
+                                "pod {name}: process {} is running but failing its readiness check",
+                                c.name
+                            ),
+                        ));
+                    } else if let Some((code, _)) = last_exit.filter(|_| c.restart_count > 0) {
+                        findings.push((
+                            2,
+                            format!(
+                                "pod {name}: process {} restarted {} times (last exit code {code})",
+                                c.name, c.restart_count
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(c) = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        {
+            findings.push((
+                1,
+                format!(
+                    "pod {name} cannot be scheduled: {}",
+                    c.message.as_deref().unwrap_or("no reason given")
+                ),
+            ));
+        }
+    }
+    findings.sort();
+    findings.into_iter().next().map(|(_, msg)| msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "shop-web", "generation": generation},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rollout_follows_kubectl() {
+        let d = deployment(2, json!({"observedGeneration": 1}));
+        assert!(matches!(
+            deployment_rollout(&d),
+            DeploymentRollout::Progressing(_)
+        ));
+        let d = deployment(
+            2,
+            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}),
+        );
+        assert_eq!(
+            deployment_rollout(&d),
+            DeploymentRollout::Progressing("shop-web: 1 of 2 pods updated".into())
+        );
+        let d = deployment(
+            2,
+            json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
+        );
+        assert_eq!(
+            deployment_rollout(&d),
+            DeploymentRollout::Progressing("shop-web: 1 old pods pending termination".into())
+        );
+        let d = deployment(
+            2,
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
+        );
+        assert_eq!(
+            deployment_rollout(&d),
+            DeploymentRollout::Progressing("shop-web: 1 of 2 updated pods available".into())
+        );
+        let d = deployment(
+            2,
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+        );
+        assert_eq!(deployment_rollout(&d), DeploymentRollout::Complete);
+        let d = deployment(
+            2,
+            json!({"observedGeneration": 2, "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}),
+        );
+        assert_eq!(
+            deployment_rollout(&d),
+            DeploymentRollout::Failed("shop-web: too slow".into())
+        );
+    }
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "shop-web-1"}, "status": status}))
+            .unwrap()
+    }
+
+    #[test]
+    fn diagnoses_image_pull_first() {
+        let pods = [
+            pod(
+                json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}),
+            ),
+            pod(
+                json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image not present"}}}]}),
+            ),
+        ];
+        let msg = diagnose(&pods).unwrap();
+        assert!(
+            msg.contains("image cannot be pulled (ErrImageNeverPull): image not present"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn diagnoses_crash_loops_with_exit_code() {
+        let pods = [pod(
+            json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}),
+        )];
+        assert_eq!(
+            diagnose(&pods).unwrap(),
+            "pod shop-web-1: process web is crash-looping: it exited with exit code 3 (Error) 4 times"
+        );
+    }
+
+    #[test]
+    fn diagnoses_failing_readiness_and_scheduling() {
+        let pods = [pod(
+            json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"running": {}}}]}),
+        )];
+        assert!(
+            diagnose(&pods)
+                .unwrap()
+                .contains("failing its readiness check")
+        );
+        let pods = [pod(
+            json!({"conditions": [{"type": "PodScheduled", "status": "False", "message": "0/1 nodes: insufficient cpu"}]}),
+        )];
+        assert!(diagnose(&pods).unwrap().contains("insufficient cpu"));
+        assert_eq!(diagnose(&[pod(json!({}))]), None);
+    }
+}

@@ -1,0 +1,39 @@
+//! Operator settings (flags or environment of the binary; the chart sets them).
+
+use std::time::Duration;
+
+/// What an operator deployment is configured with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Domain of the default Routes: an App `shop` gets `shop.<default_domain>`.
+    pub default_domain: String,
+    /// Image that runs slug artifacts (its entrypoint is the slugrunner).
+    pub slugrunner_image: String,
+    /// Pull policy of the slugrunner image (`IfNotPresent` on a real cluster; the local
+    /// cluster has no registry, where `Never` gives a clearer error).
+    pub slugrunner_pull_policy: String,
+    /// Releases kept per App (older ones are deleted, never the current or running one).
+    pub release_history: usize,
+    /// Reconciles running at once per controller; bounded so a burst of Apps cannot
+    /// open thousands of API connections (kube's default is unbounded).
+    pub concurrency: u16,
+    /// Only reconcile objects in this namespace (tests run one operator per namespace).
+    /// Routes are still read from every namespace, since conflicts are cluster-wide.
+    pub namespace: Option<String>,
+    /// How long to wait before retrying a failed reconcile (doubles per failure, capped).
+    pub error_backoff: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            default_domain: "flynn.local".into(),
+            slugrunner_image: "localhost/flynn-slugrunner:dev".into(),
+            slugrunner_pull_policy: "IfNotPresent".into(),
+            release_history: 10,
+            concurrency: 16,
+            namespace: None,
+            error_backoff: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,665 @@
+//! The operator against the local cluster's real API server and node: each test runs an
+//! operator scoped to its own namespace, drives it as a user would (apply an App and a
+//! Release, patch env and counts) and checks what runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flynn_crds::conditions::{self, reasons, types};
+use flynn_crds::{App, Formation, Release, Route};
+use flynn_e2e::{SMOKE_IMAGE, TestNamespace, ensure_test_images, eventually, install_flynn_crds};
+use flynn_operator::metrics::Metrics;
+use flynn_operator::server::Health;
+use flynn_operator::{Settings, run};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// An operator running in this process for one test namespace; stopped on drop.
+struct TestOperator {
+    token: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for TestOperator {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+async fn setup(test: &str) -> (TestNamespace, TestOperator) {
+    ensure_test_images();
+    let ns = TestNamespace::create(test).await;
+    install_flynn_crds(ns.client()).await.unwrap();
+    let settings = Settings {
+        namespace: Some(ns.name().to_owned()),
+        default_domain: "test.flynn.local".into(),
+        ..Settings::default()
+    };
+    let token = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(run(
+        ns.client().clone(),
+        settings,
+        metrics.clone(),
+        Arc::new(Health::default()),
+        token.clone(),
+    ));
+    (ns, TestOperator { token, metrics })
+}
+
+/// An image Release serving the smoke page on 8080 with busybox httpd.
+fn release(app: &str, version: i64, image: &str, env: serde_json::Value) -> Release {
+    serde_json::from_value(json!({
+        "apiVersion": "flynn.io/v1alpha1", "kind": "Release",
+        "metadata": {"name": format!("{app}-v{version}")},
+        "spec": {
+            "app": app, "version": version,
+            "artifact": {"image": image},
+            "env": env,
+            "processes": {
+                "web": {"command": ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
+                        "ports": [{"port": 8080}]},
+                "worker": {"command": ["sleep", "infinity"]}
+            }
+        }
+    }))
+    .unwrap()
+}
+
+fn app(name: &str, release: &str, processes: serde_json::Value, extra: serde_json::Value) -> App {
+    let mut spec = json!({"release": release, "processes": processes, "deployTimeoutSeconds": 60});
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "flynn.io/v1alpha1", "kind": "App",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn condition(a: &App, t: &str) -> Option<(String, String, String)> {
+    let c = conditions::find(&a.status.as_ref()?.conditions, t)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn get<K>(api: &Api<K>, name: &str) -> Option<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.unwrap()
+}
+
+async fn merge<K>(api: &Api<K>, name: &str, patch: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+fn ready(a: &Option<App>, release: &str, summary: &str) -> bool {
+    a.as_ref().is_some_and(|a| {
+        let s = a.status.clone().unwrap_or_default();
+        s.release.as_deref() == Some(release)
+            && s.process_summary.as_deref() == Some(summary)
+            && conditions::is_true(&s.conditions, types::READY)
+    })
+}
+
+const T: Duration = Duration::from_secs(90);
+
+#[tokio::test]
+async fn an_image_app_runs_scales_and_shrinks() {
+    let (ns, op) = setup("op-scale").await;
+    let apps: Api<App> = ns.api();
+    let releases: Api<Release> = ns.api();
+    let deployments: Api<Deployment> = ns.api();
+    let services: Api<Service> = ns.api();
+    let routes: Api<Route> = ns.api();
+    let pp = PostParams::default();
+    releases
+        .create(&pp, &release("shop", 1, SMOKE_IMAGE, json!({})))
+        .await
+        .unwrap();
+    apps.create(&pp, &app("shop", "shop-v1", json!({"web": 1}), json!({})))
+        .await
+        .unwrap();
+
+    let a = eventually(
+        "shop to run v1 with web=1/1",
+        T,
+        || get(&apps, "shop"),
+        |a| ready(a, "shop-v1", "web=1/1"),
+    )
+    .await
+    .unwrap();
+    let status = a.status.unwrap();
+    assert_eq!(status.release_version, Some(1));
+    assert!(!conditions::is_true(&status.conditions, types::PROGRESSING));
+    assert!(!conditions::is_true(&status.conditions, types::DEGRADED));
+
+    // What it made: the Formation, a Deployment and Service for web, the default Route.
+    let f = get(&ns.api::<Formation>(), "shop")
+        .await
+        .expect("a Formation named after the App");
+    assert_eq!(f.spec.release, "shop-v1");
+    assert_eq!(f.owner_references()[0].kind, "App");
+    let d = get(&deployments, "shop-web")
+        .await
+        .expect("Deployment shop-web");
+    assert_eq!(d.labels()["flynn.io/app"], "shop");
+    assert!(
+        get(&deployments, "shop-worker").await.is_none(),
+        "worker is not in the counts"
+    );
+    let svc = get(&services, "shop-web").await.expect("Service shop-web");
+    assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 8080);
+    let r = eventually(
+        "the default route to be accepted",
+        T,
+        || get(&routes, "shop-default"),
+        |r| {
+            r.as_ref()
+                .and_then(|r| r.status.as_ref())
+                .is_some_and(|s| conditions::is_true(&s.conditions, types::ACCEPTED))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.spec.http.unwrap().domain, "shop.test.flynn.local");
+    eventually(
+        "the App to list its URL",
+        T,
+        || get(&apps, "shop"),
+        |a| {
+            a.as_ref()
+                .and_then(|a| a.status.as_ref())
+                .is_some_and(|s| s.urls == ["http://shop.test.flynn.local"])
+        },
+    )
+    .await;
+
+    // Scale up, add a worker, then scale web to zero.
+    merge(
+        &apps,
+        "shop",
+        json!({"spec": {"processes": {"web": 2, "worker": 1}}}),
+    )
+    .await;
+    eventually(
+        "web=2/2 worker=1/1",
+        T,
+        || get(&apps, "shop"),
+        |a| ready(a, "shop-v1", "web=2/2 worker=1/1"),
+    )
+    .await;
+    merge(&apps, "shop", json!({"spec": {"processes": {"web": 0}}})).await;
+    eventually(
+        "web=0/0 worker=1/1",
+        T,
+        || get(&apps, "shop"),
+        |a| ready(a, "shop-v1", "web=0/0 worker=1/1"),
+    )
+    .await;
+    let d = get(&deployments, "shop-web")
+        .await
+        .expect("scaled to zero, not deleted");
+    assert_eq!(d.spec.unwrap().replicas, Some(0));
+
+    // Dropping a type from the counts removes its Deployment (and Service).
+    merge(&apps, "shop", json!({"spec": {"processes": {"web": null}}})).await;
+    eventually(
+        "shop-web to be deleted",
+        T,
+        || get(&deployments, "shop-web"),
+        Option::is_none,
+    )
+    .await;
+    eventually(
+        "Service shop-web to be deleted",
+        T,
+        || get(&services, "shop-web"),
+        Option::is_none,
+    )
+    .await;
+    assert!(get(&deployments, "shop-worker").await.is_some());
+
+    // Steady state: nothing to write. Reconciles counted, no errors.
+    let text = op.metrics.render();
+    assert!(
+        text.contains("flynn_operator_reconciles_total{controller=\"app\"}"),
+        "{text}"
+    );
+    drop(op);
+}
+
+#[tokio::test]
+async fn a_config_change_makes_a_release_and_rolls_the_pods() {
+    let (ns, _op) = setup("op-config").await;
+    let apps: Api<App> = ns.api();
+    let releases: Api<Release> = ns.api();
+    let pp = PostParams::default();
+    releases
+        .create(
+            &pp,
+            &release("cfg", 1, SMOKE_IMAGE, json!({"GREETING": "hi"})),
+        )
+        .await
+        .unwrap();
+    apps.create(
+        &pp,
+        &app(
+            "cfg",
+            "cfg-v1",
+            json!({"web": 1}),
+            json!({"env": {"GREETING": "hi"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "cfg to run v1",
+        T,
+        || get(&apps, "cfg"),
+        |a| ready(a, "cfg-v1", "web=1/1"),
+    )
+    .await;
+
+    merge(
+        &apps,
+        "cfg",
+        json!({"spec": {"env": {"GREETING": "hello", "NEW": "1"}}}),
+    )
+    .await;
+    let a = eventually(
+        "cfg to run v2",
+        T,
+        || get(&apps, "cfg"),
+        |a| ready(a, "cfg-v2", "web=1/1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.spec.release.as_deref(), Some("cfg-v2"));
+    let v2 = get(&releases, "cfg-v2").await.expect("release cfg-v2");
+    assert_eq!(v2.spec.env["GREETING"], "hello");
+    assert_eq!(v2.spec.artifact.image.as_deref(), Some(SMOKE_IMAGE));
+    assert!(v2.spec.meta["flynn.io/cause"].contains("cfg-v1"));
+    // The pods run the new config.
+    let d = get(&ns.api::<Deployment>(), "cfg-web").await.unwrap();
+    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "GREETING" && e.value.as_deref() == Some("hello"))
+    );
+    assert!(
+        env.iter()
+            .any(|e| e.name == "FLYNN_RELEASE" && e.value.as_deref() == Some("cfg-v2"))
+    );
+}
+
+#[tokio::test]
+async fn a_bad_image_degrades_and_rolls_back() {
+    let (ns, _op) = setup("op-rollback").await;
+    let apps: Api<App> = ns.api();
+    let releases: Api<Release> = ns.api();
+    let pp = PostParams::default();
+    releases
+        .create(&pp, &release("rb", 1, SMOKE_IMAGE, json!({})))
+        .await
+        .unwrap();
+    apps.create(
+        &pp,
+        &app(
+            "rb",
+            "rb-v1",
+            json!({"web": 1}),
+            json!({"deployTimeoutSeconds": 15}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "rb to run v1",
+        T,
+        || get(&apps, "rb"),
+        |a| ready(a, "rb-v1", "web=1/1"),
+    )
+    .await;
+
+    // An image that cannot be pulled (there is no registry at localhost).
+    releases
+        .create(
+            &pp,
+            &release("rb", 2, "localhost/flynn-does-not-exist:1", json!({})),
+        )
+        .await
+        .unwrap();
+    merge(&apps, "rb", json!({"spec": {"release": "rb-v2"}})).await;
+    eventually(
+        "rb to be Progressing",
+        T,
+        || get(&apps, "rb"),
+        |a| {
+            a.as_ref()
+                .and_then(|a| condition(a, types::PROGRESSING))
+                .is_some_and(|c| c.0 == "True")
+        },
+    )
+    .await;
+    let a = eventually(
+        "rb to roll back",
+        T,
+        || get(&apps, "rb"),
+        |a| {
+            a.as_ref()
+                .and_then(|a| condition(a, types::DEGRADED))
+                .is_some_and(|c| c.1 == reasons::ROLLED_BACK)
+        },
+    )
+    .await
+    .unwrap();
+    let (_, _, msg) = condition(&a, types::DEGRADED).unwrap();
+    assert!(
+        msg.contains("rb-v2 did not become available within 15s"),
+        "{msg}"
+    );
+    assert!(msg.contains("image cannot be pulled"), "{msg}");
+    assert!(msg.contains("rolled back to rb-v1"), "{msg}");
+    assert_eq!(a.spec.release.as_deref(), Some("rb-v1"));
+    // The old release kept serving throughout, and serves now.
+    let a = eventually(
+        "rb to be Ready on v1",
+        T,
+        || get(&apps, "rb"),
+        |a| ready(a, "rb-v1", "web=1/1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        condition(&a, types::DEGRADED).unwrap().0,
+        "True",
+        "Degraded stays until a new rollout"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_looping_first_release_says_why() {
+    let (ns, _op) = setup("op-crash").await;
+    let apps: Api<App> = ns.api();
+    let releases: Api<Release> = ns.api();
+    let pp = PostParams::default();
+    let mut r = release("crash", 1, SMOKE_IMAGE, json!({}));
+    r.spec.processes.get_mut("web").unwrap().command =
+        vec!["sh".into(), "-c".into(), "echo starting; exit 3".into()];
+    releases.create(&pp, &r).await.unwrap();
+    apps.create(
+        &pp,
+        &app(
+            "crash",
+            "crash-v1",
+            json!({"web": 1}),
+            json!({"deployTimeoutSeconds": 20}),
+        ),
+    )
+    .await
+    .unwrap();
+    let a = eventually(
+        "crash to be Degraded",
+        T,
+        || get(&apps, "crash"),
+        |a| {
+            a.as_ref()
+                .and_then(|a| condition(a, types::DEGRADED))
+                .is_some_and(|c| c.0 == "True")
+        },
+    )
+    .await
+    .unwrap();
+    let (_, reason, msg) = condition(&a, types::DEGRADED).unwrap();
+    assert_eq!(reason, reasons::DEPLOY_TIMED_OUT);
+    assert!(
+        msg.contains("exit code 3") || msg.contains("exited"),
+        "{msg}"
+    );
+    assert!(msg.contains("no earlier release to roll back to"), "{msg}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_condition_not_a_crash() {
+    let (ns, _op) = setup("op-bad").await;
+    let apps: Api<App> = ns.api();
+    let releases: Api<Release> = ns.api();
+    let pp = PostParams::default();
+
+    apps.create(
+        &pp,
+        &app("missing", "missing-v7", json!({"web": 1}), json!({})),
+    )
+    .await
+    .unwrap();
+    let a = eventually(
+        "missing to report its release",
+        T,
+        || get(&apps, "missing"),
+        |a| {
+            a.as_ref()
+                .and_then(|a| condition(a, types::READY))
+                .is_some_and(|c| c.1 == reasons::RELEASE_NOT_FOUND)
+        },
+    )
+    .await
+    .unwrap();
+    let (_, _, msg) = condition(&a, types::READY).unwrap();
+    assert!(msg.contains("missing-v7, which does not exist"), "{msg}");
+
+    releases
+        .create(&pp, &release("typo", 1, SMOKE_IMAGE, json!({})))
+        .await
+        .unwrap();
+    apps.create(&pp, &app("typo", "typo-v1", json!({"wrker": 1}), json!({})))
+        .await
+        .unwrap();
+    let a = eventually(
+        "typo to report the unknown type",
+        T,
+        || get(&apps, "typo"),
+        |a| {
+            a.as_ref()
+                .and_then(|a| condition(a, types::DEGRADED))
+                .is_some_and(|c| c.1 == reasons::UNKNOWN_PROCESS_TYPE)
+        },
+    )
+    .await
+    .unwrap();
+    let (_, _, msg) = condition(&a, types::DEGRADED).unwrap();
+    assert!(
+        msg.contains("\"wrker\"") && msg.contains("web, worker"),
+        "{msg}"
+    );
+
+    // Fixing the input recovers.
+    merge(
+        &apps,
+        "typo",
+        json!({"spec": {"processes": {"wrker": null, "worker": 1}}}),
+    )
+    .await;
+    eventually(
+        "typo to run",
+        T,
+        || get(&apps, "typo"),
+        |a| ready(a, "typo-v1", "worker=1/1"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_an_app_removes_what_it_made() {
+    let (ns, _op) = setup("op-delete").await;
+    let apps: Api<App> = ns.api();
+    let releases: Api<Release> = ns.api();
+    let pp = PostParams::default();
+    releases
+        .create(&pp, &release("gone", 1, SMOKE_IMAGE, json!({})))
+        .await
+        .unwrap();
+    apps.create(&pp, &app("gone", "gone-v1", json!({"web": 1}), json!({})))
+        .await
+        .unwrap();
+    eventually(
+        "gone to run",
+        T,
+        || get(&apps, "gone"),
+        |a| ready(a, "gone-v1", "web=1/1"),
+    )
+    .await;
+
+    apps.delete("gone", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let (deployments, services) = (ns.api::<Deployment>(), ns.api::<Service>());
+    let (formations, routes) = (ns.api::<Formation>(), ns.api::<Route>());
+    eventually(
+        "the Deployment to go",
+        T,
+        || get(&deployments, "gone-web"),
+        Option::is_none,
+    )
+    .await;
+    eventually(
+        "the Service to go",
+        T,
+        || get(&services, "gone-web"),
+        Option::is_none,
+    )
+    .await;
+    eventually(
+        "the Formation to go",
+        T,
+        || get(&formations, "gone"),
+        Option::is_none,
+    )
+    .await;
+    eventually(
+        "the Route to go",
+        T,
+        || get(&routes, "gone-default"),
+        Option::is_none,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn route_conflicts_go_to_the_oldest() {
+    let (ns, _op) = setup("op-routes").await;
+    let routes: Api<Route> = ns.api();
+    let pp = PostParams::default();
+    let domain = format!("{}.conflict.test", ns.name());
+    let route = |name: &str| -> Route {
+        serde_json::from_value(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "Route", "metadata": {"name": name},
+            "spec": {"type": "http", "app": "shop", "http": {"domain": domain, "path": "/"}}
+        }))
+        .unwrap()
+    };
+    routes.create(&pp, &route("first")).await.unwrap();
+    // creationTimestamp has one-second resolution: make "first" strictly older.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    routes.create(&pp, &route("second")).await.unwrap();
+
+    let conflicted = |r: &Option<Route>| {
+        r.as_ref()
+            .and_then(|r| r.status.as_ref())
+            .is_some_and(|s| conditions::is_true(&s.conditions, types::CONFLICT))
+    };
+    let second = eventually(
+        "second to be in conflict",
+        T,
+        || get(&routes, "second"),
+        conflicted,
+    )
+    .await
+    .unwrap();
+    let status = second.status.unwrap();
+    assert_eq!(status.conflicts_with, Some(format!("{}/first", ns.name())));
+    let first = get(&routes, "first").await.unwrap();
+    assert!(conditions::is_true(
+        &first.status.unwrap().conditions,
+        types::ACCEPTED
+    ));
+
+    routes
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "second to be accepted once first is gone",
+        T,
+        || get(&routes, "second"),
+        |r| {
+            r.as_ref()
+                .and_then(|r| r.status.as_ref())
+                .is_some_and(|s| conditions::is_true(&s.conditions, types::ACCEPTED))
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_standby_takes_over_when_the_leader_dies_or_steps_down() {
+    use flynn_operator::leader::{LeaseConfig, acquire};
+    let ns = TestNamespace::create("op-lease").await;
+    let config = |id: &str| LeaseConfig {
+        lease_duration: Duration::from_secs(4),
+        renew_deadline: Duration::from_secs(3),
+        retry_period: Duration::from_millis(300),
+        ..LeaseConfig::new(ns.name(), "flynn-operator", id)
+    };
+    let a = acquire(ns.client().clone(), config("a")).await;
+    let b = tokio::spawn(acquire(ns.client().clone(), config("b")));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!b.is_finished(), "b must stand by while a renews");
+
+    // a dies without a word (no release): b takes over once the lease expires.
+    let killed = std::time::Instant::now();
+    drop(a);
+    let b = tokio::time::timeout(Duration::from_secs(10), b)
+        .await
+        .expect("b took over")
+        .unwrap();
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_secs(8),
+        "handover took {took:?}, lease is 4s"
+    );
+    let lease: k8s_openapi::api::coordination::v1::Lease =
+        ns.api().get("flynn-operator").await.unwrap();
+    assert_eq!(
+        lease.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("b")
+    );
+    assert_eq!(lease.spec.unwrap().lease_transitions, Some(1));
+
+    // b steps down gracefully: c takes over within a retry period or two.
+    let c = tokio::spawn(acquire(ns.client().clone(), config("c")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let released = std::time::Instant::now();
+    b.release().await;
+    tokio::time::timeout(Duration::from_secs(3), c)
+        .await
+        .expect("c took over quickly after a release")
+        .unwrap();
+    eprintln!(
+        "handover after a crash: {took:?}; after a release: {:?}",
+        released.elapsed()
+    );
+}
