@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use flynn_crds::{Release, Route};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
@@ -27,6 +28,8 @@ pub struct Context {
     /// pruned of their pod spec: enough for status and for skipping unchanged applies.
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
+    /// Namespaces carrying `settings.exclude_namespace_label` (only those are cached).
+    pub excluded_namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     /// Consecutive failures per object, for the error backoff.
     pub failures: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
     recorder: Recorder,
@@ -65,6 +68,7 @@ impl Context {
             routes,
             deployments,
             services,
+            excluded_namespaces: None,
             failures: Arc::default(),
             recorder,
         }
@@ -95,9 +99,16 @@ impl Context {
 
     /// Whether objects in `namespace` are this operator's to reconcile.
     pub fn in_scope(&self, namespace: Option<&str>) -> bool {
-        match &self.settings.namespace {
+        let scoped = match &self.settings.namespace {
             Some(scope) => namespace == Some(scope.as_str()),
             None => true,
-        }
+        };
+        let excluded = match (&self.excluded_namespaces, namespace) {
+            (Some(store), Some(ns)) => store
+                .get(&kube::runtime::reflector::ObjectRef::new(ns))
+                .is_some(),
+            _ => false,
+        };
+        scoped && !excluded
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use flynn_operator::leader::{self, LeaseConfig};
-use flynn_operator::metrics::Metrics;
+use flynn_operator::metrics::{ApiCallLayer, Metrics};
 use flynn_operator::server::{self, Health};
 use flynn_operator::{Settings, run};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,9 @@ struct Args {
     /// Only reconcile this namespace (default: all).
     #[arg(long, env = "FLYNN_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Skip namespaces carrying this label (e.g. `flynn.io/test`: tests run their own operator).
+    #[arg(long, env = "FLYNN_EXCLUDE_NAMESPACE_LABEL")]
+    exclude_namespace_label: Option<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "FLYNN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -63,9 +66,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(&args.log_format);
 
-    let client = kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("cannot reach the Kubernetes API ({e}): run in a pod with a ServiceAccount, or set KUBECONFIG")
+    let metrics = Arc::new(Metrics::default());
+    let config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!("no Kubernetes API configuration ({e}): run in a pod with a ServiceAccount, or set KUBECONFIG")
     })?;
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&ApiCallLayer(metrics.api_requests.clone()))
+        .build();
     let settings = Settings {
         default_domain: args.default_domain,
         slugrunner_image: args.slugrunner_image,
@@ -73,9 +80,9 @@ async fn main() -> anyhow::Result<()> {
         release_history: args.release_history,
         concurrency: args.concurrency,
         namespace: args.namespace,
+        exclude_namespace_label: args.exclude_namespace_label,
         ..Settings::default()
     };
-    let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
 

@@ -20,6 +20,12 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// GET, LIST-or-GET, WATCH, POST, PUT, PATCH or DELETE.
+    pub verb: &'static str,
+}
+
 /// The operator's metrics, registered in one registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -29,6 +35,8 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Requests to the API server, by verb (see [`ApiCallLayer`]).
+    pub api_requests: Family<ApiLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -41,6 +49,7 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.001, 2.0, 15))
         });
         let leader = Gauge::default();
+        let api_requests = Family::<ApiLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles run, by controller",
@@ -61,12 +70,18 @@ impl Default for Metrics {
             "1 while this replica is the active leader",
             leader.clone(),
         );
+        registry.register(
+            "api_requests",
+            "Requests to the Kubernetes API server, by verb",
+            api_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             duration,
             leader,
+            api_requests,
         }
     }
 }
@@ -86,11 +101,72 @@ impl Metrics {
             .inc();
     }
 
+    /// Writes (POST, PUT, PATCH, DELETE) made so far.
+    pub fn api_writes(&self) -> u64 {
+        ["POST", "PUT", "PATCH", "DELETE"]
+            .iter()
+            .map(|verb| self.api_requests.get_or_create(&ApiLabels { verb }).get())
+            .sum()
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// A tower layer for kube's client that counts API requests by verb, so the operator's
+/// cost per App is visible (`flynn_operator_api_requests_total`).
+#[derive(Clone, Debug)]
+pub struct ApiCallLayer(pub Family<ApiLabels, Counter>);
+
+impl<S> tower::Layer<S> for ApiCallLayer {
+    type Service = ApiCall<S>;
+    fn layer(&self, inner: S) -> ApiCall<S> {
+        ApiCall {
+            inner,
+            counter: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiCall<S> {
+    inner: S,
+    counter: Family<ApiLabels, Counter>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ApiCall<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let verb = match *req.method() {
+            http::Method::GET if req.uri().query().is_some_and(|q| q.contains("watch=true")) => {
+                "WATCH"
+            }
+            http::Method::GET => "GET",
+            http::Method::POST => "POST",
+            http::Method::PUT => "PUT",
+            http::Method::PATCH => "PATCH",
+            http::Method::DELETE => "DELETE",
+            _ => "OTHER",
+        };
+        self.counter.get_or_create(&ApiLabels { verb }).inc();
+        self.inner.call(req)
     }
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use flynn_crds::{App, Formation, Release, Route, labels};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -39,6 +40,7 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let shutdown_ns = shutdown.clone();
     // Small pages: a relist buffers a second copy of the store (kube.rs, "reflector memory").
     let wc = WatcherConfig::default().page_size(100).any_semantic();
     let managed = wc.clone().labels(&format!(
@@ -83,7 +85,7 @@ pub async fn run(
         .reflect(services_writer)
         .touched_objects();
 
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         settings.clone(),
         metrics,
@@ -91,7 +93,27 @@ pub async fn run(
         routes.clone(),
         deployments,
         services,
-    ));
+    );
+    if let Some(label) = &settings.exclude_namespace_label {
+        // Only namespaces with the label are cached: a tiny store, read by `in_scope`.
+        let (store, writer) = reflector::store();
+        let stream = watcher::watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            WatcherConfig::default().labels(label),
+        )
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| futures::future::ready(()));
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stream => {}
+                () = shutdown_ns.cancelled() => {}
+            }
+        });
+        let _ = store.wait_until_ready().await;
+        ctx.excluded_namespaces = Some(store);
+    }
+    let ctx = Arc::new(ctx);
     let config = ControllerConfig::default().concurrency(settings.concurrency);
 
     let apps = Controller::new(api::<App>(&client, &settings), wc.clone())

@@ -20,6 +20,9 @@ pub struct Settings {
     /// Only reconcile objects in this namespace (tests run one operator per namespace).
     /// Routes are still read from every namespace, since conflicts are cluster-wide.
     pub namespace: Option<String>,
+    /// Skip namespaces carrying this label (the chart sets `flynn.io/test`, so an
+    /// installed operator leaves the namespaces of tests, which run their own, alone).
+    pub exclude_namespace_label: Option<String>,
     /// How long to wait before retrying a failed reconcile (doubles per failure, capped).
     pub error_backoff: Duration,
 }
@@ -33,6 +36,7 @@ impl Default for Settings {
             release_history: 10,
             concurrency: 16,
             namespace: None,
+            exclude_namespace_label: None,
             error_backoff: Duration::from_secs(1),
         }
     }

@@ -2,117 +2,19 @@
 //! operator scoped to its own namespace, drives it as a user would (apply an App and a
 //! Release, patch env and counts) and checks what runs.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use flynn_crds::conditions::{self, reasons, types};
 use flynn_crds::{App, Formation, Release, Route};
-use flynn_e2e::{SMOKE_IMAGE, TestNamespace, ensure_test_images, eventually, install_flynn_crds};
-use flynn_operator::metrics::Metrics;
-use flynn_operator::server::Health;
-use flynn_operator::{Settings, run};
+use flynn_e2e::{SMOKE_IMAGE, TestNamespace};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-/// An operator running in this process for one test namespace; stopped on drop.
-struct TestOperator {
-    token: CancellationToken,
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for TestOperator {
-    fn drop(&mut self) {
-        self.token.cancel();
-    }
-}
-
-async fn setup(test: &str) -> (TestNamespace, TestOperator) {
-    ensure_test_images();
-    let ns = TestNamespace::create(test).await;
-    install_flynn_crds(ns.client()).await.unwrap();
-    let settings = Settings {
-        namespace: Some(ns.name().to_owned()),
-        default_domain: "test.flynn.local".into(),
-        ..Settings::default()
-    };
-    let token = CancellationToken::new();
-    let metrics = Arc::new(Metrics::default());
-    tokio::spawn(run(
-        ns.client().clone(),
-        settings,
-        metrics.clone(),
-        Arc::new(Health::default()),
-        token.clone(),
-    ));
-    (ns, TestOperator { token, metrics })
-}
-
-/// An image Release serving the smoke page on 8080 with busybox httpd.
-fn release(app: &str, version: i64, image: &str, env: serde_json::Value) -> Release {
-    serde_json::from_value(json!({
-        "apiVersion": "flynn.io/v1alpha1", "kind": "Release",
-        "metadata": {"name": format!("{app}-v{version}")},
-        "spec": {
-            "app": app, "version": version,
-            "artifact": {"image": image},
-            "env": env,
-            "processes": {
-                "web": {"command": ["busybox", "httpd", "-f", "-p", "8080", "-h", "/www"],
-                        "ports": [{"port": 8080}]},
-                "worker": {"command": ["sleep", "infinity"]}
-            }
-        }
-    }))
-    .unwrap()
-}
-
-fn app(name: &str, release: &str, processes: serde_json::Value, extra: serde_json::Value) -> App {
-    let mut spec = json!({"release": release, "processes": processes, "deployTimeoutSeconds": 60});
-    for (k, v) in extra.as_object().unwrap() {
-        spec[k] = v.clone();
-    }
-    serde_json::from_value(json!({
-        "apiVersion": "flynn.io/v1alpha1", "kind": "App",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap()
-}
-
-fn condition(a: &App, t: &str) -> Option<(String, String, String)> {
-    let c = conditions::find(&a.status.as_ref()?.conditions, t)?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-async fn get<K>(api: &Api<K>, name: &str) -> Option<K>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name).await.unwrap()
-}
-
-async fn merge<K>(api: &Api<K>, name: &str, patch: serde_json::Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
-
-fn ready(a: &Option<App>, release: &str, summary: &str) -> bool {
-    a.as_ref().is_some_and(|a| {
-        let s = a.status.clone().unwrap_or_default();
-        s.release.as_deref() == Some(release)
-            && s.process_summary.as_deref() == Some(summary)
-            && conditions::is_true(&s.conditions, types::READY)
-    })
-}
-
-const T: Duration = Duration::from_secs(90);
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn an_image_app_runs_scales_and_shrinks() {

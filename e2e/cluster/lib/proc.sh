@@ -4,7 +4,9 @@
 
 proc_start() { # proc_start NAME CMD...
   local name=$1; shift
-  mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids"
+  mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids" "$STATE_DIR/cmds"
+  # Kept so `restart` can start it again exactly as `up` did.
+  printf '%q ' "$@" > "$STATE_DIR/cmds/$name"
   setsid "$@" >>"$STATE_DIR/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$STATE_DIR/pids/$name.pid"
 }

@@ -69,12 +69,21 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         }
 
         let desired = build::formation(&app, target);
-        apply(&ctx, &ns, &desired).await?;
         let formations: Api<Formation> = Api::namespaced(ctx.client.clone(), &ns);
         formation = formations
             .get_opt(&names::formation_name(&name))
             .await
             .context(|| format!("reading formation {name}"))?;
+        // An unchanged Formation costs no write (the read above is needed for status anyway).
+        if formation.as_ref().is_none_or(|f| {
+            f.spec != desired.spec || f.owner_references() != desired.owner_references()
+        }) {
+            apply(&ctx, &ns, &desired).await?;
+            formation = formations
+                .get_opt(&names::formation_name(&name))
+                .await
+                .context(|| format!("reading formation {name}"))?;
+        }
     }
 
     let urls = urls(&ctx, &ns, &name);

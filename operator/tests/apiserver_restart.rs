@@ -1,0 +1,59 @@
+//! The operator converges after the API server restarts mid-reconcile. Its own test
+//! binary: cargo runs test binaries one at a time, so no other test sees the restart.
+
+mod common;
+use common::*;
+
+use flynn_crds::{App, Release};
+use flynn_e2e::SMOKE_IMAGE;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+
+#[tokio::test]
+async fn the_operator_converges_after_an_api_server_restart() {
+    let (ns, _op) = setup("op-restart").await;
+    let apps: Api<App> = ns.api();
+    let releases: Api<Release> = ns.api();
+    let pp = PostParams::default();
+    releases
+        .create(&pp, &release("rs", 1, SMOKE_IMAGE, json!({})))
+        .await
+        .unwrap();
+    apps.create(
+        &pp,
+        &app("rs", "rs-v1", json!({"web": 1, "worker": 1}), json!({})),
+    )
+    .await
+    .unwrap();
+
+    // Restart while the operator is creating the Formation, Deployments and Services.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/cluster/restart");
+    let out = tokio::process::Command::new(script)
+        .arg("kube-apiserver")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} kube-apiserver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    eventually(
+        "rs to run v1 after the restart",
+        T,
+        || get(&apps, "rs"),
+        |a| ready(a, "rs-v1", "web=1/1 worker=1/1"),
+    )
+    .await;
+    // The watches came back: a change made after the restart is seen and rolled out.
+    merge(&apps, "rs", json!({"spec": {"env": {"AFTER": "restart"}}})).await;
+    eventually(
+        "rs to run v2",
+        T,
+        || get(&apps, "rs"),
+        |a| ready(a, "rs-v2", "web=1/1 worker=1/1"),
+    )
+    .await;
+}
