@@ -355,6 +355,7 @@ async fn status_is_written_through_the_status_subresource() {
         processes,
         conditions: vec![ready(conditions::types::READY)],
         observed_generation: Some(1),
+        rollout: None,
     };
     let patch = json!({"apiVersion": "flynn.io/v1alpha1", "kind": "App", "status": status});
     let written = apps
