@@ -318,7 +318,10 @@ fn start_operator(
 ) -> anyhow::Result<std::process::Child> {
     Ok(std::process::Command::new(bin)
         .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FLYNN_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .args([
             "--namespace",
             ns,

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use flynn_crds::{Release, Route};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
+use flynn_crds::Route;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -19,15 +18,9 @@ pub struct Context {
     pub client: Client,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
-    /// Every Release in scope (pruned of managed fields). Version numbering and history
-    /// pruning read it instead of listing per reconcile.
-    pub releases: Store<Release>,
-    /// Every Route in the cluster: conflicts are cluster-wide.
+    /// Every Route in the cluster (conflicts are cluster-wide): the Route controller's
+    /// own cache, filled by the stream that triggers it.
     pub routes: Store<Route>,
-    /// Deployments and Services the operator made (label `app.kubernetes.io/managed-by=flynn`),
-    /// pruned of their pod spec: enough for status and for skipping unchanged applies.
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
     /// Namespaces carrying `settings.exclude_namespace_label` (only those are cached).
     pub excluded_namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     /// Consecutive failures per object, for the error backoff.
@@ -48,10 +41,7 @@ impl Context {
         client: Client,
         settings: Settings,
         metrics: Arc<Metrics>,
-        releases: Store<Release>,
         routes: Store<Route>,
-        deployments: Store<Deployment>,
-        services: Store<Service>,
     ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
@@ -64,10 +54,7 @@ impl Context {
             client,
             settings: Arc::new(settings),
             metrics,
-            releases,
             routes,
-            deployments,
-            services,
             excluded_namespaces: None,
             failures: Arc::default(),
             recorder,

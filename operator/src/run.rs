@@ -1,7 +1,9 @@
 //! Wiring: the watches, the caches they fill, and the three controllers on top.
 //!
-//! Children are cached from the same reflected streams that trigger their owners, so a
-//! reconcile never sees a trigger before the cache holds the change behind it.
+//! Reconcilers read what they act on fresh from the API (a GET or a labelled LIST), and
+//! every change that matters triggers them (owned children, Releases, Routes), so they
+//! never act on a cache that lags its trigger. Only the Route controller keeps a cache:
+//! every Route in the cluster, for conflicts, filled by the very stream that triggers it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,14 +51,8 @@ pub async fn run(
         labels::MANAGED_BY_FLYNN
     ));
 
-    let (releases, releases_writer) = reflector::store::<Release>();
-    let release_stream = watcher::watcher(api::<Release>(&client, &settings), wc.clone())
-        .default_backoff()
-        .modify(|r| r.managed_fields_mut().clear())
-        .reflect(releases_writer)
-        .applied_objects();
-
-    // Routes from every namespace: conflicts are cluster-wide.
+    // Routes from every namespace: conflicts are cluster-wide. The Route controller's own
+    // cache, filled by the stream that triggers it.
     let (routes, routes_writer) = reflector::store::<Route>();
     let route_stream = watcher::watcher(Api::<Route>::all(client.clone()), wc.clone())
         .default_backoff()
@@ -64,36 +60,7 @@ pub async fn run(
         .reflect(routes_writer)
         .applied_objects();
 
-    let (deployments, deployments_writer) = reflector::store::<Deployment>();
-    let deployment_stream =
-        watcher::watcher(api::<Deployment>(&client, &settings), managed.clone())
-            .default_backoff()
-            .modify(|d| {
-                d.managed_fields_mut().clear();
-                // Only the template's labels matter here (which release it runs).
-                if let Some(spec) = d.spec.as_mut() {
-                    spec.template.spec = None;
-                }
-            })
-            .reflect(deployments_writer)
-            .touched_objects();
-
-    let (services, services_writer) = reflector::store::<Service>();
-    let service_stream = watcher::watcher(api::<Service>(&client, &settings), managed)
-        .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
-        .reflect(services_writer)
-        .touched_objects();
-
-    let mut ctx = Context::new(
-        client.clone(),
-        settings.clone(),
-        metrics,
-        releases,
-        routes.clone(),
-        deployments,
-        services,
-    );
+    let mut ctx = Context::new(client.clone(), settings.clone(), metrics, routes.clone());
     if let Some(label) = &settings.exclude_namespace_label {
         // Only namespaces with the label are cached: a tiny store, read by `in_scope`.
         let (store, writer) = reflector::store();
@@ -119,8 +86,12 @@ pub async fn run(
     let apps = Controller::new(api::<App>(&client, &settings), wc.clone())
         .with_config(config.clone())
         .owns(api::<Formation>(&client, &settings), wc.clone())
-        .watches_stream(release_stream, |r| app::app_for_release(&r))
-        .watches(Api::<Route>::all(client.clone()), wc.clone(), |r| {
+        .watches(api::<Release>(&client, &settings), wc.clone(), |r| {
+            app::app_for_release(&r)
+        })
+        // Only the Routes of Apps in scope: in a cluster of 10,000 Routes, a scoped
+        // operator must not schedule (and skip) a reconcile for each change.
+        .watches(api::<Route>(&client, &settings), wc.clone(), |r| {
             app::app_for_route(&r)
         })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
@@ -129,12 +100,12 @@ pub async fn run(
             error_policy(app::CONTROLLER),
             ctx.clone(),
         )
-        .for_each(|_| futures::future::ready(()));
+        .for_each(log_outcome);
 
     let formations = Controller::new(api::<Formation>(&client, &settings), wc.clone())
         .with_config(config.clone())
-        .owns_stream(deployment_stream)
-        .owns_stream(service_stream)
+        .owns(api::<Deployment>(&client, &settings), managed.clone())
+        .owns(api::<Service>(&client, &settings), managed)
         .watches(api::<Release>(&client, &settings), wc.clone(), |r| {
             formation::formation_for_release(&r)
         })
@@ -144,13 +115,16 @@ pub async fn run(
             error_policy(formation::CONTROLLER),
             ctx.clone(),
         )
-        .for_each(|_| futures::future::ready(()));
+        .for_each(log_outcome);
 
     let routes_for_mapper = routes.clone();
+    let scope = settings.namespace.clone();
     let route_ctl = Controller::for_stream(route_stream, routes)
         .with_config(config)
         .watches(Api::<Route>::all(client.clone()), wc, move |r| {
-            route::contenders(&r, &routes_for_mapper.state())
+            let mut contenders = route::contenders(&r, &routes_for_mapper.state());
+            contenders.retain(|o| scope.is_none() || o.namespace == scope);
+            contenders
         })
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
@@ -158,16 +132,14 @@ pub async fn run(
             error_policy(route::CONTROLLER),
             ctx.clone(),
         )
-        .for_each(|_| futures::future::ready(()));
+        .for_each(log_outcome);
 
-    // Ready once the caches the reconcilers read have their first full list.
+    // Ready once the Route cache has its first full list (the other controllers read
+    // the API directly).
     let readiness = {
         let ctx = ctx.clone();
         async move {
-            let _ = ctx.releases.wait_until_ready().await;
             let _ = ctx.routes.wait_until_ready().await;
-            let _ = ctx.deployments.wait_until_ready().await;
-            let _ = ctx.services.wait_until_ready().await;
             health
                 .ready
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -176,6 +148,24 @@ pub async fn run(
     };
     tokio::join!(apps, formations, route_ctl, readiness);
     Ok(())
+}
+
+/// Logs what the controller machinery reports beyond reconcile results (those are
+/// logged by the error policy): a trigger watch that fails, e.g. for lack of permission.
+fn log_outcome<K, E1, E2>(
+    outcome: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E1, E2>>,
+) -> futures::future::Ready<()>
+where
+    K: Resource,
+    E1: std::error::Error + 'static,
+    E2: std::error::Error + 'static,
+{
+    use kube::runtime::controller::Error as CtlError;
+    match outcome {
+        Ok(_) | Err(CtlError::ReconcilerFailed(..)) | Err(CtlError::ObjectNotFound(_)) => {}
+        Err(e) => tracing::warn!(error = %e, "controller error"),
+    }
+    futures::future::ready(())
 }
 
 type ReconcileFuture = futures::future::BoxFuture<'static, Result<Action, Error>>;

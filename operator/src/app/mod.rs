@@ -29,26 +29,28 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         // Owner references delete the Formation, Routes and Releases with the App.
         return Ok(Action::await_change());
     }
-    let _ = ctx.releases.wait_until_ready().await;
-    let _ = ctx.routes.wait_until_ready().await;
     let name = app.name_any();
     let apps: Api<App> = Api::namespaced(ctx.client.clone(), &ns);
 
-    apply_default_route(&app, &ctx, &ns).await?;
+    // Fresh reads, not caches: every change that matters triggers a reconcile (owned
+    // Formation, Releases and Routes of the App), so nothing read here is older than it.
+    let routes = Api::<Route>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .context(|| "listing routes".to_owned())?
+        .items;
+    apply_default_route(&app, &ctx, &ns, &routes).await?;
 
     let mut formation = None;
     if let Some(target) = &app.spec.release {
         let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
-        // The cache, then the API: a Release created a moment ago may not be cached yet.
-        let current = match ctx.releases.get(&ObjectRef::new(target).within(&ns)) {
-            Some(r) => Some((*r).clone()),
-            None => releases
-                .get_opt(target)
-                .await
-                .context(|| format!("reading release {target}"))?,
-        };
+        let current = releases
+            .get_opt(target)
+            .await
+            .context(|| format!("reading release {target}"))?;
         let Some(current) = current else {
             let known = app_releases(&ctx, &ns, &name)
+                .await?
                 .iter()
                 .map(|r| r.name_any())
                 .collect::<Vec<_>>();
@@ -86,7 +88,7 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         }
     }
 
-    let urls = urls(&ctx, &ns, &name);
+    let urls = urls(&routes, &name);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut observed = build::Observed {
         app: &app,
@@ -110,7 +112,12 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         roll_back(&app, &ctx, &apps, previous).await?;
     }
     write_status(&app, &ctx, &decision.status).await?;
-    if decision.status.rollout.is_none() && decision.rollback_to.is_none() {
+    // History is pruned when a rollout completes: that is when a Release becomes old.
+    if decision
+        .events
+        .iter()
+        .any(|(_, reason, _)| *reason == "Deployed")
+    {
         prune_history(&app, &ctx, &ns, decision.status.release.as_deref()).await?;
     }
 
@@ -120,12 +127,12 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
-fn app_releases(ctx: &Context, ns: &str, app: &str) -> Vec<Arc<Release>> {
-    ctx.releases
-        .state()
-        .into_iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns) && r.spec.app == app)
-        .collect()
+async fn app_releases(ctx: &Context, ns: &str, app: &str) -> Result<Vec<Release>> {
+    Ok(Api::<Release>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().fields(&format!("spec.app={app}")))
+        .await
+        .context(|| format!("listing releases of {app}"))?
+        .items)
 }
 
 /// `spec.env` differs from the current Release's: make the next Release with the new
@@ -138,18 +145,9 @@ async fn new_config_release(
     releases: &Api<Release>,
 ) -> Result<Action> {
     let ns = app.namespace().unwrap_or_default();
-    let existing = app_releases(ctx, &ns, &app.name_any());
-    // The API as well as the cache: versions must never be reused.
-    let listed = releases
-        .list(&ListParams::default().fields(&format!("spec.app={}", app.name_any())))
-        .await
-        .context(|| "listing releases".to_owned())?;
-    let version = build::next_version(
-        existing
-            .iter()
-            .map(AsRef::as_ref)
-            .chain(listed.items.iter()),
-    );
+    let _ = releases;
+    let existing = app_releases(ctx, &ns, &app.name_any()).await?;
+    let version = build::next_version(existing.iter());
     let release = build::config_release(app, current, version);
     let release_name = release.name_any();
     match releases.create(&PostParams::default(), &release).await {
@@ -211,13 +209,15 @@ async fn roll_back(app: &App, ctx: &Context, apps: &Api<App>, previous: &str) ->
     Ok(())
 }
 
-async fn apply_default_route(app: &App, ctx: &Context, ns: &str) -> Result<()> {
+async fn apply_default_route(app: &App, ctx: &Context, ns: &str, existing: &[Route]) -> Result<()> {
     let route_name = names::default_route_name(&app.name_any());
     let routes: Api<Route> = Api::namespaced(ctx.client.clone(), ns);
     if app.spec.default_route {
         let route = build::default_route(app, &ctx.settings.default_domain);
-        let cached = ctx.routes.get(&ObjectRef::new(&route_name).within(ns));
-        if cached.is_none_or(|c| c.spec != route.spec) {
+        let current = existing.iter().find(|r| r.name_any() == route_name);
+        if current.is_none_or(|c| {
+            c.spec != route.spec || c.owner_references() != route.owner_references()
+        }) {
             apply(ctx, ns, &route).await?;
         }
     } else if ctx
@@ -261,22 +261,19 @@ where
 }
 
 /// URLs of the App's accepted Routes, the default Route's first.
-fn urls(ctx: &Context, ns: &str, app: &str) -> Vec<String> {
+fn urls(routes: &[Route], app: &str) -> Vec<String> {
     let default = names::default_route_name(app);
-    let mut routes: Vec<Arc<Route>> = ctx
-        .routes
-        .state()
-        .into_iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns) && r.spec.app == app)
+    let mut mine: Vec<&Route> = routes
+        .iter()
+        .filter(|r| r.spec.app == app)
         .filter(|r| {
             r.status
                 .as_ref()
                 .is_some_and(|s| conditions::is_true(&s.conditions, types::ACCEPTED))
         })
         .collect();
-    routes.sort_by_key(|r| (r.name_any() != default, r.name_any()));
-    routes
-        .iter()
+    mine.sort_by_key(|r| (r.name_any() != default, r.name_any()));
+    mine.iter()
         .filter_map(|r| r.status.as_ref()?.url.clone())
         .collect()
 }
@@ -346,11 +343,11 @@ async fn write_status(app: &App, ctx: &Context, status: &flynn_crds::AppStatus) 
 /// Deletes the oldest Releases beyond the history setting, never the target or the
 /// running one.
 async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>) -> Result<()> {
-    let releases = app_releases(ctx, ns, &app.name_any());
+    let releases = app_releases(ctx, ns, &app.name_any()).await?;
     if releases.len() <= ctx.settings.release_history {
         return Ok(());
     }
-    let refs: Vec<&Release> = releases.iter().map(AsRef::as_ref).collect();
+    let refs: Vec<&Release> = releases.iter().collect();
     let protect: Vec<&str> = [app.spec.release.as_deref(), running]
         .into_iter()
         .flatten()

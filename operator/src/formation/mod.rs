@@ -14,7 +14,7 @@ use flynn_crds::conditions::{self, reasons, types};
 use flynn_crds::{Formation, FormationStatus, ProcessStatus, Release, labels};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -37,8 +37,6 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
         // Owner references delete the children with the Formation.
         return Ok(Action::await_change());
     }
-    let _ = ctx.deployments.wait_until_ready().await;
-    let _ = ctx.services.wait_until_ready().await;
 
     // A direct GET, not the cache: the App points at a Release right after creating it.
     let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
@@ -56,6 +54,7 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
             &ctx,
             None,
             Some((reasons::RELEASE_NOT_FOUND, msg)),
+            &[],
         )
         .await?;
         return Ok(Action::await_change());
@@ -69,11 +68,32 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
                 _ => reasons::NO_PROCESSES,
             };
             // Leave what runs alone: a bad change must not take the app down.
-            update_status(&formation, &ctx, None, Some((reason, invalid.to_string()))).await?;
+            update_status(
+                &formation,
+                &ctx,
+                None,
+                Some((reason, invalid.to_string())),
+                &[],
+            )
+            .await?;
             return Ok(Action::await_change());
         }
     };
 
+    // Fresh lists, not a cache: every change to a child triggers a reconcile (owns), so
+    // what is read here is never older than the trigger.
+    let selector = format!("{}={}", labels::APP, formation.spec.app);
+    let lp = ListParams::default().labels(&selector);
+    let existing_deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .list(&lp)
+        .await
+        .context(|| format!("listing deployments of {}", formation.spec.app))?
+        .items;
+    let existing_services = Api::<Service>::namespaced(ctx.client.clone(), &ns)
+        .list(&lp)
+        .await
+        .context(|| format!("listing services of {}", formation.spec.app))?
+        .items;
     let uid = formation.metadata.uid.clone().unwrap_or_default();
     let wanted_deployments: BTreeSet<String> = desired
         .deployments
@@ -83,25 +103,27 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
     let wanted_services: BTreeSet<String> =
         desired.services.iter().map(ResourceExt::name_any).collect();
     for d in desired.deployments {
-        apply_if_changed(&ctx, &ns, d, &ctx.deployments).await?;
+        apply_if_changed(&ctx, &ns, d, &existing_deployments).await?;
     }
     for s in desired.services {
-        apply_if_changed(&ctx, &ns, s, &ctx.services).await?;
+        apply_if_changed(&ctx, &ns, s, &existing_services).await?;
     }
-    prune::<Deployment>(&ctx, &ns, &uid, &wanted_deployments, &ctx.deployments).await?;
-    prune::<Service>(&ctx, &ns, &uid, &wanted_services, &ctx.services).await?;
+    prune::<Deployment>(&ctx, &ns, &uid, &wanted_deployments, &existing_deployments).await?;
+    prune::<Service>(&ctx, &ns, &uid, &wanted_services, &existing_services).await?;
 
-    update_status(&formation, &ctx, Some(&release), None).await?;
+    update_status(
+        &formation,
+        &ctx,
+        Some(&release),
+        None,
+        &existing_deployments,
+    )
+    .await?;
     Ok(Action::await_change())
 }
 
 /// Server-side applies `obj` unless the cached copy carries the same applied hash.
-async fn apply_if_changed<K>(
-    ctx: &Context,
-    ns: &str,
-    mut obj: K,
-    cache: &kube::runtime::reflector::Store<K>,
-) -> Result<()>
+async fn apply_if_changed<K>(ctx: &Context, ns: &str, mut obj: K, existing: &[K]) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -112,8 +134,8 @@ where
     let name = obj.name_any();
     let body = serde_json::to_vec(&obj).map_err(|e| Error::Serialize(name.clone(), e))?;
     let hash = format!("{:016x}", fnv1a(&body));
-    let cached = cache.get(&kube::runtime::reflector::ObjectRef::new(&name).within(ns));
-    if cached.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
+    let current = existing.iter().find(|o| o.name_any() == name);
+    if current.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
         return Ok(());
     }
     obj.annotations_mut().insert(APPLIED_HASH.into(), hash);
@@ -140,7 +162,7 @@ async fn prune<K>(
     ns: &str,
     owner_uid: &str,
     wanted: &BTreeSet<String>,
-    cache: &kube::runtime::reflector::Store<K>,
+    existing: &[K],
 ) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -148,10 +170,8 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let stale: Vec<String> = cache
-        .state()
+    let stale: Vec<String> = existing
         .iter()
-        .filter(|o| o.namespace().as_deref() == Some(ns))
         .filter(|o| o.owner_references().iter().any(|r| r.uid == owner_uid))
         .map(|o| o.name_any())
         .filter(|n| !wanted.contains(n))
@@ -181,6 +201,7 @@ async fn update_status(
     ctx: &Context,
     release: Option<&Release>,
     problem: Option<(&str, String)>,
+    deployments: &[Deployment],
 ) -> Result<()> {
     let ns = formation.namespace().unwrap_or_default();
     let app = &formation.spec.app;
@@ -200,9 +221,7 @@ async fn update_status(
     let mut all_complete = problem.is_none();
     for (process, &desired) in &formation.spec.processes {
         let name = flynn_crds::names::deployment_name(app, process);
-        let d = ctx
-            .deployments
-            .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns));
+        let d = deployments.iter().find(|d| d.name_any() == name);
         let (ready, available) = d
             .as_ref()
             .and_then(|d| d.status.as_ref())
@@ -224,7 +243,7 @@ async fn update_status(
         let runs_release = d
             .as_ref()
             .is_some_and(|d| template_release(d) == Some(formation.spec.release.as_str()));
-        match d.as_deref().map(deployment_rollout) {
+        match d.map(deployment_rollout) {
             _ if !runs_release => {
                 all_complete = false;
                 progressing.push(format!("{name}: updating to {}", formation.spec.release));
