@@ -1,0 +1,113 @@
+//! The slug store ("shelf"): blobs under paths over HTTP, kept in a local directory.
+//!
+//! - [`local`]: the backend, a directory (a PersistentVolume in the cluster) with atomic,
+//!   checksummed writes.
+//! - [`server`]: the HTTP API: `PUT`/`GET`/`HEAD`/`DELETE /<path>`, Range requests, a bearer
+//!   token for everything and [signed URLs](crate::signing) for reads.
+//! - [`metrics`]: Prometheus counters for `/metrics`.
+
+pub mod local;
+pub mod metrics;
+pub mod server;
+
+use std::fmt;
+
+pub use local::LocalStore;
+
+/// Request header carrying the SHA-256 (hex) a client expects its upload to have; the store
+/// refuses the upload, keeping nothing, when the body does not match.
+pub const SHA256_HEADER: &str = "x-content-sha256";
+
+/// Longest accepted object path.
+const MAX_PATH_LEN: usize = 1024;
+
+/// A validated object path: `/`-separated segments, none empty, none starting with `.`
+/// (which also rules out `.` and `..`, and keeps the store's own `.tmp` directory unreachable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectPath(String);
+
+impl ObjectPath {
+    /// Validates `path` (with or without a leading `/`).
+    pub fn parse(path: &str) -> Result<Self, StoreError> {
+        let p = path.trim_start_matches('/');
+        let bad = |why: &str| StoreError::BadPath(format!("`{path}` {why}"));
+        if p.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if p.len() > MAX_PATH_LEN {
+            return Err(bad("is too long"));
+        }
+        for seg in p.split('/') {
+            if seg.is_empty() {
+                return Err(bad("has an empty segment"));
+            }
+            if seg.starts_with('.') {
+                return Err(bad("has a segment starting with `.`"));
+            }
+            if seg.chars().any(|c| c.is_control() || c == '\\') {
+                return Err(bad("contains control characters or `\\`"));
+            }
+        }
+        Ok(Self(p.to_owned()))
+    }
+
+    /// The path without its leading `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}", self.0)
+    }
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object path is not acceptable.
+    #[error("bad object path: {0}")]
+    BadPath(String),
+    /// The upload's SHA-256 is not the one the client announced.
+    #[error(
+        "upload refused: its sha256 is {actual} but the {SHA256_HEADER} header says {expected}"
+    )]
+    ChecksumMismatch {
+        /// What the client announced.
+        expected: String,
+        /// What arrived.
+        actual: String,
+    },
+    /// The client's body stream failed (disconnect, timeout).
+    #[error("upload interrupted: {0}")]
+    Interrupted(String),
+    /// The filesystem failed.
+    #[error("store filesystem error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths_cannot_escape_or_hide() {
+        assert_eq!(
+            ObjectPath::parse("/slugs/app/v1.tgz").unwrap().as_str(),
+            "slugs/app/v1.tgz"
+        );
+        for bad in [
+            "",
+            "/",
+            "a//b",
+            "../etc/passwd",
+            "a/../b",
+            ".tmp/x",
+            "a/.hidden",
+            "a\\b",
+        ] {
+            assert!(ObjectPath::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

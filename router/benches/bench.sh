@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Router benchmark 1 (throughput and latency) against nginx and HAProxy, measured in the same
+# run. Not part of CI. Needs root, the local cluster (e2e/cluster/up) and
+#   apt-get install -y nginx wrk haproxy nghttp2-client strace
+#
+# Layout (2 cores): the proxy under test is pinned to CPU 1; the backend (nginx, one worker,
+# `return 200`) and wrk are pinned to CPU 0. The backend lives in a network namespace of its
+# own (10.77.250.2), because the router learns it from an EndpointSlice and the API server
+# refuses loopback addresses there. Each proxy keeps idle keep-alive connections to it.
+#
+# Rounds alternate direct / router / nginx / haproxy; the script prints each run and the
+# median of the per-round ratios (single runs swing by ±15 % on this machine).
+#
+# Benchmark 2 (reconfiguration under load) and 3 (scale: 10,000 routes) follow; choose with
+# PHASES="1 2 3" (default all). They use examples/bench_driver.rs.
+#
+# Usage: router/benches/bench.sh [ROUNDS (5)] [SECONDS per run (5)] [CONNECTIONS (50)]
+set -euo pipefail
+[ -n "${BENCH_TRACE:-}" ] && set -x
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-5}; SECS=${2:-5}; CONNS=${3:-50}; PHASES=${PHASES:-1 2 3 h2spec}
+export KUBECONFIG=${KUBECONFIG:-/var/lib/flynn-cluster/admin.kubeconfig}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/flynn/target}
+for t in nginx wrk haproxy strace taskset kubectl ip; do
+  command -v $t >/dev/null || { echo "missing $t: apt-get install -y nginx wrk haproxy strace" >&2; exit 1; }
+done
+cargo build --release -p flynn-router --bins --examples -j 2 >/dev/null 2>&1 || cargo build --release -p flynn-router --bins --examples -j 2
+ROUTER_BIN=$CARGO_TARGET_DIR/release/flynn-router
+DRIVER=$CARGO_TARGET_DIR/release/examples/bench_driver
+
+NS=flynn-router-bench-$$
+NETNS=flrt-bench
+WORK=$(mktemp -d /tmp/flynn-router-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.5
+  ip netns del $NETNS 2>/dev/null || true
+  kubectl delete ns $NS --wait=false >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- backend in a network namespace -------------------------------------------------------
+ip netns del $NETNS 2>/dev/null || true
+ip netns add $NETNS
+ip link add flrtbenchh type veth peer name eth0 netns $NETNS
+ip addr add 10.77.250.1/24 dev flrtbenchh; ip link set flrtbenchh up
+ip -n $NETNS addr add 10.77.250.2/24 dev eth0; ip -n $NETNS addr add 10.77.250.3/24 dev eth0
+ip -n $NETNS link set lo up; ip -n $NETNS link set eth0 up
+BACKEND=10.77.250.2:8080
+mkdir -p "$WORK/backend"
+cat >"$WORK/backend/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid $WORK/backend/nginx.pid; error_log $WORK/backend/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  server { listen 8080 reuseport; location / { return 200 "hello from the backend\n"; } } }
+CONF
+ip netns exec $NETNS taskset -c 0 nginx -c "$WORK/backend/nginx.conf" -e "$WORK/backend/error.log" &
+PIDS+=($!)
+
+# --- nginx as the equivalent keep-alive reverse proxy ------------------------------------
+mkdir -p "$WORK/proxy/conf.d"
+echo "upstream app { server $BACKEND; keepalive 256; keepalive_requests 1000000; }" >"$WORK/proxy/upstream.conf"
+cat >"$WORK/proxy/nginx.conf" <<CONF
+daemon off; worker_processes 1; pid $WORK/proxy/nginx.pid; error_log $WORK/proxy/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  server_names_hash_bucket_size 128; server_names_hash_max_size 65536;
+  include $WORK/proxy/upstream.conf; include $WORK/proxy/conf.d/*.conf;
+  server { listen 127.0.0.1:18081 reuseport;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Request-Id \$request_id; } } }
+CONF
+taskset -c 1 nginx -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" &
+PIDS+=($!); NGINX_PID=$!
+
+# --- HAProxy, one thread ---------------------------------------------------------------------
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  http-reuse always
+  option forwardfor
+frontend fe
+  bind 127.0.0.1:18082
+  http-request set-header X-Forwarded-Proto http
+  default_backend be
+backend be
+  server app $BACKEND
+CONF
+taskset -c 1 haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 &
+PIDS+=($!); HAPROXY_PID=$!
+
+# --- the router, watching the API server ---------------------------------------------------
+kubectl create ns $NS >/dev/null 2>&1 || true
+kubectl apply -f crds/flynn.io_routes.yaml >/dev/null
+kubectl -n $NS apply -f - >/dev/null <<YAML
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bench-web-1, labels: {kubernetes.io/service-name: bench-web}}
+addressType: IPv4
+ports: [{name: "", port: 8080, protocol: TCP}]
+endpoints: [{addresses: ["10.77.250.2"], conditions: {ready: true}}]
+---
+apiVersion: flynn.io/v1alpha1
+kind: Route
+metadata: {name: bench}
+spec: {type: http, app: bench, http: {domain: bench.test}}
+---
+apiVersion: flynn.io/v1alpha1
+kind: Route
+metadata: {name: h2spec}
+spec: {type: http, app: bench, http: {domain: 127.0.0.1}}
+YAML
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/crt.pem" >/dev/null 2>&1
+RUST_LOG=warn taskset -c 1 "$ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:18080 \
+  --https-addr 127.0.0.1:18443 --default-cert "$WORK/crt.pem" --default-key "$WORK/key.pem" \
+  --admin-addr 127.0.0.1:19090 --workers 1 ${ROUTER_ARGS:-} &
+PIDS+=($!); ROUTER_PID=$!
+for _ in $(seq 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' http://127.0.0.1:18080/)" = 200 ] && break
+  sleep 0.1
+done
+
+declare -A URL=([direct]=http://$BACKEND/ [router]=http://127.0.0.1:18080/ \
+  [nginx]=http://127.0.0.1:18081/ [haproxy]=http://127.0.0.1:18082/)
+declare -A PID=([router]=$ROUTER_PID [nginx]=$(cat "$WORK/proxy/nginx.pid" 2>/dev/null || echo $NGINX_PID) \
+  [haproxy]=$HAPROXY_PID)
+# nginx's master forks one worker: measure the worker.
+NGINX_WORKER=$(pgrep -P "${PID[nginx]}" | head -1); PID[nginx]=${NGINX_WORKER:-${PID[nginx]}}
+for name in direct router nginx haproxy; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' "${URL[$name]}" || true)
+  [ "$code" = 200 ] || { echo "$name does not answer 200 (got $code)" >&2; exit 1; }
+done
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+# run NAME → "rps p50_us p99_us cpu_us_per_req"
+run() {
+  local name=$1 before after out
+  [ -n "${PID[$name]:-}" ] && before=$(cpu_ticks "${PID[$name]}")
+  out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H 'Host: bench.test' "${URL[$name]}")
+  [ -n "${PID[$name]:-}" ] && after=$(cpu_ticks "${PID[$name]}")
+  local rps p50 p99 reqs cpu=-
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out"); p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  if [ -n "${before:-}" ]; then cpu=$(awk -v d=$((after-before)) -v t="$TCK" -v n="$reqs" 'BEGIN{printf "%.1f", d/t*1e6/n}'); fi
+  echo "$rps $(to_us "$p50") $(to_us "$p99") $cpu"
+}
+to_us() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v+0} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1e6} }'; }
+
+if [[ " $PHASES " == *" 1 "* ]]; then
+echo "# wrk -t1 -c$CONNS -d${SECS}s; proxy on CPU1, backend + wrk on CPU0; $ROUNDS rounds"
+printf "%-6s %-8s %10s %9s %9s %12s\n" round target rps p50_us p99_us cpu_us/req
+declare -A RESULTS
+for r in $(seq "$ROUNDS"); do
+  for name in direct router nginx haproxy; do
+    res=$(run $name); RESULTS[$r,$name]=$res
+    printf "%-6s %-8s %10s %9s %9s %12s\n" "$r" "$name" $res
+  done
+done
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+ratio() { # field a b → median over rounds of a/b
+  for r in $(seq "$ROUNDS"); do
+    awk -v x="$(cut -d' ' -f"$1" <<<"${RESULTS[$r,$2]}")" -v y="$(cut -d' ' -f"$1" <<<"${RESULTS[$r,$3]}")" 'BEGIN{printf "%.3f\n", x/y}'
+  done | median
+}
+med() { for r in $(seq "$ROUNDS"); do cut -d' ' -f"$1" <<<"${RESULTS[$r,$2]}"; done | median; }
+echo
+echo "# medians"
+printf "%-8s %10s %9s %9s %12s\n" target rps p50_us p99_us cpu_us/req
+for name in direct router nginx haproxy; do
+  printf "%-8s %10s %9s %9s %12s\n" $name "$(med 1 $name)" "$(med 2 $name)" "$(med 3 $name)" "$(med 4 $name)"
+done
+echo
+echo "# median per-round ratios"
+echo "router/nginx   rps $(ratio 1 router nginx)   p99 $(ratio 3 router nginx)   cpu/req $(ratio 4 router nginx)"
+echo "router/haproxy rps $(ratio 1 router haproxy)   p99 $(ratio 3 router haproxy)"
+echo "router/direct  rps $(ratio 1 router direct)"
+echo "nginx/direct   rps $(ratio 1 nginx direct)"
+
+# Syscalls per request: strace -c over a fixed-length wrk run (strace slows the proxy; the
+# ratio between proxies is what matters).
+echo
+echo "# syscalls per request (strace -c -f, 3 s of wrk -c$CONNS)"
+for name in router nginx; do
+  strace -c -f -p "${PID[$name]}" -o "$WORK/strace.$name" &
+  spid=$!; sleep 0.5
+  reqs=$(taskset -c 0 wrk -t1 -c"$CONNS" -d3s -H 'Host: bench.test' "${URL[$name]}" | awk '/requests in/ {print $1}')
+  kill -INT $spid; wait $spid 2>/dev/null || true
+  calls=$(awk '$NF=="total" {print $4}' "$WORK/strace.$name")
+  echo "$name: $calls syscalls / $reqs requests = $(awk -v c="$calls" -v n="$reqs" 'BEGIN{printf "%.2f", c/n}')"
+  head -n 12 "$WORK/strace.$name" | sed "s/^/    /"
+done
+echo
+echo "# RSS: router $(awk '/VmRSS/ {print $2, $3}' /proc/$ROUTER_PID/status), nginx worker $(awk '/VmRSS/ {print $2, $3}' /proc/${PID[nginx]}/status)"
+fi
+
+# --- benchmark 2: reconfiguration under load ------------------------------------------------
+if [[ " $PHASES " == *" 2 "* ]]; then
+  echo
+  echo "# reconfiguration: 100 changes/s for 30 s while wrk -c$CONNS loads a stable host"
+  for name in router nginx; do
+    taskset -c 0 wrk -t1 -c"$CONNS" -d32s -H 'Host: bench.test' "${URL[$name]}" >"$WORK/wrk.$name" &
+    wpid=$!
+    if [ $name = router ]; then
+      taskset -c 0 "$DRIVER" churn-router $NS 127.0.0.1:18080
+    else
+      taskset -c 0 "$DRIVER" churn-nginx "$WORK/proxy/conf.d" "$(cat "$WORK/proxy/nginx.pid")" 127.0.0.1:18081
+    fi
+    wait $wpid
+    echo "$name under churn: $(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.$name") rps," \
+      "$(awk '/requests in/ {print $1}' "$WORK/wrk.$name") requests," \
+      "non-2xx: $(awk '/Non-2xx/ {print $NF}' "$WORK/wrk.$name" | grep . || echo 0)," \
+      "socket errors: $(grep 'Socket errors' "$WORK/wrk.$name" || echo none)"
+  done
+fi
+
+# --- benchmark 3: scale -------------------------------------------------------------------------
+if [[ " $PHASES " == *" 3 "* ]]; then
+  echo
+  echo "# scale: 10,000 routes"
+  echo "router RSS before: $(awk '/VmRSS/ {print $2, $3}' /proc/$ROUTER_PID/status)"
+  "$DRIVER" scale $NS 10000 127.0.0.1:18080
+  for i in 1 2 3 4 5 6; do
+    c0=$(cpu_ticks $ROUTER_PID); sleep 1; c1=$(cpu_ticks $ROUTER_PID)
+    echo "  +${i}s: router CPU $((c1-c0))/$TCK ticks, $(curl -s 127.0.0.1:19090/metrics | grep -E '^flynn_router_table_(generation|swap_seconds_(sum|count))' | tr '\n' ' ')"
+  done
+  echo "router RSS with 10,000 more routes: $(awk '/VmRSS/ {print $2, $3}' /proc/$ROUTER_PID/status)"
+  taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H 'Host: scale-9999.test' "${URL[router]}" \
+    | awk '/Requests\/sec|50%|99%/'
+  "$DRIVER" lookup
+fi
+
+# --- h2spec against the TLS listener ---------------------------------------------------------
+# Build: GOBIN=~/.cache/flynn/tools go install github.com/summerwind/h2spec/cmd/h2spec@latest
+if [[ " $PHASES " == *" h2spec "* ]]; then
+  H2SPEC=${H2SPEC:-$HOME/.cache/flynn/tools/h2spec}
+  echo
+  echo "# h2spec (TLS, ALPN h2) against the router; Route 127.0.0.1 → the nginx backend"
+  "$H2SPEC" -t -k -h 127.0.0.1 -p 18443 -o 5 >"$WORK/h2spec.out" 2>&1 || true
+  grep -E "^[0-9]+ tests, " "$WORK/h2spec.out" || tail -n 5 "$WORK/h2spec.out"
+  grep -B3 -A6 "×" "$WORK/h2spec.out" | head -80 || true
+fi

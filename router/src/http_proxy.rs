@@ -1,0 +1,686 @@
+//! HTTP reverse proxying: one request in, one request out to a ready endpoint.
+//!
+//! Per request: load the current table (an atomic pointer read), match host + path, pick an
+//! endpoint (sticky cookie, else power of two choices), take an idle keep-alive connection to
+//! it or open one, forward the request with its body streamed, and stream the response back.
+//! A request that never reached a backend (connect failure, or a pooled connection that had
+//! closed before the request was written) is retried on another endpoint; anything later is
+//! a 502, since the backend may have acted on it.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
+    header::{self, HOST},
+    uri::PathAndQuery,
+};
+use http_body_util::{Either, Full};
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    client::conn::http1::SendRequest,
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::{
+    metrics::SharedMetrics,
+    sticky::Sticky,
+    table::{Endpoint, HttpEntry, InFlight, TableHandle},
+};
+
+/// The body of every response the proxy sends: a backend's, streamed, or one of ours.
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+
+/// Settings of the proxy's backend side.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Limit on establishing a TCP connection to a backend.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections older than this are not reused (backends close idle
+    /// connections too; reusing one that is about to close wastes a retry).
+    pub pool_idle_timeout: Duration,
+    /// Endpoints tried per request when connecting fails.
+    pub max_attempts: usize,
+    /// Log every request as JSON (`target: flynn_router::access`).
+    pub access_log: bool,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            pool_idle_timeout: Duration::from_secs(30),
+            max_attempts: 3,
+            access_log: false,
+        }
+    }
+}
+
+/// What the proxy knows about the downstream connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The router's port the client connected to (`X-Forwarded-Port`).
+    pub local_port: u16,
+    /// Whether the connection is TLS (`X-Forwarded-Proto`).
+    pub tls: bool,
+}
+
+/// Why forwarding a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// TCP connect failed: the request never left; safe to retry elsewhere.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TCP connect took longer than the connect timeout.
+    #[error("connecting to {addr}: no answer within {timeout:?}")]
+    ConnectTimeout {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The backend failed the request or its connection broke.
+    #[error("backend {addr}: {source}")]
+    Backend {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// The HTTP proxy shared by every connection.
+#[derive(Debug)]
+pub struct Proxy {
+    table: TableHandle,
+    metrics: SharedMetrics,
+    sticky: Sticky,
+    opts: ProxyOptions,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
+
+/// Connection-level headers that describe one hop and must not be forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+impl Proxy {
+    /// A proxy serving `table`.
+    pub fn new(
+        table: TableHandle,
+        metrics: SharedMetrics,
+        sticky: Sticky,
+        opts: ProxyOptions,
+    ) -> Self {
+        Self {
+            table,
+            metrics,
+            sticky,
+            opts,
+        }
+    }
+
+    /// Handles one request; never fails (errors become 4xx/5xx responses).
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let start = Instant::now();
+        let entry = {
+            // The guard is dropped before any await: a request holds its route's `Arc`, not
+            // the table, so a swap is never delayed by slow requests.
+            let host = request_host(&req).unwrap_or_default();
+            let table = self.table.load();
+            table.http.lookup(host, req.uri().path()).cloned()
+        };
+        let Some(entry) = entry else {
+            self.metrics.no_route.inc();
+            let host = request_host(&req).unwrap_or_default();
+            let resp = text_response(
+                StatusCode::NOT_FOUND,
+                format!("404 Not Found: no route for host {host:?}\n"),
+            );
+            self.access_log(&req, host, None, None, resp.status(), start);
+            return Ok(resp);
+        };
+        if entry.https_redirect && !conn.tls {
+            let resp = redirect_to_https(request_host(&req).unwrap_or_default(), req.uri());
+            entry.metrics.record(resp.status().as_u16(), 0.0);
+            return Ok(resp);
+        }
+        // Only the access log needs these after the request is handed on: copy them only then.
+        let logged = self.opts.access_log.then(|| {
+            (
+                req.method().clone(),
+                request_host(&req).unwrap_or_default().to_owned(),
+                req.uri().path().to_owned(),
+            )
+        });
+        let (resp, backend) = self.forward(&entry, req, conn).await;
+        let status = resp.status();
+        entry
+            .metrics
+            .record(status.as_u16(), start.elapsed().as_secs_f64());
+        if let Some((method, host, path)) = logged {
+            info!(
+                target: "flynn_router::access",
+                method = %method, host = %host, path = %path, status = status.as_u16(),
+                route = %entry.key, backend = ?backend,
+                duration_us = start.elapsed().as_micros() as u64,
+                client = %conn.peer.ip(),
+            );
+        }
+        Ok(resp)
+    }
+
+    fn access_log(
+        &self,
+        req: &Request<Incoming>,
+        host: &str,
+        route: Option<&str>,
+        backend: Option<SocketAddr>,
+        status: StatusCode,
+        start: Instant,
+    ) {
+        if self.opts.access_log {
+            info!(
+                target: "flynn_router::access",
+                method = %req.method(), host = %host, path = %req.uri().path(),
+                status = status.as_u16(), route = ?route, backend = ?backend,
+                duration_us = start.elapsed().as_micros() as u64,
+            );
+        }
+    }
+
+    /// Sends `req` to one of `entry`'s endpoints; returns the response and who answered.
+    async fn forward(
+        &self,
+        entry: &HttpEntry,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        let upgrade = is_upgrade(&req);
+        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        prepare_request(&mut req, conn, upgrade);
+
+        let sticky = if entry.sticky {
+            self.sticky.from_headers(req.headers())
+        } else {
+            None
+        };
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last_error = None;
+        for attempt in 0..self.opts.max_attempts.max(1) {
+            let pinned = if attempt == 0 {
+                sticky.and_then(|a| entry.backend.find(a))
+            } else {
+                None
+            };
+            let Some(endpoint) = pinned.or_else(|| entry.backend.pick(&tried)).cloned() else {
+                break;
+            };
+            let in_flight = endpoint.start();
+
+            // An idle pooled connection first. If it turns out closed before our request was
+            // written, hyper hands the request back and we open a fresh connection below.
+            if !upgrade
+                && let Some(mut tx) = endpoint.checkout(self.opts.pool_idle_timeout)
+                && tx.ready().await.is_ok()
+            {
+                match tx.try_send_request(req).await {
+                    Ok(resp) => {
+                        return self.respond(entry, resp, &endpoint, tx, in_flight, sticky);
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(r) => req = r,
+                        None => {
+                            return self.backend_failed(
+                                entry,
+                                ProxyError::Backend {
+                                    addr: endpoint.addr,
+                                    source: e.into_error(),
+                                },
+                            );
+                        }
+                    },
+                }
+            }
+
+            let mut tx = match connect(endpoint.addr, self.opts.connect_timeout, upgrade).await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    debug!(route = %entry.key, error = %e, "backend connect failed; trying another");
+                    entry.metrics.connect_errors.inc();
+                    tried.push(endpoint.addr);
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let resp = match tx.send_request(req).await {
+                Ok(resp) => resp,
+                Err(source) => {
+                    return self.backend_failed(
+                        entry,
+                        ProxyError::Backend {
+                            addr: endpoint.addr,
+                            source,
+                        },
+                    );
+                }
+            };
+            if let Some(down) = downstream_upgrade {
+                return (
+                    self.upgraded(entry, resp, down, in_flight),
+                    Some(endpoint.addr),
+                );
+            }
+            return self.respond(entry, resp, &endpoint, tx, in_flight, sticky);
+        }
+        match last_error {
+            Some(e) => self.backend_failed(entry, e),
+            None => (
+                text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "503 Service Unavailable: no ready endpoint for route {} (service {})\n",
+                        entry.key, entry.backend.service
+                    ),
+                ),
+                None,
+            ),
+        }
+    }
+
+    fn backend_failed(
+        &self,
+        entry: &HttpEntry,
+        error: ProxyError,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        warn!(route = %entry.key, %error, "backend failed");
+        (
+            text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("502 Bad Gateway: {error}\n"),
+            ),
+            None,
+        )
+    }
+
+    fn respond(
+        &self,
+        entry: &HttpEntry,
+        resp: Response<Incoming>,
+        endpoint: &Arc<Endpoint>,
+        tx: SendRequest<Incoming>,
+        in_flight: InFlight,
+        sticky: Option<SocketAddr>,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        if entry.sticky
+            && sticky != Some(endpoint.addr)
+            && let Ok(v) = HeaderValue::from_str(&self.sticky.set_cookie(endpoint.addr))
+        {
+            parts.headers.append(header::SET_COOKIE, v);
+        }
+        let body = UpstreamBody {
+            inner: body,
+            pool: Some((endpoint.clone(), tx)),
+            in_flight: Some(in_flight),
+        };
+        (
+            Response::from_parts(parts, Either::Left(body)),
+            Some(endpoint.addr),
+        )
+    }
+
+    /// Completes an Upgrade (websockets, ...): on `101` both connections are handed to a task
+    /// that copies bytes both ways until either side closes.
+    fn upgraded(
+        &self,
+        entry: &HttpEntry,
+        mut resp: Response<Incoming>,
+        downstream: hyper::upgrade::OnUpgrade,
+        in_flight: InFlight,
+    ) -> Response<ProxyBody> {
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers, false);
+            let body = UpstreamBody {
+                inner: body,
+                pool: None,
+                in_flight: Some(in_flight),
+            };
+            return Response::from_parts(parts, Either::Left(body));
+        }
+        let upstream = hyper::upgrade::on(&mut resp);
+        let route = entry.key.to_string();
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            match tokio::try_join!(downstream, upstream) {
+                Ok((down, up)) => {
+                    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                        debug!(%route, error = %e, "upgraded connection ended");
+                    }
+                }
+                Err(e) => debug!(%route, error = %e, "upgrade failed"),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
+    }
+}
+
+/// Opens a connection to a backend and starts its connection task.
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    upgrades: bool,
+) -> Result<SendRequest<Incoming>, ProxyError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
+        Err(_) => return Err(ProxyError::ConnectTimeout { addr, timeout }),
+    };
+    // Small requests and responses must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let (tx, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ProxyError::Backend { addr, source })?;
+    if upgrades {
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(%addr, error = %e, "backend connection ended");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "backend connection ended");
+            }
+        });
+    }
+    Ok(tx)
+}
+
+/// The request's host: the `Host` header (HTTP/1.1), else the URI's authority (HTTP/2).
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Rewrites a downstream request into the request sent to the backend.
+fn prepare_request<B>(req: &mut Request<B>, conn: ConnInfo, upgrade: bool) {
+    // HTTP/2 carries the host in `:authority`; HTTP/1 backends need a Host header.
+    if !req.headers().contains_key(HOST)
+        && let Some(authority) = req.uri().authority()
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        req.headers_mut().insert(HOST, v);
+    }
+    // Backends get origin-form (`/path?query`), whatever form the client used.
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+    }
+    *req.version_mut() = Version::HTTP_11;
+
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers, upgrade);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+
+    let ip = conn.peer.ip().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(conn.local_port));
+    // Keep a request id the client (or an outer proxy) set, so one id follows the request.
+    if !headers.contains_key(&X_REQUEST_ID) {
+        let id = format!("{:032x}", rand::random::<u128>());
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
+            headers.insert(X_REQUEST_ID.clone(), v);
+        }
+    }
+    // Heroku's format: milliseconds since the epoch, for queue-time measurements.
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(format!("t={ms}"))) {
+        headers.insert(X_REQUEST_START.clone(), v);
+    }
+}
+
+/// Removes hop-by-hop headers, including those a `Connection` header names. For an upgrade,
+/// `Upgrade` (and the `Connection: upgrade` set afterwards) must pass.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Headers listed in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && *n == header::UPGRADE))
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if !upgrade {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// A `308` to the same host and path over HTTPS.
+fn redirect_to_https(host: &str, uri: &Uri) -> Response<ProxyBody> {
+    let host = crate::matcher::strip_port(host);
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = format!("https://{host}{pq}");
+    let mut resp = text_response(
+        StatusCode::PERMANENT_REDIRECT,
+        format!("308 Permanent Redirect: {location}\n"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// A plain-text response generated by the router.
+pub fn text_response(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A backend's response body, streamed; when it has been read to the end the connection goes
+/// back to the endpoint's pool, and the endpoint's in-flight count drops.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    pool: Option<(Arc<Endpoint>, SendRequest<Incoming>)>,
+    in_flight: Option<InFlight>,
+}
+
+impl UpstreamBody {
+    fn finish(&mut self) {
+        if let Some((endpoint, tx)) = self.pool.take() {
+            endpoint.checkin(tx);
+        }
+        self.in_flight = None;
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // hyper does not poll a body it knows is empty (204, HEAD, Content-Length: 0), and a
+        // client may go away mid-body: pool the connection only if the response was complete.
+        if self.inner.is_end_stream() {
+            self.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ConnInfo {
+        ConnInfo {
+            peer: "10.1.2.3:5555".parse().unwrap(),
+            local_port: 443,
+            tls: true,
+        }
+    }
+
+    #[test]
+    fn requests_get_forwarding_headers_and_lose_hop_by_hop_ones() {
+        let mut req = Request::builder()
+            .uri("https://example.com/a?b=c")
+            .header("connection", "keep-alive, x-private")
+            .header("x-private", "1")
+            .header("keep-alive", "timeout=5")
+            .header("x-forwarded-for", "192.0.2.1")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        *req.version_mut() = Version::HTTP_2;
+        prepare_request(&mut req, info(), false);
+        let h = req.headers();
+        assert_eq!(req.uri(), "/a?b=c");
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(h["host"], "example.com");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-port"], "443");
+        assert_eq!(h["x-request-id"].len(), 32);
+        assert!(h["x-request-start"].to_str().unwrap().starts_with("t="));
+        for gone in ["connection", "x-private", "keep-alive", "te"] {
+            assert!(!h.contains_key(gone), "{gone} was forwarded");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_kept() {
+        let mut req = Request::builder()
+            .uri("/")
+            .header("host", "example.com")
+            .header("x-request-id", "abc")
+            .body(())
+            .unwrap();
+        prepare_request(&mut req, info(), false);
+        assert_eq!(req.headers()["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut req = Request::builder()
+            .uri("/ws")
+            .header("host", "example.com")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(is_upgrade(&req));
+        prepare_request(&mut req, info(), true);
+        assert_eq!(req.headers()["upgrade"], "websocket");
+        assert_eq!(req.headers()["connection"], "upgrade");
+    }
+
+    #[test]
+    fn redirects_keep_path_and_query() {
+        let uri: Uri = "/x?y=1".parse().unwrap();
+        let resp = redirect_to_https("example.com:80", &uri);
+        assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(resp.headers()["location"], "https://example.com/x?y=1");
+    }
+}

@@ -1,0 +1,142 @@
+//! `flynn-router`: flags, logging, runtime, and SIGTERM → graceful drain.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use flynn_router::{Config, ProxyOptions, Router, ServerOptions, tls};
+
+/// Strowger-style HTTP/TCP router that follows the cluster live.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Plain HTTP listener.
+    #[arg(long, env = "FLYNN_ROUTER_HTTP_ADDR", default_value = "0.0.0.0:80")]
+    http_addr: SocketAddr,
+    /// HTTPS listener; empty to disable.
+    #[arg(long, env = "FLYNN_ROUTER_HTTPS_ADDR", default_value = "0.0.0.0:443")]
+    https_addr: String,
+    /// Ops listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "FLYNN_ROUTER_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    admin_addr: SocketAddr,
+    /// Address that TCP routes' ports are opened on.
+    #[arg(long, env = "FLYNN_ROUTER_TCP_BIND_IP", default_value = "0.0.0.0")]
+    tcp_bind_ip: std::net::IpAddr,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "FLYNN_ROUTER_NAMESPACE")]
+    namespace: Option<String>,
+    /// PEM certificate for names without a Route certificate.
+    #[arg(long, env = "FLYNN_ROUTER_DEFAULT_CERT", requires = "default_key")]
+    default_cert: Option<String>,
+    /// PEM private key of --default-cert.
+    #[arg(long, env = "FLYNN_ROUTER_DEFAULT_KEY", requires = "default_cert")]
+    default_key: Option<String>,
+    /// Key for signing sticky-session cookies (share it between replicas); random if unset.
+    #[arg(long, env = "FLYNN_ROUTER_STICKY_KEY", hide_env_values = true)]
+    sticky_key: Option<String>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the plain listener.
+    #[arg(long, env = "FLYNN_ROUTER_H2C")]
+    h2c: bool,
+    /// Do not write Route status.
+    #[arg(long)]
+    no_status: bool,
+    /// Backend connect timeout, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    connect_timeout: f64,
+    /// Request-head (and TLS handshake, keep-alive idle) timeout, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    header_timeout: f64,
+    /// Maximum request head size, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+    /// Time allowed for in-flight requests after SIGTERM, seconds.
+    #[arg(long, env = "FLYNN_ROUTER_DRAIN_TIMEOUT", default_value_t = 25.0)]
+    drain_timeout: f64,
+    /// Worker threads; 1 runs everything on one current-thread runtime (fastest per core).
+    #[arg(long, env = "FLYNN_ROUTER_WORKERS", default_value_t = 1)]
+    workers: usize,
+    /// Log as JSON.
+    #[arg(long, env = "FLYNN_ROUTER_LOG_JSON")]
+    log_json: bool,
+    /// Log every request (target flynn_router::access).
+    #[arg(long, env = "FLYNN_ROUTER_ACCESS_LOG")]
+    access_log: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let runtime = if args.workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.workers)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let default_cert = match (&args.default_cert, &args.default_key) {
+        (Some(c), Some(k)) => Some(tls::certified_key_from_files(c, k)?),
+        _ => None,
+    };
+    let https_addr = if args.https_addr.is_empty() {
+        None
+    } else {
+        Some(
+            args.https_addr
+                .parse()
+                .with_context(|| format!("--https-addr {:?}", args.https_addr))?,
+        )
+    };
+    let mut config = Config {
+        http_addr: args.http_addr,
+        https_addr,
+        admin_addr: args.admin_addr,
+        tcp_bind_ip: args.tcp_bind_ip,
+        namespace: args.namespace,
+        default_cert,
+        report_status: !args.no_status,
+        proxy: ProxyOptions {
+            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+            access_log: args.access_log,
+            ..ProxyOptions::default()
+        },
+        server: ServerOptions {
+            header_timeout: Duration::from_secs_f64(args.header_timeout),
+            max_header_bytes: args.max_header_bytes,
+            h2c: args.h2c,
+        },
+        ..Config::default()
+    };
+    if let Some(key) = args.sticky_key {
+        config.sticky_key = key.into_bytes();
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let router = Router::start(client, config).await?;
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    router
+        .shutdown(Duration::from_secs_f64(args.drain_timeout))
+        .await;
+    Ok(())
+}

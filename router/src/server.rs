@@ -1,0 +1,205 @@
+//! Listeners and downstream connections: accept, TLS handshake, HTTP/1.1 or HTTP/2, and the
+//! graceful drain on shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::http_proxy::{ConnInfo, Proxy};
+
+/// Downstream protocol settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Time a client has to send a complete request head (also bounds the TLS handshake and
+    /// how long an idle keep-alive connection waits for its next request). Zero: no limit
+    /// on HTTP/1 request heads.
+    pub header_timeout: Duration,
+    /// Upper bound of a request head, in bytes (HTTP/1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Accept HTTP/2 with prior knowledge on plain-text listeners (h2c).
+    pub h2c: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            h2c: false,
+        }
+    }
+}
+
+/// Tells listeners and connections to wind down.
+#[derive(Debug, Clone)]
+pub struct DrainSignal(watch::Receiver<bool>);
+
+impl DrainSignal {
+    /// A sender and its signal.
+    pub fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Resolves once draining has started.
+    pub async fn signaled(&mut self) {
+        // An error means the sender is gone, which also means shutdown.
+        let _ = self.0.wait_for(|d| *d).await;
+    }
+
+    /// Whether draining has started.
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Accepts connections on `listener` until draining starts; each connection runs on
+/// `tracker`, so shutdown can wait for in-flight requests.
+pub async fn serve_http(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    opts: Arc<ServerOptions>,
+    mut drain: DrainSignal,
+    tracker: TaskTracker,
+) {
+    let local_port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = drain.signaled() => return,
+        };
+        let info = ConnInfo {
+            peer,
+            local_port,
+            tls: tls.is_some(),
+        };
+        tracker.spawn(serve_connection(
+            stream,
+            info,
+            proxy.clone(),
+            tls.clone(),
+            opts.clone(),
+            drain.clone(),
+        ));
+    }
+}
+
+/// Drives a hyper connection until it ends, or until draining starts; then asks it to finish
+/// the request in flight and close (HTTP/1: `Connection: close`; HTTP/2: GOAWAY).
+macro_rules! drive {
+    ($conn:expr, $drain:expr, $peer:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = $drain.signaled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            debug!(peer = %$peer, error = %e, "connection ended with an error");
+        }
+    }};
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    info: ConnInfo,
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    opts: Arc<ServerOptions>,
+    mut drain: DrainSignal,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer: SocketAddr = info.peer;
+    let svc = service_fn(move |req| proxy.clone().handle(req, info));
+    match tls {
+        None if !opts.h2c => {
+            // HTTP/1 only: hyper's http1 builder directly, without auto's protocol sniffing.
+            drive!(
+                http1_builder(&opts)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades(),
+                drain,
+                peer
+            );
+        }
+        None => {
+            let b = auto_builder(&opts);
+            drive!(
+                b.serve_connection_with_upgrades(TokioIo::new(stream), svc),
+                drain,
+                peer
+            );
+        }
+        Some(acceptor) => {
+            let stream =
+                match tokio::time::timeout(opts.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            // ALPN decided the protocol: no sniffing, and a client that negotiated h2 but
+            // sends something else gets its connection closed (RFC 9113 3.4).
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                b.timer(TokioTimer::new())
+                    .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
+                drive!(b.serve_connection(TokioIo::new(stream), svc), drain, peer);
+            } else {
+                drive!(
+                    http1_builder(&opts)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades(),
+                    drain,
+                    peer
+                );
+            }
+        }
+    }
+}
+
+fn http1_builder(opts: &ServerOptions) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    // Zero disables the timer: re-arming it costs a clock read per request head.
+    b.timer(TokioTimer::new())
+        .header_read_timeout(Some(opts.header_timeout).filter(|t| !t.is_zero()))
+        .max_buf_size(opts.max_header_bytes.max(8192));
+    b
+}
+
+fn auto_builder(opts: &ServerOptions) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_timeout)
+        .max_buf_size(opts.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
+    b
+}

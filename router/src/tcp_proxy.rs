@@ -1,0 +1,141 @@
+//! TCP routes: one listener per routed port, opened when a table gains the port and closed
+//! when it loses it; each accepted connection is spliced to an endpoint of the Route.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{oneshot, watch},
+};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::{server::DrainSignal, table::TableHandle};
+
+/// Keeps one listener per TCP route in step with the published tables.
+#[derive(Debug)]
+pub struct TcpProxy {
+    /// The tables.
+    pub table: TableHandle,
+    /// Address the route ports are opened on.
+    pub bind_ip: IpAddr,
+    /// Limit on connecting to a backend.
+    pub connect_timeout: Duration,
+    /// Endpoints tried per connection.
+    pub max_attempts: usize,
+}
+
+impl TcpProxy {
+    /// Runs until draining starts; `generations` fires after every table swap.
+    pub async fn run(
+        self,
+        mut generations: watch::Receiver<u64>,
+        mut drain: DrainSignal,
+        tracker: TaskTracker,
+    ) {
+        // Dropping a port's sender stops its accept loop, which closes the listener.
+        let mut open: HashMap<u16, oneshot::Sender<()>> = HashMap::new();
+        loop {
+            let table = self.table.load_full();
+            open.retain(|port, _| {
+                let keep = table.tcp.contains_key(port);
+                if !keep {
+                    info!(port, "closing TCP route listener");
+                }
+                keep
+            });
+            for &port in table.tcp.keys() {
+                if open.contains_key(&port) {
+                    continue;
+                }
+                let addr = SocketAddr::new(self.bind_ip, port);
+                match TcpListener::bind(addr).await {
+                    Ok(listener) => {
+                        info!(%addr, "listening for TCP route");
+                        let (stop_tx, stop_rx) = oneshot::channel();
+                        open.insert(port, stop_tx);
+                        tracker.spawn(accept_loop(
+                            listener,
+                            port,
+                            self.table.clone(),
+                            self.connect_timeout,
+                            self.max_attempts,
+                            stop_rx,
+                            tracker.clone(),
+                        ));
+                    }
+                    // Retried with the next table; the Route stays unreachable meanwhile.
+                    Err(e) => warn!(%addr, error = %e, "cannot listen for TCP route"),
+                }
+            }
+            tokio::select! {
+                changed = generations.changed() => if changed.is_err() { return },
+                () = drain.signaled() => return,
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    port: u16,
+    table: TableHandle,
+    connect_timeout: Duration,
+    max_attempts: usize,
+    mut stop: oneshot::Receiver<()>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (client, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(port, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return,
+        };
+        let table = table.clone();
+        tracker.spawn(async move {
+            // The route as of now: a connection follows the table current when it arrives.
+            let Some(entry) = table.load().tcp.get(&port).cloned() else {
+                return;
+            };
+            entry.metrics.tcp_connections.inc();
+            let mut tried = Vec::new();
+            for _ in 0..max_attempts.max(1) {
+                let Some(endpoint) = entry.backend.pick(&tried).cloned() else {
+                    break;
+                };
+                let in_flight = endpoint.start();
+                match tokio::time::timeout(connect_timeout, TcpStream::connect(endpoint.addr))
+                    .await
+                {
+                    Ok(Ok(mut upstream)) => {
+                        let _ = upstream.set_nodelay(true);
+                        let _ = client.set_nodelay(true);
+                        let mut client = client;
+                        let copied =
+                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        debug!(route = %entry.key, %peer, ?copied, "TCP connection ended");
+                        drop(in_flight);
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        debug!(route = %entry.key, addr = %endpoint.addr, error = %e, "connect failed")
+                    }
+                    Err(_) => debug!(route = %entry.key, addr = %endpoint.addr, "connect timed out"),
+                }
+                entry.metrics.connect_errors.inc();
+                tried.push(endpoint.addr);
+            }
+            debug!(route = %entry.key, %peer, "no endpoint for TCP connection; closing it");
+        });
+    }
+}

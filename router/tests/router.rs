@@ -1,0 +1,588 @@
+//! The router against the local cluster's API server: Routes and EndpointSlices are created
+//! for real, backends listen in a network namespace the test creates, and traffic goes
+//! through an in-process router watching only the test's namespace.
+
+mod support;
+
+use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use bytes::Bytes;
+use flynn_crds::{Route, RouteSpec, conditions};
+use flynn_e2e::{TestNamespace, install_flynn_crds};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice};
+use kube::api::{DeleteParams, PostParams};
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use support::*;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+async fn setup(test: &str) -> TestNamespace {
+    let ns = TestNamespace::create(test).await;
+    install_flynn_crds(ns.client()).await.unwrap();
+    ns
+}
+
+async fn create_route(ns: &TestNamespace, name: &str, spec: RouteSpec) {
+    ns.api::<Route>()
+        .create(&PostParams::default(), &Route::new(name, spec))
+        .await
+        .unwrap();
+}
+
+fn http_spec(app: &str, domain: &str, path: &str) -> RouteSpec {
+    let mut spec = RouteSpec::http(app, domain);
+    spec.http.as_mut().unwrap().path = path.to_owned();
+    spec
+}
+
+#[tokio::test]
+async fn http_routes_follow_routes_and_endpoints_live() {
+    let ns = setup("router-http").await;
+    let net = Netns::create();
+    let a = Backend::http(&net, "a", 8080).await;
+    let b = Backend::http(&net, "b", 8080).await;
+    let slices = ns.api::<EndpointSlice>();
+    let router = router(ns.client().clone(), ns.name()).await;
+    let addr = router.http_addr;
+
+    // No route: a clear 404.
+    let got = get(addr, "nothing.test", "/").await;
+    assert_eq!(got.status, 404);
+    assert!(got.body.contains("no route"), "{}", got.body);
+
+    // A Route to shop's web process, whose Service shop-web has endpoint a.
+    put_slice(
+        &slices,
+        "shop-web-1",
+        "shop-web",
+        8080,
+        &[(a.addr.ip(), true)],
+    )
+    .await;
+    create_route(&ns, "shop", http_spec("shop", "shop.test", "/")).await;
+    eventually("shop.test serves a", || async {
+        get(addr, "shop.test", "/").await.body == "a"
+    })
+    .await;
+
+    // Forwarding headers reach the backend.
+    let got = get(addr, "Shop.Test:80", "/headers").await;
+    let h: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-port"], addr.port().to_string());
+    assert_eq!(h["x-request-id"].as_str().unwrap().len(), 32);
+    assert!(h["x-request-start"].as_str().unwrap().starts_with("t="));
+    let mut c = H1::connect(addr).await;
+    let got = c
+        .get("shop.test", "/headers", &[("x-request-id", "given-id")])
+        .await;
+    assert!(
+        got.body.contains("\"x-request-id\":\"given-id\""),
+        "{}",
+        got.body
+    );
+
+    // A longer prefix to another app with no endpoints: 503 with a clear body; the rest of
+    // the host still goes to shop.
+    create_route(&ns, "api", http_spec("api", "shop.test", "/api")).await;
+    eventually("shop.test/api is routed", || async {
+        get(addr, "shop.test", "/api/x").await.status == 503
+    })
+    .await;
+    let got = get(addr, "shop.test", "/api/x").await;
+    assert!(got.body.contains("no ready endpoint"), "{}", got.body);
+    assert_eq!(get(addr, "shop.test", "/apis").await.body, "a");
+
+    // Endpoints appear: traffic flows, on the same keep-alive client connection.
+    put_slice(
+        &slices,
+        "api-web-1",
+        "api-web",
+        8080,
+        &[(b.addr.ip(), true)],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while c.get("shop.test", "/api/x", &[]).await.body != "b" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shop.test/api never served b"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Endpoints change: shop moves from a to b; a not-ready endpoint gets nothing.
+    put_slice(
+        &slices,
+        "shop-web-1",
+        "shop-web",
+        8080,
+        &[(a.addr.ip(), false), (b.addr.ip(), true)],
+    )
+    .await;
+    eventually("shop.test serves b", || async {
+        get(addr, "shop.test", "/").await.body == "b"
+    })
+    .await;
+    let before = a.hits.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(c.get("shop.test", "/", &[]).await.body, "b");
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), before, "a is not ready");
+
+    // The Route changes: shop.test moves to another domain.
+    let mut r = ns.api::<Route>().get("shop").await.unwrap();
+    r.spec.http.as_mut().unwrap().domain = "store.test".into();
+    ns.api::<Route>()
+        .replace("shop", &PostParams::default(), &r)
+        .await
+        .unwrap();
+    eventually("store.test is routed", || async {
+        get(addr, "store.test", "/").await.status == 200
+    })
+    .await;
+    assert_eq!(get(addr, "shop.test", "/").await.status, 404);
+
+    // The router says so in the Route's status.
+    eventually("Programmed=True on the route", || async {
+        let r = ns.api::<Route>().get("shop").await.unwrap();
+        r.status.as_ref().is_some_and(|s| {
+            conditions::find(&s.conditions, conditions::types::PROGRAMMED).is_some_and(|c| {
+                c.status == "True" && c.observed_generation == r.metadata.generation
+            })
+        })
+    })
+    .await;
+
+    // Ops endpoints.
+    let admin = router.admin_addr;
+    assert_eq!(get(admin, "x", "/healthz").await.status, 200);
+    assert_eq!(get(admin, "x", "/readyz").await.status, 200);
+    let metrics = get(admin, "x", "/metrics").await.body;
+    let route = format!("{}/shop", ns.name());
+    assert!(
+        metrics.contains(&format!(
+            "flynn_router_http_requests_total{{route=\"{route}\",code=\"2xx\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("flynn_router_table_generation"));
+    assert!(metrics.contains("flynn_router_http_request_duration_seconds_bucket"));
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn conflicting_routes_keep_the_oldest_and_report_it() {
+    let ns = setup("router-conflict").await;
+    let net = Netns::create();
+    let a = Backend::http(&net, "a", 8080).await;
+    put_slice(
+        &ns.api(),
+        "one-web-1",
+        "one-web",
+        8080,
+        &[(a.addr.ip(), true)],
+    )
+    .await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    create_route(&ns, "first", RouteSpec::http("one", "dup.test")).await;
+    eventually("first is served", || async {
+        get(router.http_addr, "dup.test", "/").await.body == "a"
+    })
+    .await;
+    create_route(&ns, "second", RouteSpec::http("two", "dup.test")).await;
+    eventually("second is reported as not programmed", || async {
+        let r = ns.api::<Route>().get("second").await.unwrap();
+        r.status.as_ref().is_some_and(|s| {
+            conditions::find(&s.conditions, conditions::types::PROGRAMMED).is_some_and(|c| {
+                c.status == "False" && c.reason == conditions::reasons::CONFLICTING_ROUTE
+            })
+        })
+    })
+    .await;
+    assert_eq!(get(router.http_addr, "dup.test", "/").await.body, "a");
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn killed_backends_get_no_more_traffic_and_no_request_fails() {
+    let ns = setup("router-retry").await;
+    let net = Netns::create();
+    let backends = [
+        Backend::http(&net, "a", 8080).await,
+        Backend::http(&net, "b", 8080).await,
+        Backend::http(&net, "c", 8080).await,
+    ];
+    let eps: Vec<_> = backends.iter().map(|b| (b.addr.ip(), true)).collect();
+    put_slice(&ns.api(), "app-web-1", "app-web", 8080, &eps).await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    create_route(&ns, "app", RouteSpec::http("app", "app.test")).await;
+    let addr = router.http_addr;
+    eventually("app.test is served", || async {
+        get(addr, "app.test", "/").await.status == 200
+    })
+    .await;
+
+    // Warm pooled connections to all three, then kill one while its EndpointSlice still lists
+    // it as ready (the kubelet has not noticed yet): every request must still succeed.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(H1::connect(addr).await);
+    }
+    for _ in 0..10 {
+        for c in &mut clients {
+            assert_eq!(c.get("app.test", "/", &[]).await.status, 200);
+        }
+    }
+    backends[0].kill();
+    for i in 0..60 {
+        for c in &mut clients {
+            let got = c.get("app.test", "/", &[]).await;
+            assert_eq!(got.status, 200, "request {i}: {}", got.body);
+            assert_ne!(got.body, "a");
+        }
+        // Also on fresh connections.
+        assert_eq!(get(addr, "app.test", "/").await.status, 200);
+    }
+    let metrics = get(router.admin_addr, "x", "/metrics").await.body;
+    assert!(
+        metrics.contains("flynn_router_backend_connect_errors_total"),
+        "{metrics}"
+    );
+
+    // With every endpoint dead: 502 with a body saying why.
+    backends[1].kill();
+    backends[2].kill();
+    let got = get(addr, "app.test", "/").await;
+    assert_eq!(got.status, 502, "{}", got.body);
+    assert!(got.body.contains("Bad Gateway"), "{}", got.body);
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
+fn cert(name: &str) -> (String, String, CertificateDer<'static>) {
+    let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    (
+        c.cert.pem(),
+        c.signing_key.serialize_pem(),
+        c.cert.der().clone(),
+    )
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+    name: &str,
+    root: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    CertificateDer<'static>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap();
+    let peer = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    (tls, peer)
+}
+
+#[tokio::test]
+async fn tls_by_sni_http2_and_https_redirect() {
+    let ns = setup("router-tls").await;
+    let net = Netns::create();
+    let a = Backend::http(&net, "a", 8080).await;
+    put_slice(
+        &ns.api(),
+        "app-web-1",
+        "app-web",
+        8080,
+        &[(a.addr.ip(), true)],
+    )
+    .await;
+    let secrets = ns.api::<Secret>();
+    let mut der = Vec::new();
+    for (name, host) in [("a-tls", "a.test"), ("b-tls", "b.test")] {
+        let (crt, key, d) = cert(host);
+        der.push(d);
+        let s: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": crt, "tls.key": key},
+        }))
+        .unwrap();
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let router = router(ns.client().clone(), ns.name()).await;
+    for (route, host, secret) in [("a", "a.test", "a-tls"), ("b", "b.test", "b-tls")] {
+        let mut spec = RouteSpec::http("app", host);
+        let http = spec.http.as_mut().unwrap();
+        http.tls_secret_name = Some(secret.into());
+        http.https_redirect = true;
+        create_route(&ns, route, spec).await;
+    }
+    let https = router.https_addr.unwrap();
+    assert!(
+        router
+            .wait_for(Duration::from_secs(20), |t| t.certs.len() == 2)
+            .await
+    );
+
+    // Each name gets its own certificate.
+    for (host, want) in [("a.test", &der[0]), ("b.test", &der[1])] {
+        let (tls, peer) = tls_connect(https, host, want, &[b"http/1.1"]).await;
+        assert_eq!(&peer, want, "{host} got the wrong certificate");
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/headers")
+            .header("host", host)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let got = collect(tx.send_request(req).await.unwrap()).await;
+        assert_eq!(got.status, 200);
+        assert!(
+            got.body.contains("\"x-forwarded-proto\":\"https\""),
+            "{}",
+            got.body
+        );
+    }
+
+    // HTTP/2 by ALPN.
+    let (tls, _) = tls_connect(https, "a.test", &der[0], &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = http::Request::get("https://a.test/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let got = collect(tx.send_request(req).await.unwrap()).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body, "a");
+    }
+
+    // Plain HTTP is redirected.
+    let got = get(router.http_addr, "a.test", "/x?y=1").await;
+    assert_eq!(got.status, 308);
+    assert_eq!(got.headers["location"], "https://a.test/x?y=1");
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_spliced() {
+    let ns = setup("router-ws").await;
+    let net = Netns::create();
+    let a = Backend::http(&net, "a", 8080).await;
+    put_slice(
+        &ns.api(),
+        "ws-web-1",
+        "ws-web",
+        8080,
+        &[(a.addr.ip(), true)],
+    )
+    .await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    create_route(&ns, "ws", RouteSpec::http("ws", "ws.test")).await;
+    eventually("ws.test is served", || async {
+        get(router.http_addr, "ws.test", "/").await.status == 200
+    })
+    .await;
+
+    let mut s = TcpStream::connect(router.http_addr).await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "EOF in response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for msg in [&b"hello"[..], b"second frame", &[0x81, 0x02, b'h', b'i']] {
+        s.write_all(msg).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, msg);
+    }
+    drop(s);
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn tcp_routes_open_and_close_listeners() {
+    let ns = setup("router-tcp").await;
+    let net = Netns::create();
+    let e1 = Backend::echo(&net, "e1", 5432).await;
+    let e2 = Backend::echo(&net, "e2", 5432).await;
+    put_slice(
+        &ns.api(),
+        "db-pg-1",
+        "db-pg",
+        5432,
+        &[(e1.addr.ip(), true), (e2.addr.ip(), true)],
+    )
+    .await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    let port = free_port();
+    create_route(&ns, "db", RouteSpec::tcp("db", "pg", i32::from(port))).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually("the TCP route listens", || async {
+        TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    for i in 0..10 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let msg = format!("ping {i}");
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    assert!(e1.hits.load(Ordering::SeqCst) > 0 && e2.hits.load(Ordering::SeqCst) > 0);
+
+    // A connection opened before the Route goes away keeps working; new ones are refused.
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    ns.api::<Route>()
+        .delete("db", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the listener closes", || async {
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    open.write_all(b"still here").await.unwrap();
+    let mut buf = [0u8; 10];
+    open.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still here");
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn sticky_sessions_pin_clients() {
+    let ns = setup("router-sticky").await;
+    let net = Netns::create();
+    let mut eps = Vec::new();
+    let mut backends = Vec::new();
+    for n in ["a", "b", "c"] {
+        let b = Backend::http(&net, n, 8080).await;
+        eps.push((b.addr.ip(), true));
+        backends.push(b);
+    }
+    put_slice(&ns.api(), "app-web-1", "app-web", 8080, &eps).await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    let mut spec = RouteSpec::http("app", "sticky.test");
+    spec.http.as_mut().unwrap().sticky = true;
+    create_route(&ns, "app", spec).await;
+    eventually("sticky.test is served", || async {
+        get(router.http_addr, "sticky.test", "/").await.status == 200
+    })
+    .await;
+    let first = get(router.http_addr, "sticky.test", "/").await;
+    let cookie = first.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("flynn-sticky="), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    for _ in 0..20 {
+        // New connections each time: stickiness is the cookie's doing.
+        let got = H1::connect(router.http_addr)
+            .await
+            .get("sticky.test", "/", &[("cookie", &cookie)])
+            .await;
+        assert_eq!(got.body, first.body);
+        assert!(!got.headers.contains_key("set-cookie"));
+    }
+    // A forged cookie is ignored (and replaced).
+    let got = get_with_cookie(router.http_addr, "flynn-sticky=10.77.0.99:8080.00").await;
+    assert_eq!(got.status, 200);
+    assert!(got.headers.contains_key("set-cookie"));
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
+async fn get_with_cookie(addr: SocketAddr, cookie: &str) -> Got {
+    H1::connect(addr)
+        .await
+        .get("sticky.test", "/", &[("cookie", cookie)])
+        .await
+}
+
+#[tokio::test]
+async fn shutdown_drains_requests_in_flight() {
+    let ns = setup("router-drain").await;
+    let net = Netns::create();
+    let a = Backend::http(&net, "a", 8080).await;
+    put_slice(
+        &ns.api(),
+        "app-web-1",
+        "app-web",
+        8080,
+        &[(a.addr.ip(), true)],
+    )
+    .await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    create_route(&ns, "app", RouteSpec::http("app", "drain.test")).await;
+    let addr = router.http_addr;
+    eventually("drain.test is served", || async {
+        get(addr, "drain.test", "/").await.status == 200
+    })
+    .await;
+    let slow = tokio::spawn(async move { get(addr, "drain.test", "/slow").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let admin = router.admin_addr;
+    let started = tokio::time::Instant::now();
+    let shutdown = tokio::spawn(router.shutdown(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        get(admin, "x", "/readyz").await.status,
+        503,
+        "not ready while draining"
+    );
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "new connections are refused"
+    );
+    let got = slow.await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, "a");
+    shutdown.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drain waited for nothing else"
+    );
+}
