@@ -34,10 +34,12 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
 
     // Fresh reads, not caches: every change that matters triggers a reconcile (owned
     // Formation, Releases and Routes of the App), so nothing read here is older than it.
+    // By the selectable field spec.app: listing every Route of a busy namespace per
+    // reconcile would make a burst of Apps quadratic.
     let routes = Api::<Route>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
+        .list(&ListParams::default().fields(&format!("spec.app={name}")))
         .await
-        .context(|| "listing routes".to_owned())?
+        .context(|| format!("listing routes of {name}"))?
         .items;
     apply_default_route(&app, &ctx, &ns, &routes).await?;
 
