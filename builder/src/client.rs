@@ -25,6 +25,10 @@ type Body = BoxBody<Bytes, io::Error>;
 
 /// How long connecting to a server may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long a refused or failed connection is retried. A store that was just started
+/// (or whose Service kube-proxy has not programmed yet) refuses for a moment; since no
+/// byte of the request was sent, retrying is safe for every method.
+const CONNECT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An HTTP request failed.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +160,36 @@ impl HttpClient {
         Ok(resp)
     }
 
+    /// [`Self::send`], retried while the connection itself fails (see
+    /// [`CONNECT_RETRY_FOR`]); `body` makes a fresh body for each attempt.
+    async fn send_retrying<F, Fut>(
+        &self,
+        method: Method,
+        url: &str,
+        body: F,
+        headers: &[(&str, String)],
+    ) -> Result<http::Response<Incoming>, ClientError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Body, ClientError>>,
+    {
+        let deadline = tokio::time::Instant::now() + CONNECT_RETRY_FOR;
+        let mut pause = std::time::Duration::from_millis(200);
+        loop {
+            match self.send(method.clone(), url, body().await?, headers).await {
+                Err(ClientError::Transport { source, .. })
+                    if is_connect_error(source.as_ref())
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(url = %redact(url), error = %source, "connecting failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn check(
         method: Method,
         url: &str,
@@ -185,7 +219,9 @@ impl HttpClient {
         &self,
         url: &str,
     ) -> Result<Option<(impl AsyncRead + Send + Unpin + 'static, Option<u64>)>, ClientError> {
-        let resp = self.send(Method::GET, url, empty(), &[]).await?;
+        let resp = self
+            .send_retrying(Method::GET, url, || async { Ok(empty()) }, &[])
+            .await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -213,27 +249,37 @@ impl HttpClient {
             path: path.display().to_string(),
             source,
         };
-        let file = tokio::fs::File::open(path).await.map_err(file_err)?;
-        let len = file.metadata().await.map_err(file_err)?.len();
-        let stream = ReaderStream::with_capacity(file, 256 * 1024).map_ok(Frame::data);
-        let body = BodyExt::boxed(StreamBody::new(stream));
+        let len = tokio::fs::metadata(path).await.map_err(file_err)?.len();
         let mut headers = vec![(header::CONTENT_LENGTH.as_str(), len.to_string())];
         if let Some(s) = sha256 {
             headers.push((SHA256_HEADER, s.to_owned()));
         }
-        let resp = self.send(Method::PUT, url, body, &headers).await?;
+        let body = || async {
+            let file = tokio::fs::File::open(path).await.map_err(file_err)?;
+            let stream = ReaderStream::with_capacity(file, 256 * 1024).map_ok(Frame::data);
+            Ok(BodyExt::boxed(StreamBody::new(stream)))
+        };
+        let resp = self.send_retrying(Method::PUT, url, body, &headers).await?;
         Self::check(Method::PUT, url, resp).await?;
         Ok(())
     }
 
     /// DELETEs `url`; a missing object is not an error.
     pub async fn delete(&self, url: &str) -> Result<(), ClientError> {
-        let resp = self.send(Method::DELETE, url, empty(), &[]).await?;
+        let resp = self
+            .send_retrying(Method::DELETE, url, || async { Ok(empty()) }, &[])
+            .await?;
         if resp.status() != StatusCode::NOT_FOUND {
             Self::check(Method::DELETE, url, resp).await?;
         }
         Ok(())
     }
+}
+
+/// Whether an error of the HTTP client is a failure to connect (nothing was sent).
+fn is_connect_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.downcast_ref::<hyper_util::client::legacy::Error>()
+        .is_some_and(hyper_util::client::legacy::Error::is_connect)
 }
 
 fn empty() -> Body {
