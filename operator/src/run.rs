@@ -202,7 +202,8 @@ fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &K) -> Stri
 }
 
 /// Logs and counts the error, then retries with exponential backoff per object
-/// (1 s, 2 s, 4 s ... 5 min), so one broken object neither spins nor waits forever.
+/// (1 s, 2 s, 4 s ... 30 s, like the watchers' own backoff), so one broken object neither
+/// spins nor, after an outage, waits long to be retried.
 fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action
 where
     K: Resource<DynamicType = ()> + ResourceExt,
@@ -219,7 +220,7 @@ where
             .settings
             .error_backoff
             .saturating_mul(1 << attempts.min(9).saturating_sub(1))
-            .min(Duration::from_secs(300));
+            .min(Duration::from_secs(30));
         tracing::warn!(controller, object = %obj.name_any(), error = %err, attempts, retry_in = ?backoff, "reconcile failed");
         Action::requeue(backoff)
     }
