@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 
 use crate::{Settings, metrics::Metrics};
 
@@ -21,7 +21,7 @@ pub struct Context {
     /// Every Route in the cluster (conflicts are cluster-wide): the Route controller's
     /// own cache, filled by the stream that triggers it.
     pub routes: Store<Route>,
-    /// Namespaces carrying `settings.exclude_namespace_label` (only those are cached).
+    /// Namespace metadata, when `settings.exclude_namespace_label` is set.
     pub excluded_namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
     /// Consecutive failures per object, for the error backoff.
     pub failures: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
@@ -85,17 +85,48 @@ impl Context {
     }
 
     /// Whether objects in `namespace` are this operator's to reconcile.
-    pub fn in_scope(&self, namespace: Option<&str>) -> bool {
-        let scoped = match &self.settings.namespace {
-            Some(scope) => namespace == Some(scope.as_str()),
-            None => true,
+    pub fn scope(&self, namespace: Option<&str>) -> Scope {
+        if let Some(scope) = &self.settings.namespace
+            && namespace != Some(scope.as_str())
+        {
+            return Scope::Out;
+        }
+        let (Some(store), Some(label), Some(ns)) = (
+            &self.excluded_namespaces,
+            &self.settings.exclude_namespace_label,
+            namespace,
+        ) else {
+            return Scope::In;
         };
-        let excluded = match (&self.excluded_namespaces, namespace) {
-            (Some(store), Some(ns)) => store
-                .get(&kube::runtime::reflector::ObjectRef::new(ns))
-                .is_some(),
-            _ => false,
-        };
-        scoped && !excluded
+        match store.get(&kube::runtime::reflector::ObjectRef::new(ns)) {
+            Some(meta) if meta.labels().contains_key(label) => Scope::Out,
+            Some(_) => Scope::In,
+            // Objects can arrive before their namespace does (a test creates both at
+            // once): don't act on them until the label can be checked.
+            None => Scope::Unknown,
+        }
     }
+
+    /// The early return of a reconcile for an object outside this operator's scope.
+    pub fn out_of_scope(
+        &self,
+        namespace: Option<&str>,
+    ) -> Option<kube::runtime::controller::Action> {
+        match self.scope(namespace) {
+            Scope::In => None,
+            Scope::Out => Some(kube::runtime::controller::Action::await_change()),
+            Scope::Unknown => Some(kube::runtime::controller::Action::requeue(
+                std::time::Duration::from_millis(500),
+            )),
+        }
+    }
+}
+
+/// Whether an object is this operator's to reconcile (see [`Context::scope`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    In,
+    Out,
+    /// Its namespace is not in the namespace cache yet.
+    Unknown,
 }

@@ -61,14 +61,15 @@ pub async fn run(
         .applied_objects();
 
     let mut ctx = Context::new(client.clone(), settings.clone(), metrics, routes.clone());
-    if let Some(label) = &settings.exclude_namespace_label {
-        // Only namespaces with the label are cached: a tiny store, read by `in_scope`.
+    if settings.exclude_namespace_label.is_some() {
+        // Namespace metadata (names and labels only), read by `Context::scope`.
         let (store, writer) = reflector::store();
         let stream = watcher::watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            WatcherConfig::default().labels(label),
+            WatcherConfig::default(),
         )
         .default_backoff()
+        .modify(|ns| ns.managed_fields_mut().clear())
         .reflect(writer)
         .for_each(|_| futures::future::ready(()));
         tokio::spawn(async move {

@@ -25,7 +25,10 @@ pub const CONTROLLER: &str = "app";
 #[tracing::instrument(skip_all, fields(app = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
 pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
     let ns = app.namespace().unwrap_or_default();
-    if !ctx.in_scope(Some(&ns)) || app.metadata.deletion_timestamp.is_some() {
+    if let Some(action) = ctx.out_of_scope(Some(&ns)) {
+        return Ok(action);
+    }
+    if app.metadata.deletion_timestamp.is_some() {
         // Owner references delete the Formation, Routes and Releases with the App.
         return Ok(Action::await_change());
     }

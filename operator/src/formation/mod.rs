@@ -33,7 +33,10 @@ pub const APPLIED_HASH: &str = "flynn.io/applied-hash";
 #[tracing::instrument(skip_all, fields(formation = %formation.name_any(), namespace = formation.namespace().unwrap_or_default()))]
 pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<Action> {
     let ns = formation.namespace().unwrap_or_default();
-    if !ctx.in_scope(Some(&ns)) || formation.metadata.deletion_timestamp.is_some() {
+    if let Some(action) = ctx.out_of_scope(Some(&ns)) {
+        return Ok(action);
+    }
+    if formation.metadata.deletion_timestamp.is_some() {
         // Owner references delete the children with the Formation.
         return Ok(Action::await_change());
     }

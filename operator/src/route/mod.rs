@@ -156,7 +156,10 @@ pub fn desired_status(route: &Route, all: &[Arc<Route>], now: Time) -> RouteStat
 #[tracing::instrument(skip_all, fields(route = %route.name_any(), namespace = route.namespace().unwrap_or_default()))]
 pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
     let ns = route.namespace().unwrap_or_default();
-    if !ctx.in_scope(Some(&ns)) || route.metadata.deletion_timestamp.is_some() {
+    if let Some(action) = ctx.out_of_scope(Some(&ns)) {
+        return Ok(action);
+    }
+    if route.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let all = ctx.routes.state();
