@@ -72,7 +72,7 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         };
 
         if build::config_changed(&app, &current) {
-            return new_config_release(&app, &ctx, &current, &apps, &releases).await;
+            return new_config_release(&app, &ctx, &current, &apps).await;
         }
 
         let desired = build::formation(&app, target);
@@ -85,11 +85,8 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         if formation.as_ref().is_none_or(|f| {
             f.spec != desired.spec || f.owner_references() != desired.owner_references()
         }) {
-            apply(&ctx, &ns, &desired).await?;
-            formation = formations
-                .get_opt(&names::formation_name(&name))
-                .await
-                .context(|| format!("reading formation {name}"))?;
+            // The apply answers with the object as stored: no second read.
+            formation = Some(apply(&ctx, &ns, &desired).await?);
         }
     }
 
@@ -147,10 +144,10 @@ async fn new_config_release(
     ctx: &Context,
     current: &Release,
     apps: &Api<App>,
-    releases: &Api<Release>,
 ) -> Result<Action> {
+    let releases: Api<Release> =
+        Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
     let ns = app.namespace().unwrap_or_default();
-    let _ = releases;
     let existing = app_releases(ctx, &ns, &app.name_any()).await?;
     let version = build::next_version(existing.iter());
     let release = build::config_release(app, current, version);
@@ -245,7 +242,7 @@ async fn apply_default_route(app: &App, ctx: &Context, ns: &str, existing: &[Rou
 }
 
 /// Server-side apply of an object the App owns.
-async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<()>
+async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -261,8 +258,7 @@ where
         &Patch::Apply(obj),
     )
     .await
-    .context(|| format!("applying {} {name}", K::kind(&())))?;
-    Ok(())
+    .context(|| format!("applying {} {name}", K::kind(&())))
 }
 
 /// URLs of the App's accepted Routes, the default Route's first.

@@ -124,16 +124,8 @@ fn deployment(
     let app = &formation.spec.app;
     let release_name = release.metadata.name.clone().unwrap_or_default();
     let pod_labels = labels::workload(app, process, &release_name);
-    let mut meta_labels = labels::selector(app, process);
-    meta_labels.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_FLYNN.into());
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(names::deployment_name(app, process)),
-            namespace: formation.metadata.namespace.clone(),
-            labels: Some(meta_labels),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
+        metadata: child_meta(formation, process, owner),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
             selector: LabelSelector {
@@ -348,16 +340,8 @@ fn service(
     if ports.is_empty() {
         return None;
     }
-    let mut meta_labels = labels::selector(app, process);
-    meta_labels.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_FLYNN.into());
     Some(Service {
-        metadata: ObjectMeta {
-            name: Some(names::service_name(app, process)),
-            namespace: formation.metadata.namespace.clone(),
-            labels: Some(meta_labels),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
+        metadata: child_meta(formation, process, owner),
         spec: Some(ServiceSpec {
             selector: Some(labels::selector(app, process)),
             ports: Some(ports),
@@ -365,6 +349,21 @@ fn service(
         }),
         status: None,
     })
+}
+
+/// Metadata of a process type's Deployment or Service (they share the name
+/// `<app>-<process>`): the selector labels, managed-by, and the Formation as owner.
+fn child_meta(formation: &Formation, process: &str, owner: &OwnerReference) -> ObjectMeta {
+    let app = &formation.spec.app;
+    let mut labels = labels::selector(app, process);
+    labels.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_FLYNN.into());
+    ObjectMeta {
+        name: Some(names::deployment_name(app, process)),
+        namespace: formation.metadata.namespace.clone(),
+        labels: Some(labels),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
 }
 
 fn protocol(p: Protocol) -> &'static str {
