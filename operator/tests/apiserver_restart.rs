@@ -40,9 +40,11 @@ async fn the_operator_converges_after_an_api_server_restart() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The operator's watches reconnect with kube's backoff (up to 30 s between tries)
+    // and failed reconciles back off too: recovery takes about a minute here.
     eventually(
         "rs to run v1 after the restart",
-        T,
+        std::time::Duration::from_secs(240),
         || get(&apps, "rs"),
         |a| ready(a, "rs-v1", "web=1/1 worker=1/1"),
     )
