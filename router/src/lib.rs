@@ -52,6 +52,8 @@ pub struct Config {
     pub tcp_bind_ip: IpAddr,
     /// Watch one namespace only (default: all).
     pub namespace: Option<String>,
+    /// Leave out Routes in namespaces carrying this label.
+    pub exclude_namespace_label: Option<String>,
     /// Certificate for names no Route's Secret covers.
     pub default_cert: Option<Arc<CertifiedKey>>,
     /// HMAC key of sticky-session cookies; replicas must share it.
@@ -75,6 +77,7 @@ impl Default for Config {
             admin_addr: SocketAddr::new(any, 9090),
             tcp_bind_ip: any,
             namespace: None,
+            exclude_namespace_label: None,
             default_cert: None,
             sticky_key: rand::random::<[u8; 32]>().to_vec(),
             http2: true,
@@ -171,8 +174,9 @@ impl Router {
         };
         let client2 = client.clone();
         let namespace = config.namespace.clone();
+        let exclude = config.exclude_namespace_label.clone();
         background.push(tokio::spawn(async move {
-            if let Err(e) = watch::run(client2, namespace, ctx).await {
+            if let Err(e) = watch::run(client2, namespace, exclude, ctx).await {
                 error!(error = %e, "watching the cluster stopped");
             }
         }));

@@ -25,6 +25,10 @@ struct Args {
     /// Watch only this namespace (default: all).
     #[arg(long, env = "FLYNN_ROUTER_NAMESPACE")]
     namespace: Option<String>,
+    /// Leave out Routes in namespaces with this label (the project's tests label theirs
+    /// and run their own router).
+    #[arg(long, env = "FLYNN_ROUTER_EXCLUDE_NAMESPACE_LABEL")]
+    exclude_namespace_label: Option<String>,
     /// PEM certificate for names without a Route certificate.
     #[arg(long, env = "FLYNN_ROUTER_DEFAULT_CERT", requires = "default_key")]
     default_cert: Option<String>,
@@ -108,6 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         admin_addr: args.admin_addr,
         tcp_bind_ip: args.tcp_bind_ip,
         namespace: args.namespace,
+        exclude_namespace_label: args.exclude_namespace_label.filter(|l| !l.is_empty()),
         default_cert,
         report_status: !args.no_status,
         proxy: ProxyOptions {

@@ -6,7 +6,7 @@
 //! from it. Events that arrive together are applied together and cost one table build.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     sync::{
         Arc,
@@ -19,7 +19,7 @@ use flynn_crds::{Route, RouteType, conditions, names};
 use futures::{FutureExt, StreamExt, stream::BoxStream};
 use k8s_openapi::{
     api::{
-        core::v1::Secret,
+        core::v1::{Namespace, Secret},
         discovery::v1::{EndpointPort, EndpointSlice},
     },
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -72,6 +72,8 @@ pub struct Index {
     routes: BTreeMap<RouteKey, RouteInfo>,
     slices: HashMap<(String, String), SliceInfo>,
     secrets: HashMap<(String, String), Result<Arc<CertifiedKey>, String>>,
+    /// Namespaces carrying the exclusion label: their Routes are not served.
+    excluded: HashSet<String>,
 }
 
 fn key_of<K: ResourceExt>(obj: &K) -> (String, String) {
@@ -102,6 +104,16 @@ impl Index {
         });
         self.routes.insert(key, info);
         changed
+    }
+
+    /// Notes a namespace carrying the exclusion label.
+    pub fn apply_excluded_namespace(&mut self, namespace: &Namespace) -> bool {
+        self.excluded.insert(namespace.name_any())
+    }
+
+    /// Forgets an excluded namespace (deleted, or its label removed).
+    pub fn delete_excluded_namespace(&mut self, namespace: &Namespace) -> bool {
+        self.excluded.remove(&namespace.name_any())
     }
 
     /// Removes a Route.
@@ -248,7 +260,11 @@ impl Builder {
         };
 
         // Oldest first: the Route that was there first keeps a contested domain+path or port.
-        let mut routes: Vec<(&RouteKey, &RouteInfo)> = index.routes.iter().collect();
+        let mut routes: Vec<(&RouteKey, &RouteInfo)> = index
+            .routes
+            .iter()
+            .filter(|(key, _)| !index.excluded.contains(&key.namespace))
+            .collect();
         routes.sort_by(|a, b| {
             let ts = |r: &RouteInfo| r.created.as_ref().map(|t| t.0);
             ts(a.1).cmp(&ts(b.1)).then_with(|| a.0.cmp(b.0))
@@ -387,6 +403,7 @@ pub struct WatchContext {
 }
 
 enum Change {
+    Namespace(watcher::Event<Namespace>),
     Route(watcher::Event<Route>),
     Slice(watcher::Event<EndpointSlice>),
     Secret(watcher::Event<Secret>),
@@ -416,9 +433,12 @@ impl<K> Default for Relist<K> {
 }
 
 /// Watches `namespace` (or all namespaces) and publishes tables until the streams end.
+/// Routes in namespaces labelled `exclude_label` are left out (another router serves
+/// them, e.g. a test's own).
 pub async fn run(
     client: Client,
     namespace: Option<String>,
+    exclude_label: Option<String>,
     ctx: WatchContext,
 ) -> Result<(), WatchError> {
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -447,8 +467,21 @@ pub async fn run(
     )
     .default_backoff()
     .map(|e| e.map(Change::Secret));
-    let streams: Vec<BoxStream<'static, Result<Change, watcher::Error>>> =
+    let mut streams: Vec<BoxStream<'static, Result<Change, watcher::Error>>> =
         vec![routes.boxed(), slices.boxed(), secrets.boxed()];
+    let mut n = Relist::<Namespace>::default();
+    match exclude_label {
+        Some(label) => streams.push(
+            watcher(
+                Api::<Namespace>::all(client.clone()),
+                watcher::Config::default().labels(&label),
+            )
+            .default_backoff()
+            .map(|e| e.map(Change::Namespace))
+            .boxed(),
+        ),
+        None => n.synced = true,
+    }
     let mut events = futures::stream::select_all(streams);
 
     let mut index = Index::default();
@@ -482,6 +515,16 @@ pub async fn run(
         let mut dirty = false;
         for change in batch {
             match change {
+                Ok(Change::Namespace(e)) => {
+                    dirty |= apply(
+                        &mut n,
+                        e,
+                        &mut index,
+                        Index::apply_excluded_namespace,
+                        Index::delete_excluded_namespace,
+                        |i| i.excluded.clear(),
+                    )
+                }
                 Ok(Change::Route(e)) => {
                     dirty |= apply(
                         &mut r,
@@ -516,7 +559,7 @@ pub async fn run(
                 Err(e) => warn!(error = %e, "watch error; retrying"),
             }
         }
-        if dirty && r.synced && s.synced && t.synced {
+        if dirty && n.synced && r.synced && s.synced && t.synced {
             let started = Instant::now();
             let table = Arc::new(builder.build(&index, &ctx.metrics));
             last_build = started.elapsed();
@@ -725,6 +768,26 @@ mod tests {
             !Arc::ptr_eq(&e3.backend.endpoints[0], &ep1),
             "an endpoint absent from a table is new when it returns"
         );
+    }
+
+    #[test]
+    fn routes_in_excluded_namespaces_are_not_served() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut index = Index::default();
+        index.apply_route(&route("test-1", "r", RouteSpec::http("a", "a.example.com"), 1));
+        index.apply_route(&route("test-1", "db", RouteSpec::tcp("a", "db", 5432), 1));
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some("test-1".into());
+        assert!(index.apply_excluded_namespace(&ns));
+        let mut b = Builder::default();
+        let t = b.build(&index, &metrics);
+        assert!(t.http.lookup("a.example.com", "/").is_none());
+        assert!(t.tcp.is_empty(), "no listener for an excluded TCP route");
+        assert!(t.outcomes.is_empty(), "no status for routes another router serves");
+
+        assert!(index.delete_excluded_namespace(&ns));
+        let t = b.build(&index, &metrics);
+        assert!(t.http.lookup("a.example.com", "/").is_some());
     }
 
     #[test]

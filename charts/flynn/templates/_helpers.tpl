@@ -8,3 +8,44 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- define "flynn.image" -}}
 {{ .root.Values.image.registry }}/flynn-{{ .name }}:{{ .root.Values.image.tag }}
 {{- end -}}
+
+{{- /* A volume for component state: an existing claim, a hostPath (single-node
+development clusters such as e2e/cluster, which have no storage provisioner), or a
+PersistentVolumeClaim the chart creates (.claim names it). */ -}}
+{{- define "flynn.stateVolume" -}}
+{{- if .storage.hostPath }}
+hostPath: {path: {{ .storage.hostPath }}, type: DirectoryOrCreate}
+{{- else }}
+persistentVolumeClaim: {claimName: {{ .storage.existingClaim | default .claim }}}
+{{- end }}
+{{- end -}}
+
+{{- define "flynn.stateClaim" -}}
+{{- if and (not .storage.hostPath) (not .storage.existingClaim) }}
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {{ .claim }}
+  namespace: {{ .root.Release.Namespace }}
+  labels: {{- include "flynn.labels" .root | nindent 4 }}
+  annotations:
+    # Slugs and repositories outlive an uninstall: deleting them is a decision.
+    helm.sh/resource-policy: keep
+spec:
+  accessModes: [ReadWriteOnce]
+  {{- with .storage.storageClassName }}
+  storageClassName: {{ . }}
+  {{- end }}
+  resources: {requests: {storage: {{ .storage.size }}}}
+{{- end }}
+{{- end -}}
+
+{{- /* The slug store's token: kept across upgrades (lookup), generated on install. */ -}}
+{{- define "flynn.shelfToken" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace "flynn-shelf" -}}
+{{- if and $existing $existing.data $existing.data.token -}}
+{{ $existing.data.token }}
+{{- else -}}
+{{ randAlphaNum 48 | b64enc }}
+{{- end -}}
+{{- end -}}
