@@ -774,7 +774,12 @@ mod tests {
     fn routes_in_excluded_namespaces_are_not_served() {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut index = Index::default();
-        index.apply_route(&route("test-1", "r", RouteSpec::http("a", "a.example.com"), 1));
+        index.apply_route(&route(
+            "test-1",
+            "r",
+            RouteSpec::http("a", "a.example.com"),
+            1,
+        ));
         index.apply_route(&route("test-1", "db", RouteSpec::tcp("a", "db", 5432), 1));
         let mut ns = Namespace::default();
         ns.metadata.name = Some("test-1".into());
@@ -783,7 +788,10 @@ mod tests {
         let t = b.build(&index, &metrics);
         assert!(t.http.lookup("a.example.com", "/").is_none());
         assert!(t.tcp.is_empty(), "no listener for an excluded TCP route");
-        assert!(t.outcomes.is_empty(), "no status for routes another router serves");
+        assert!(
+            t.outcomes.is_empty(),
+            "no status for routes another router serves"
+        );
 
         assert!(index.delete_excluded_namespace(&ns));
         let t = b.build(&index, &metrics);

@@ -1,0 +1,224 @@
+//! The chart's SSH key registry (gitreceiver/README.md): its admission policy lets a user
+//! register, change and remove only keys in their own name. Rendered from the chart with
+//! the cluster's own helm and checked with impersonated users against the real API server.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use flynn_e2e::{LOCAL_CLUSTER_KUBECONFIG, TestNamespace};
+
+fn helm() -> String {
+    let cache = std::env::var("FLYNN_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/flynn", std::env::var("HOME").unwrap_or_default()));
+    let helm = format!("{cache}/cluster-bin/helm");
+    assert!(
+        std::path::Path::new(&helm).exists(),
+        "{helm} is missing: run e2e/cluster/build (e2e/test does)"
+    );
+    helm
+}
+
+fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .env("KUBECONFIG", LOCAL_CLUSTER_KUBECONFIG)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl (install it: it comes with the cluster's prerequisites)");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+/// The cluster-scoped policy and binding this test installed, removed when it ends.
+struct Installed(String);
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        kubectl(
+            &["delete", "--ignore-not-found", "-f", "-"],
+            Some(self.0.as_str()),
+        );
+    }
+}
+
+fn key_secret(ns: &str, name: &str, user: &str, groups: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+type: flynn.io/ssh-public-key
+metadata:
+  name: {name}
+  namespace: {ns}
+  labels: {{flynn.io/ssh-key: "true"}}
+  annotations: {{flynn.io/user: "{user}", flynn.io/groups: "{groups}"}}
+stringData: {{publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDPeQvZ3cG9wbW3e0q0h7Gq1n4m3qUjPp0Jc8n1m2lZ3 test"}}
+"#
+    )
+}
+
+fn as_user<'a>(user: &'a str, group: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend(["--as", user, "--as-group", group]);
+    v
+}
+
+#[tokio::test]
+async fn users_register_and_remove_only_their_own_keys() {
+    let ns = TestNamespace::create("ssh-key-policy").await;
+    let release = ns.name().to_owned();
+    let rendered = Command::new(helm())
+        .args(["template", &release, "charts/flynn", "-n", "flynn-system"])
+        .args(["--set", &format!("gitreceiver.keysNamespace={release}")])
+        .args(["--show-only", "templates/keys.yaml"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    // The test namespace stands in for the chart's keys namespace.
+    let docs: Vec<&str> = std::str::from_utf8(&rendered.stdout)
+        .unwrap()
+        .split("\n---")
+        .filter(|d| d.contains("kind:") && !d.contains("kind: Namespace"))
+        .collect();
+    let manifest = docs.join("\n---\n");
+    let cluster_scoped: String = docs
+        .iter()
+        .filter(|d| d.contains("kind: ValidatingAdmissionPolicy"))
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let _installed = Installed(cluster_scoped);
+    let out = kubectl(&["apply", "-f", "-"], Some(&manifest));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let alice = key_secret(&release, "key-alice", "alice", "dev,system:authenticated");
+    // A new policy takes a moment to reach the admission chain: until then creates pass
+    // unchecked, so wait until someone else's key is refused.
+    let forged = key_secret(&release, "key-forged", "bob", "dev,system:authenticated");
+    let mut refused = None;
+    for _ in 0..60 {
+        let out = kubectl(
+            &as_user("alice", "dev", &["create", "-f", "-"]),
+            Some(&forged),
+        );
+        if !out.status.success() {
+            refused = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+        kubectl(&["delete", "secret", "-n", &release, "key-forged"], None);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let refused = refused.expect("a key in someone else's name was admitted for 30 s");
+    assert!(
+        refused.contains("must be your own (alice; dev,system:authenticated)"),
+        "{refused}"
+    );
+
+    // Claiming a group one is not in is refused too.
+    let out = kubectl(
+        &as_user("alice", "dev", &["create", "-f", "-"]),
+        Some(&key_secret(
+            &release,
+            "key-admin",
+            "alice",
+            "system:masters,system:authenticated",
+        )),
+    );
+    assert!(!out.status.success(), "a forged group was admitted");
+
+    // One's own key: created; another user can neither change nor remove it; its owner can.
+    let out = kubectl(
+        &as_user("alice", "dev", &["create", "-f", "-"]),
+        Some(&alice),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(
+        &as_user(
+            "bob",
+            "dev",
+            &["delete", "secret", "-n", &release, "key-alice"],
+        ),
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("belongs to another user"),
+        "{err}"
+    );
+    let out = kubectl(
+        &as_user(
+            "bob",
+            "dev",
+            &[
+                "annotate",
+                "secret",
+                "-n",
+                &release,
+                "key-alice",
+                "--overwrite",
+                "flynn.io/user=bob",
+            ],
+        ),
+        None,
+    );
+    assert!(!out.status.success(), "bob took over alice's key");
+
+    // Anything but a labelled key is refused in the keys namespace.
+    let out = kubectl(
+        &as_user(
+            "alice",
+            "dev",
+            &[
+                "create",
+                "secret",
+                "generic",
+                "-n",
+                &release,
+                "other",
+                "--from-literal=a=b",
+            ],
+        ),
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("only SSH keys live here"),
+        "{err}"
+    );
+
+    let out = kubectl(
+        &as_user(
+            "alice",
+            "dev",
+            &["delete", "secret", "-n", &release, "key-alice"],
+        ),
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
