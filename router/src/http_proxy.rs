@@ -22,7 +22,7 @@ use http::{
     header::{self, HOST},
     uri::PathAndQuery,
 };
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::{
     body::{Body, Frame, Incoming, SizeHint},
     client::conn::http1::SendRequest,
@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use crate::{
     metrics::SharedMetrics,
     sticky::Sticky,
-    table::{Endpoint, HttpEntry, InFlight, TableHandle},
+    table::{Endpoint, HttpEntry, InFlight, TableHandle, UpstreamRequestBody},
 };
 
 /// The body of every response the proxy sends: a backend's, streamed, or one of ours.
@@ -239,6 +239,11 @@ impl Proxy {
         } else {
             None
         };
+        let mut req = req.map(Either::Left);
+        // A safe request without a body can be sent again when a connection breaks after it
+        // was written but before any answer (a backend closing an idle keep-alive connection,
+        // a pod exiting): the client never learns of it. Anything else is not replayed.
+        let replay = (!upgrade).then(|| Replay::of(&req)).flatten();
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_error = None;
         for attempt in 0..self.opts.max_attempts.max(1) {
@@ -262,9 +267,15 @@ impl Proxy {
                     Ok(resp) => {
                         return self.respond(entry, resp, &endpoint, tx, in_flight, sticky);
                     }
-                    Err(mut e) => match e.take_message() {
-                        Some(r) => req = r,
-                        None => {
+                    Err(mut e) => match (e.take_message(), &replay) {
+                        (Some(r), _) => req = r,
+                        (None, Some(replay)) => {
+                            debug!(route = %entry.key, backend = %endpoint.addr, error = %e.into_error(),
+                                "pooled connection broke under a safe request; sending it again");
+                            entry.metrics.replays.inc();
+                            req = replay.request();
+                        }
+                        (None, None) => {
                             return self.backend_failed(
                                 entry,
                                 ProxyError::Backend {
@@ -290,13 +301,23 @@ impl Proxy {
             let resp = match tx.send_request(req).await {
                 Ok(resp) => resp,
                 Err(source) => {
-                    return self.backend_failed(
-                        entry,
-                        ProxyError::Backend {
-                            addr: endpoint.addr,
-                            source,
-                        },
-                    );
+                    let error = ProxyError::Backend {
+                        addr: endpoint.addr,
+                        source,
+                    };
+                    match &replay {
+                        // The endpoint accepted and then dropped the connection (exiting):
+                        // another endpoint gets the request.
+                        Some(replay) => {
+                            debug!(route = %entry.key, %error, "backend dropped a safe request; trying another");
+                            entry.metrics.replays.inc();
+                            tried.push(endpoint.addr);
+                            last_error = Some(error);
+                            req = replay.request();
+                            continue;
+                        }
+                        None => return self.backend_failed(entry, error),
+                    }
                 }
             };
             if let Some(down) = downstream_upgrade {
@@ -342,7 +363,7 @@ impl Proxy {
         entry: &HttpEntry,
         resp: Response<Incoming>,
         endpoint: &Arc<Endpoint>,
-        tx: SendRequest<Incoming>,
+        tx: SendRequest<UpstreamRequestBody>,
         in_flight: InFlight,
         sticky: Option<SocketAddr>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
@@ -403,12 +424,47 @@ impl Proxy {
     }
 }
 
+/// The head of a safe request without a body, kept to send it again.
+#[derive(Debug)]
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    version: http::Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    /// Only methods RFC 9110 calls safe (9.2.1), and only without a body: those a proxy may
+    /// repeat without the client's consent.
+    fn of(req: &Request<UpstreamRequestBody>) -> Option<Self> {
+        let safe = matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+        );
+        (safe && req.body().is_end_stream()).then(|| Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    fn request(&self) -> Request<UpstreamRequestBody> {
+        let mut req = Request::new(Either::Right(Empty::new()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
 /// Opens a connection to a backend and starts its connection task.
 async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     upgrades: bool,
-) -> Result<SendRequest<Incoming>, ProxyError> {
+) -> Result<SendRequest<UpstreamRequestBody>, ProxyError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
@@ -563,7 +619,7 @@ pub fn text_response(status: StatusCode, body: String) -> Response<ProxyBody> {
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
-    pool: Option<(Arc<Endpoint>, SendRequest<Incoming>)>,
+    pool: Option<(Arc<Endpoint>, SendRequest<UpstreamRequestBody>)>,
     in_flight: Option<InFlight>,
 }
 

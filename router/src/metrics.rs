@@ -39,6 +39,7 @@ pub struct Metrics {
     requests: Family<RouteStatusLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     connect_errors: Family<RouteLabels, Counter>,
+    replays: Family<RouteLabels, Counter>,
     tcp_connections: Family<RouteLabels, Counter>,
     /// Requests that matched no Route.
     pub no_route: Counter,
@@ -78,6 +79,12 @@ impl Metrics {
             "Failed connections to backends, by Route",
             connect_errors.clone(),
         );
+        let replays = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "backend_replays",
+            "Safe requests sent again after a backend connection broke before answering, by Route",
+            replays.clone(),
+        );
         let tcp_connections = Family::<RouteLabels, Counter>::default();
         registry.register(
             "tcp_connections",
@@ -109,6 +116,7 @@ impl Metrics {
             requests,
             latency,
             connect_errors,
+            replays,
             tcp_connections,
             no_route,
             table_generation,
@@ -132,6 +140,7 @@ impl Metrics {
             }),
             latency: self.latency.get_or_create(&labels).clone(),
             connect_errors: self.connect_errors.get_or_create(&labels).clone(),
+            replays: self.replays.get_or_create(&labels).clone(),
             tcp_connections: self.tcp_connections.get_or_create(&labels).clone(),
         }
     }
@@ -149,6 +158,7 @@ impl Metrics {
         }
         self.latency.remove(&labels);
         self.connect_errors.remove(&labels);
+        self.replays.remove(&labels);
         self.tcp_connections.remove(&labels);
     }
 
@@ -168,6 +178,8 @@ pub struct RouteMetrics {
     latency: Histogram,
     /// Failed connects to this Route's backends.
     pub connect_errors: Counter,
+    /// Safe requests sent again after a backend connection broke under them.
+    pub replays: Counter,
     /// TCP connections proxied for this Route.
     pub tcp_connections: Counter,
 }

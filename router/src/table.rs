@@ -17,6 +17,8 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use rand::Rng;
 use rustls::sign::CertifiedKey;
@@ -41,6 +43,10 @@ impl std::fmt::Display for RouteKey {
     }
 }
 
+/// What the router sends backends: the client's body, streamed, or nothing, when a safe
+/// request without a body is sent again after a pooled connection broke under it.
+pub type UpstreamRequestBody = Either<Incoming, Empty<Bytes>>;
+
 /// One backend address (a ready Pod port) and what the router keeps about it across tables.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -55,7 +61,7 @@ pub struct Endpoint {
 
 #[derive(Debug)]
 struct IdleConn {
-    tx: SendRequest<Incoming>,
+    tx: SendRequest<UpstreamRequestBody>,
     since: Instant,
 }
 
@@ -84,7 +90,7 @@ impl Endpoint {
     }
 
     /// An idle pooled connection younger than `max_idle`, if any.
-    pub fn checkout(&self, max_idle: Duration) -> Option<SendRequest<Incoming>> {
+    pub fn checkout(&self, max_idle: Duration) -> Option<SendRequest<UpstreamRequestBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(conn) = idle.pop() {
             if !conn.tx.is_closed() && conn.since.elapsed() < max_idle {
@@ -95,7 +101,7 @@ impl Endpoint {
     }
 
     /// Returns a connection whose last response has been read in full.
-    pub fn checkin(&self, tx: SendRequest<Incoming>) {
+    pub fn checkin(&self, tx: SendRequest<UpstreamRequestBody>) {
         if tx.is_closed() {
             return;
         }

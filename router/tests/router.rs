@@ -265,6 +265,68 @@ async fn killed_backends_get_no_more_traffic_and_no_request_fails() {
     router.shutdown(Duration::from_secs(5)).await;
 }
 
+#[tokio::test]
+async fn safe_requests_are_replayed_when_a_pooled_connection_closes_under_them() {
+    let ns = setup("router-replay").await;
+    let net = Netns::create();
+    let backend = Backend::one_request_per_connection(&net, "racy", 8080).await;
+    put_slice(
+        &ns.api(),
+        "app-web-1",
+        "app-web",
+        8080,
+        &[(backend.addr.ip(), true)],
+    )
+    .await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    create_route(&ns, "app", RouteSpec::http("app", "app.test")).await;
+    let addr = router.http_addr;
+    eventually("app.test is served", || async {
+        get(addr, "app.test", "/").await.status == 200
+    })
+    .await;
+
+    // Every GET after the first finds a pooled connection the backend closes under it: the
+    // router sends it again on a new connection and the client sees only 200s.
+    let mut client = H1::connect(addr).await;
+    for i in 0..20 {
+        let got = client.get("app.test", "/", &[]).await;
+        assert_eq!(got.status, 200, "GET {i}: {}", got.body);
+        assert_eq!(got.body, "racy");
+    }
+    let metrics = get(router.admin_addr, "x", "/metrics").await.body;
+    let replays: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("flynn_router_backend_replays_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no replay counter in {metrics}"));
+    assert!(
+        replays >= 19,
+        "{replays} replays for 20 requests on pooled connections"
+    );
+
+    // A request with a body is not repeated behind the client's back: it fails with 502.
+    let pooled = get(addr, "app.test", "/").await;
+    assert_eq!(pooled.status, 200);
+    let resp = TcpStream::connect(addr).await;
+    let mut stream = resp.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nhost: app.test\r\ncontent-length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the router closed without answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
 fn cert(name: &str) -> (String, String, CertificateDer<'static>) {
     let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
     (

@@ -210,6 +210,47 @@ impl Backend {
         })
     }
 
+    /// A backend that answers one request per connection, keeps the connection open, and
+    /// closes it when the next request arrives, without answering: a keep-alive close that
+    /// crosses the proxy's next request (an idle timeout, a process exiting).
+    pub async fn one_request_per_connection(ns: &Netns, name: &str, port: u16) -> Arc<Self> {
+        let addr = SocketAddr::new(IpAddr::V4(ns.new_ip()), port);
+        let listener = ns.listen(addr);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let body = name.to_owned();
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (h, body) = (h.clone(), body.clone());
+                conns.spawn(async move {
+                    if read_head(&mut stream).await.is_none() {
+                        return;
+                    }
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-backend: {body}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    // The next request is read, then the connection closes unanswered.
+                    let _ = read_head(&mut stream).await;
+                });
+            }
+        });
+        Arc::new(Self {
+            name: name.to_owned(),
+            addr,
+            hits,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
     /// Kills the backend: its listener and every connection close.
     pub fn kill(&self) {
         if let Some(t) = self.task.lock().unwrap().take() {
@@ -222,6 +263,19 @@ impl Drop for Backend {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Reads one request head (up to the blank line); `None` when the connection ends first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
 }
 
 async fn handle(
