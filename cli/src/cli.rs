@@ -1,0 +1,382 @@
+//! The command line: every command, flag and `--help` example.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::errors::EXIT_CODES_HELP;
+use crate::output::Format;
+
+/// Flynn on Kubernetes: create apps, `git push` them, scale, configure and route them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "flynn",
+    version,
+    after_help = EXIT_CODES_HELP,
+    after_long_help = concat!(
+        "Examples:\n",
+        "  flynn create shop && git push flynn main\n",
+        "  flynn scale web=3\n",
+        "  flynn log -f\n\n",
+        "The app is -a APP, else the one the `flynn` git remote of this directory names.\n",
+        "Also works as `kubectl flynn` when installed as kubectl-flynn.\n\n",
+        crate::exit_codes_help!(),
+    ),
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes (listed under their own heading in every `--help`).
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// The kubeconfig context to use (default: the current one).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace of the app (default: the git remote's, else the context's, else `default`).
+    #[arg(short = 'n', long, global = true, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// The app (default: the one the `flynn` git remote of this directory names).
+    #[arg(
+        short = 'a',
+        long,
+        global = true,
+        value_name = "APP",
+        env = "FLYNN_APP"
+    )]
+    pub app: Option<String>,
+    /// Output format of lists and objects.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an app, and a git remote `flynn` to push it to.
+    #[command(
+        after_help = "Examples:\n  flynn create shop\n  flynn create              # named after this directory\n  flynn create shop --remote staging"
+    )]
+    Create(CreateArgs),
+    /// List the apps in the namespace.
+    #[command(after_help = "Example:\n  flynn apps\n  flynn -n team-a apps -o json")]
+    Apps,
+    /// Show an app: release, processes, URLs and conditions.
+    #[command(after_help = "Examples:\n  flynn info\n  flynn -a shop info -o yaml")]
+    Info,
+    /// Delete an app with its releases, pods and routes.
+    #[command(after_help = "Examples:\n  flynn delete\n  flynn -a shop delete --yes")]
+    Delete(DeleteArgs),
+    /// Register, list and remove the SSH keys `git push` authenticates with.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Show the formation, or change how many processes of each type run.
+    #[command(
+        after_help = "Examples:\n  flynn scale                 # show the formation\n  flynn scale web=3 worker=1\n  flynn scale web=0 --no-wait"
+    )]
+    Scale(ScaleArgs),
+    /// List the app's pods: type, release, state, restarts, age.
+    #[command(after_help = "Example:\n  flynn ps\n  flynn ps -o json")]
+    Ps,
+    /// Kill a pod (its Deployment starts a replacement).
+    #[command(after_help = "Example:\n  flynn kill shop-web-6d5f7b8c9d-x2k4q")]
+    Kill(KillArgs),
+    /// Show the app's logs, merged across its pods.
+    #[command(
+        after_help = "Examples:\n  flynn log\n  flynn log -f -t web\n  flynn log --lines 50 --since 10m --raw"
+    )]
+    Log(LogArgs),
+    /// Run a one-off command in a new pod of the current release.
+    #[command(
+        after_help = "Examples:\n  flynn run bash\n  flynn run -e DEBUG=1 -- rake db:migrate\n  flynn run -d -- ./worker --once     # detached: prints the pod's name\n\nWith stdin and stdout on a terminal the pod gets a TTY (window resizes follow);\notherwise its output is streamed. The command's exit code is flynn's."
+    )]
+    Run(RunArgs),
+    /// Show or change config vars (each change makes a new release).
+    #[command(
+        after_help = "Examples:\n  flynn env\n  flynn env get DATABASE_URL\n  flynn env set GREETING=hi DEBUG=1\n  flynn env unset DEBUG"
+    )]
+    Env(EnvArgs),
+    /// List, show and roll back releases.
+    #[command(
+        after_help = "Examples:\n  flynn release list\n  flynn release show 3\n  flynn release rollback      # to the previous version\n  flynn release rollback 2"
+    )]
+    Release(ReleaseArgs),
+    /// Release a container image (a new release of the app).
+    #[command(
+        after_help = "Examples:\n  flynn deploy --image registry.example.com/shop:1.4\n  flynn deploy --image localhost/flynn-smoke:1 \\\n      --process 'web=busybox httpd -f -p 8080 -h /www' --port web=8080"
+    )]
+    Deploy(DeployArgs),
+    /// List, add and remove HTTP and TCP routes.
+    #[command(
+        after_help = "Examples:\n  flynn route\n  flynn route add http www.example.com\n  flynn route add http example.com/api -t api --tls-secret example-com-tls\n  flynn route add tcp --port 5432 -t db\n  flynn route remove shop-www.example.com"
+    )]
+    Route(RouteArgs),
+    /// Show the client, platform and Kubernetes versions.
+    #[command(after_help = "Example:\n  flynn version")]
+    Version,
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  flynn completion bash > /etc/bash_completion.d/flynn\n  flynn completion zsh > \"${fpath[1]}/_flynn\"\n  flynn completion fish > ~/.config/fish/completions/flynn.fish"
+    )]
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The app's name (default: this directory's name).
+    pub name: Option<String>,
+    /// Name of the git remote to add.
+    #[arg(long, short = 'r', default_value = "flynn", value_name = "NAME")]
+    pub remote: String,
+    /// Don't add a git remote.
+    #[arg(long, conflicts_with = "remote")]
+    pub no_remote: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Don't ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Register an SSH public key for your Kubernetes user.
+    #[command(
+        after_help = "Examples:\n  flynn key add                     # ~/.ssh/id_ed25519.pub, else ~/.ssh/id_rsa.pub\n  flynn key add ~/.ssh/work.pub"
+    )]
+    Add {
+        /// The public key file (default: ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub).
+        file: Option<PathBuf>,
+    },
+    /// List your registered keys.
+    #[command(after_help = "Example:\n  flynn key list")]
+    List,
+    /// Remove one of your keys.
+    #[command(
+        after_help = "Example:\n  flynn key remove SHA256:X7DkcHCYtpLn0IvvXNX/bxwF3VHLGjW2M/cU2eIl96E"
+    )]
+    Remove {
+        /// The key's fingerprint as `flynn key list` shows it (`SHA256:...`).
+        fingerprint: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// New counts, `TYPE=N` (types not named keep their count).
+    #[arg(value_name = "TYPE=N")]
+    pub counts: Vec<String>,
+    /// Return once the change is made, without waiting for the pods.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the pods to be ready (seconds).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The pod, as `flynn ps` lists it.
+    pub pod: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Keep streaming, including pods that start later.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only this process type.
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    pub process: Option<String>,
+    /// Lines per pod from the end of its log (-n is the namespace, as everywhere).
+    #[arg(long, alias = "tail", value_name = "LINES")]
+    pub lines: Option<i64>,
+    /// Only lines newer than this: `30s`, `10m`, `2h`, `1d`.
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Lines only, without the type and pod prefix.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Leave the pod running and print its name instead of attaching.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// An extra environment variable, `K=V` (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Resource limits, e.g. `cpu=500m,memory=512Mi`.
+    #[arg(long, value_name = "cpu=,memory=")]
+    pub limits: Option<String>,
+    /// How long the pod may take to start (seconds).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// The command and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    #[command(subcommand)]
+    pub command: Option<EnvCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Print one config var's value.
+    Get { key: String },
+    /// Set config vars (one new release for all of them).
+    Set {
+        #[arg(required = true, value_name = "K=V")]
+        pairs: Vec<String>,
+        /// How long to wait for the operator to make the release (seconds).
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Remove config vars (one new release for all of them).
+    Unset {
+        #[arg(required = true, value_name = "K")]
+        keys: Vec<String>,
+        /// How long to wait for the operator to make the release (seconds).
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(subcommand)]
+    pub command: Option<ReleaseCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// List the app's releases, newest first.
+    List,
+    /// Show a release (default: the current one).
+    Show { version: Option<String> },
+    /// Point the app at an older release (default: the one before the current).
+    Rollback {
+        version: Option<String>,
+        /// Don't wait for the rollout.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the rollout (seconds).
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The container image to run.
+    #[arg(long, required = true, value_name = "REF")]
+    pub image: String,
+    /// A process type and its command, `TYPE=COMMAND` (repeatable; default: the current
+    /// release's process types, or `web` running the image's own command).
+    #[arg(long = "process", short = 'p', value_name = "TYPE=COMMAND")]
+    pub processes: Vec<String>,
+    /// The port a process type listens on, `TYPE=PORT` (repeatable; `web` defaults to 8080).
+    #[arg(long = "port", value_name = "TYPE=PORT")]
+    pub ports: Vec<String>,
+    /// Don't wait for the rollout.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the rollout (seconds).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    #[command(subcommand)]
+    pub command: Option<RouteCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// List the app's routes.
+    List,
+    /// Add a route.
+    #[command(subcommand)]
+    Add(RouteAdd),
+    /// Remove a route by name (see `flynn route list`).
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteAdd {
+    /// Route HTTP(S) requests for DOMAIN[/PATH] to a process type.
+    Http {
+        /// `www.example.com`, `example.com/api` or `*.example.com`.
+        #[arg(value_name = "DOMAIN[/PATH]")]
+        target: String,
+        /// The process type that gets the traffic.
+        #[arg(short = 't', long = "type", default_value = "web", value_name = "TYPE")]
+        process: String,
+        /// A kubernetes.io/tls Secret in the app's namespace with the certificate.
+        #[arg(long, value_name = "NAME")]
+        tls_secret: Option<String>,
+        /// Pin each client to one pod with a cookie.
+        #[arg(long)]
+        sticky: bool,
+    },
+    /// Route TCP connections on a router port to a process type.
+    Tcp {
+        /// The router's port (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// The process type that gets the traffic.
+        #[arg(short = 't', long = "type", default_value = "web", value_name = "TYPE")]
+        process: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_an_example() {
+        let cli = super::Cli::command();
+        let mut missing = Vec::new();
+        for command in cli.get_subcommands().filter(|c| c.get_name() != "help") {
+            let has = |c: &clap::Command| {
+                c.get_after_help()
+                    .is_some_and(|h| h.to_string().contains("flynn "))
+            };
+            if command.has_subcommands() {
+                // Groups (key, env, release, route) show examples on the group or each subcommand.
+                if !has(command) && !command.get_subcommands().all(has) {
+                    missing.push(command.get_name().to_owned());
+                }
+            } else if !has(command) {
+                missing.push(command.get_name().to_owned());
+            }
+        }
+        assert!(missing.is_empty(), "no example in --help: {missing:?}");
+    }
+}

@@ -1,0 +1,535 @@
+//! `release list | show [VERSION] | rollback [VERSION]` and `deploy --image REF`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flynn_crds::conditions::{self, types};
+use flynn_crds::{App, Artifact, ProcessPort, ProcessSpec, Protocol, Release, ReleaseSpec, names};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{Wait, split_pair, wait_for};
+use crate::cli::{DeployArgs, ReleaseArgs, ReleaseCommand};
+use crate::context::Ctx;
+use crate::errors::{Error, Result};
+use crate::output::{self, Format, Table, note, style};
+
+/// Why a release was made (the operator sets it on config changes, `flynn deploy` too).
+pub const CAUSE: &str = "flynn.io/cause";
+
+pub async fn release(ctx: &Ctx, args: &ReleaseArgs) -> Result<()> {
+    let app = ctx.app().await?;
+    match &args.command {
+        None | Some(ReleaseCommand::List) => list(ctx, &app).await,
+        Some(ReleaseCommand::Show { version }) => show(ctx, &app, version.as_deref()).await,
+        Some(ReleaseCommand::Rollback {
+            version,
+            no_wait,
+            timeout,
+        }) => rollback(ctx, &app, version.as_deref(), *no_wait, *timeout).await,
+    }
+}
+
+/// Parses `3`, `v3` or `shop-v3`.
+pub fn parse_version(app: &str, text: &str) -> Result<i64> {
+    let bad = || Error::bad_argument(text, "expected a release version", "flynn release show 3");
+    let number = match names::parse_release_name(text) {
+        Some((a, v)) if a == app => return Ok(v),
+        _ => text.strip_prefix('v').unwrap_or(text),
+    };
+    number
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(bad)
+}
+
+/// The app's releases, newest first.
+pub async fn releases(ctx: &Ctx, app: &str) -> Result<Vec<Release>> {
+    let mut releases = ctx
+        .api::<Release>()
+        .list(&ListParams::default().fields(&format!("spec.app={app}")))
+        .await
+        .map_err(Error::kube(format!("listing the releases of app {app}")))?
+        .items;
+    releases.sort_by_key(|r| std::cmp::Reverse(r.spec.version));
+    Ok(releases)
+}
+
+fn describe_artifact(artifact: &Artifact) -> String {
+    match (&artifact.image, &artifact.slug) {
+        (Some(image), _) => image.clone(),
+        (None, Some(slug)) => format!("slug {}", &slug.sha256[..12.min(slug.sha256.len())]),
+        (None, None) => "-".into(),
+    }
+}
+
+fn state(app: &App, release: &str) -> &'static str {
+    let running = app.status.as_ref().and_then(|s| s.release.as_deref()) == Some(release);
+    let wanted = app.spec.release.as_deref() == Some(release);
+    match (wanted, running) {
+        (true, true) => "current",
+        (true, false) => "deploying",
+        (false, true) => "running",
+        (false, false) => "-",
+    }
+}
+
+/// One line of `flynn release list`.
+#[derive(Debug, Serialize)]
+pub struct ReleaseRow {
+    pub version: i64,
+    pub state: String,
+    pub artifact: String,
+    pub cause: String,
+    pub created: Option<String>,
+}
+
+fn release_row(app: &App, r: &Release) -> ReleaseRow {
+    let cause = r
+        .spec
+        .meta
+        .get(CAUSE)
+        .cloned()
+        .or_else(|| {
+            r.spec
+                .meta
+                .get("git.commit")
+                .map(|c| format!("git {}", &c[..7.min(c.len())]))
+        })
+        .unwrap_or_else(|| "-".into());
+    ReleaseRow {
+        version: r.spec.version,
+        state: state(app, &r.name_any()).to_owned(),
+        artifact: describe_artifact(&r.spec.artifact),
+        cause,
+        created: output::created(&r.metadata).map(|t| t.to_string()),
+    }
+}
+
+/// The `flynn release list` table (pure, for golden tests).
+pub fn releases_table(app: &App, releases: &[Release], now: Timestamp) -> Table {
+    let mut table = Table::new(["VERSION", "STATE", "ARTIFACT", "CAUSE", "AGE"]);
+    for r in releases {
+        let row = release_row(app, r);
+        table.row(vec![
+            format!("v{}", row.version),
+            row.state,
+            row.artifact,
+            row.cause,
+            output::age(output::created(&r.metadata), now),
+        ]);
+    }
+    table
+}
+
+async fn list(ctx: &Ctx, app: &App) -> Result<()> {
+    let releases = releases(ctx, &app.name_any()).await?;
+    match ctx.output {
+        Format::Table if releases.is_empty() => {
+            note(
+                ctx.ui,
+                "no releases yet: `git push flynn main`, or `flynn deploy --image REF`",
+            );
+            Ok(())
+        }
+        Format::Table => output::print_out(
+            &releases_table(app, &releases, Timestamp::now()).render(ctx.ui.color),
+        ),
+        format => output::print_data(
+            format,
+            &releases
+                .iter()
+                .map(|r| release_row(app, r))
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+async fn get_version(ctx: &Ctx, app: &str, version: i64) -> Result<Release> {
+    let name = names::release_name(app, version);
+    ctx.api::<Release>()
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("getting release {name}")))?
+        .ok_or(Error::ReleaseNotFound {
+            app: app.to_owned(),
+            version,
+        })
+}
+
+/// `flynn release show` as text (pure).
+pub fn show_text(app: &App, r: &Release, color: bool, now: Timestamp) -> String {
+    let field = |name: &str, value: &str| {
+        format!(
+            "{}{:width$}{value}\n",
+            style::bold(color, &format!("{name}:")),
+            "",
+            width = 11 - name.len()
+        )
+    };
+    let mut out = String::new();
+    out += &field("Release", &r.name_any());
+    out += &field("Version", &r.spec.version.to_string());
+    out += &field("State", state(app, &r.name_any()));
+    out += &field("Artifact", &describe_artifact(&r.spec.artifact));
+    out += &field(
+        "Created",
+        &format!("{} ago", output::age(output::created(&r.metadata), now)),
+    );
+    out += &format!("{}\n", style::bold(color, "Processes:"));
+    for (process, spec) in &r.spec.processes {
+        let command: Vec<&str> = spec
+            .command
+            .iter()
+            .chain(&spec.args)
+            .map(String::as_str)
+            .collect();
+        let ports: Vec<String> = spec.ports.iter().map(|p| p.port.to_string()).collect();
+        let mut line = format!(
+            "  {process}: {}",
+            if command.is_empty() {
+                "(default command)".to_owned()
+            } else {
+                command.join(" ")
+            }
+        );
+        if !ports.is_empty() {
+            line += &format!(" (port {})", ports.join(", "));
+        }
+        out += &line;
+        out += "\n";
+    }
+    if !r.spec.env.is_empty() {
+        out += &format!("{}\n", style::bold(color, "Env:"));
+        for (k, v) in &r.spec.env {
+            out += &format!("  {k}={v}\n");
+        }
+    }
+    if !r.spec.meta.is_empty() {
+        out += &format!("{}\n", style::bold(color, "Meta:"));
+        for (k, v) in &r.spec.meta {
+            out += &format!("  {k}: {v}\n");
+        }
+    }
+    out
+}
+
+async fn show(ctx: &Ctx, app: &App, version: Option<&str>) -> Result<()> {
+    let name = app.name_any();
+    let release = match version {
+        Some(v) => get_version(ctx, &name, parse_version(&name, v)?).await?,
+        None => ctx.current_release(app).await?,
+    };
+    match ctx.output {
+        Format::Table => {
+            output::print_out(&show_text(app, &release, ctx.ui.color, Timestamp::now()))
+        }
+        format => output::print_data(format, &release),
+    }
+}
+
+async fn rollback(
+    ctx: &Ctx,
+    app: &App,
+    version: Option<&str>,
+    no_wait: bool,
+    timeout: u64,
+) -> Result<()> {
+    let name = app.name_any();
+    let current = app
+        .spec
+        .release
+        .as_deref()
+        .and_then(names::parse_release_name)
+        .map(|(_, v)| v)
+        .ok_or(Error::NoRelease { app: name.clone() })?;
+    let target = match version {
+        Some(v) => get_version(ctx, &name, parse_version(&name, v)?).await?,
+        None => releases(ctx, &name)
+            .await?
+            .into_iter()
+            .find(|r| r.spec.version < current)
+            .ok_or(Error::ReleaseNotFound {
+                app: name.clone(),
+                version: current - 1,
+            })?,
+    };
+    let target_name = target.name_any();
+    if target.spec.version == current {
+        return output::print_out(&format!("Already on release v{current}\n"));
+    }
+    // Release and env together: were only the release changed, the operator would see the
+    // App's env differ from the release's and make yet another release.
+    let mut env: BTreeMap<String, Value> = app
+        .spec
+        .env
+        .keys()
+        .map(|k| (k.clone(), Value::Null))
+        .collect();
+    env.extend(
+        target
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone()))),
+    );
+    ctx.api::<App>()
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"release": target_name, "env": env}})),
+        )
+        .await
+        .map_err(Error::kube(format!("rolling back app {name}")))?;
+    if !no_wait {
+        wait_rollout(ctx, &name, &target_name, timeout).await?;
+    }
+    output::print_out(&format!(
+        "Rolled back to release v{}\n",
+        target.spec.version
+    ))
+}
+
+/// Waits until the App runs `release`; fails if the operator rolled it back.
+async fn wait_rollout(ctx: &Ctx, app: &str, release: &str, timeout: u64) -> Result<()> {
+    let apps = ctx.api::<App>();
+    wait_for(
+        ctx,
+        &format!("{release} to roll out"),
+        Duration::from_secs(timeout),
+        "the release is set; `flynn info` and `flynn ps` show how the rollout is going",
+        || async {
+            let a = apps
+                .get(app)
+                .await
+                .map_err(Error::kube(format!("getting app {app}")))?;
+            let status = a.status.clone().unwrap_or_default();
+            if a.spec.release.as_deref() != Some(release) {
+                let reason = conditions::find(&status.conditions, types::DEGRADED).map_or_else(
+                    || "the app was pointed at another release".to_owned(),
+                    |c| c.message.clone(),
+                );
+                return Err(Error::DeployFailed {
+                    release: release.to_owned(),
+                    reason,
+                });
+            }
+            if status.release.as_deref() == Some(release) {
+                return Ok(Wait::Done(()));
+            }
+            let summary = status.process_summary.unwrap_or_default();
+            Ok(Wait::Pending(format!("rolling out {release} {summary}")))
+        },
+    )
+    .await
+}
+
+/// Splits a command line like a shell would, for `--process 'web=sh -c "exec httpd"'`:
+/// whitespace separates words, single and double quotes group, backslash escapes.
+pub fn split_command(line: &str) -> Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') | (None, '\\') => {
+                if let Some(next) = chars.next() {
+                    word.get_or_insert_with(String::new).push(next);
+                }
+            }
+            (Some(_), c) => word.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                word.get_or_insert_with(String::new);
+            }
+            (None, c) if c.is_whitespace() => words.extend(word.take()),
+            (None, c) => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    if quote.is_some() {
+        return Err(Error::bad_argument(
+            line,
+            "a quote is not closed",
+            "--process 'web=sh -c \"exec httpd -f\"'",
+        ));
+    }
+    words.extend(word);
+    Ok(words)
+}
+
+/// The process types of an image release from `--process`/`--port`, else the current
+/// release's, else `web` on port 8080 running the image's own command.
+pub fn deploy_processes(
+    args: &DeployArgs,
+    current: Option<&Release>,
+) -> Result<BTreeMap<String, ProcessSpec>> {
+    const EXAMPLE: &str =
+        "flynn deploy --image REF --process 'web=./server --port 8080' --port web=8080";
+    let mut processes: BTreeMap<String, ProcessSpec> = BTreeMap::new();
+    for arg in &args.processes {
+        let (process, command) = split_pair(arg, EXAMPLE)?;
+        flynn_crds::validation::validate_process_type(process)
+            .map_err(|e| Error::bad_argument(arg, e.to_string(), EXAMPLE))?;
+        let command = split_command(command)?;
+        processes.insert(
+            process.to_owned(),
+            ProcessSpec {
+                command,
+                ..ProcessSpec::default()
+            },
+        );
+    }
+    if processes.is_empty() {
+        processes = match current {
+            Some(release) => release.spec.processes.clone(),
+            None => BTreeMap::from([("web".to_owned(), ProcessSpec::default())]),
+        };
+    }
+    let port = |n: i32| ProcessPort {
+        port: n,
+        name: None,
+        protocol: Protocol::Tcp,
+        service: true,
+    };
+    if let Some(web) = processes.get_mut("web")
+        && web.ports.is_empty()
+    {
+        web.ports.push(port(8080));
+    }
+    for arg in &args.ports {
+        let (process, n) = split_pair(arg, EXAMPLE)?;
+        let n: i32 = n
+            .parse()
+            .ok()
+            .filter(|n| (1..=65535).contains(n))
+            .ok_or_else(|| Error::bad_argument(arg, "PORT must be 1-65535", EXAMPLE))?;
+        let spec = processes.get_mut(process).ok_or_else(|| {
+            Error::bad_argument(
+                arg,
+                format!("no process type {process}: add it with --process {process}=COMMAND"),
+                EXAMPLE,
+            )
+        })?;
+        spec.ports = vec![port(n)];
+    }
+    Ok(processes)
+}
+
+pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
+    let app = ctx.app().await?;
+    let name = app.name_any();
+    if args.image.is_empty() || args.image.contains(char::is_whitespace) {
+        return Err(Error::bad_argument(
+            &args.image,
+            "an image reference has no spaces",
+            "flynn deploy --image registry.example.com/shop:1.4",
+        ));
+    }
+    let current = match ctx.current_release(&app).await {
+        Ok(r) => Some(r),
+        Err(Error::NoRelease { .. } | Error::ReleaseNotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let processes = deploy_processes(args, current.as_ref())?;
+    let existing = releases(ctx, &name).await?;
+    let newest = existing
+        .iter()
+        .map(|r| r.spec.version)
+        .chain(
+            app.spec
+                .release
+                .as_deref()
+                .and_then(names::parse_release_name)
+                .map(|(_, v)| v),
+        )
+        .max()
+        .unwrap_or(0);
+    // Two deploys at once both try version N+1; the API server lets one win (names are
+    // `<app>-v<N>`), and the other takes the next.
+    let mut version = newest + 1;
+    let release = loop {
+        let release = Release::new(
+            &names::release_name(&name, version),
+            ReleaseSpec {
+                app: name.clone(),
+                version,
+                artifact: Artifact {
+                    image: Some(args.image.clone()),
+                    slug: None,
+                },
+                env: app.spec.env.clone(),
+                processes: processes.clone(),
+                meta: BTreeMap::from([(
+                    CAUSE.to_owned(),
+                    format!("flynn deploy --image {}", args.image),
+                )]),
+            },
+        );
+        match ctx
+            .api::<Release>()
+            .create(&PostParams::default(), &release)
+            .await
+        {
+            Ok(r) => break r,
+            Err(kube::Error::Api(s)) if s.is_already_exists() && version < newest + 5 => {
+                version += 1
+            }
+            Err(e) => {
+                return Err(Error::kube(format!(
+                    "creating release v{version} of app {name}"
+                ))(e));
+            }
+        }
+    };
+    let release_name = release.name_any();
+    let mut spec = json!({"release": release_name});
+    // A first deploy runs one web process, as a first `git push` does on Heroku and Flynn.
+    if app.spec.processes.is_empty() && processes.contains_key("web") {
+        spec["processes"] = json!({"web": 1});
+    }
+    ctx.api::<App>()
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "pointing app {name} at {release_name}"
+        )))?;
+    if !args.no_wait {
+        wait_rollout(ctx, &name, &release_name, args.timeout).await?;
+    }
+    output::print_out(&format!("Deployed release v{version} ({})\n", args.image))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_in_three_spellings() {
+        assert_eq!(parse_version("shop", "3").unwrap(), 3);
+        assert_eq!(parse_version("shop", "v3").unwrap(), 3);
+        assert_eq!(parse_version("shop", "shop-v3").unwrap(), 3);
+        assert!(parse_version("shop", "latest").is_err());
+        assert!(parse_version("shop", "0").is_err());
+    }
+
+    #[test]
+    fn commands_split_like_a_shell() {
+        assert_eq!(
+            split_command(r#"sh -c "echo 'a b'; exec httpd" x\ y"#).unwrap(),
+            ["sh", "-c", "echo 'a b'; exec httpd", "x y"]
+        );
+        assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
+        assert_eq!(split_command("a ''").unwrap(), ["a", ""]);
+        assert!(split_command("sh -c 'oops").is_err());
+    }
+}

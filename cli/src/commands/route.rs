@@ -1,0 +1,455 @@
+//! `route list | add http DOMAIN[/PATH] | add tcp [--port N] | remove NAME`.
+//!
+//! A new Route is checked by the operator, which marks it `Accepted` or `Conflict` (the
+//! oldest Route owns a domain + path or TCP port, in any namespace). `add` waits for that
+//! verdict: a conflicting Route would never serve, so it is removed again and the command
+//! fails naming the Route that owns the domain or port.
+
+use std::time::Duration;
+
+use flynn_crds::conditions::{self, types};
+use flynn_crds::validation::{DOMAIN_PATTERN, validate_process_type};
+use flynn_crds::{HttpRoute, Route, RouteSpec, RouteType, names};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use serde::Serialize;
+
+use crate::cli::{RouteAdd, RouteArgs, RouteCommand};
+use crate::context::Ctx;
+use crate::errors::{Error, Result};
+use crate::output::{self, Format, Table, note};
+
+/// How long `add` waits for the operator's verdict before leaving it pending.
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn route(ctx: &Ctx, args: &RouteArgs) -> Result<()> {
+    let app = ctx.app().await?.name_any();
+    match &args.command {
+        None | Some(RouteCommand::List) => list(ctx, &app).await,
+        Some(RouteCommand::Add(add)) => match add {
+            RouteAdd::Http {
+                target,
+                process,
+                tls_secret,
+                sticky,
+            } => add_http(ctx, &app, target, process, tls_secret.clone(), *sticky).await,
+            RouteAdd::Tcp { port, process } => add_tcp(ctx, &app, *port, process).await,
+        },
+        Some(RouteCommand::Remove { name }) => remove(ctx, &app, name).await,
+    }
+}
+
+/// Splits `example.com/api` into domain and path (`/` when none), checking the domain.
+pub fn parse_http_target(target: &str) -> Result<(String, String)> {
+    const EXAMPLE: &str = "flynn route add http www.example.com/api";
+    let (domain, path) = match target.find('/') {
+        Some(i) => (&target[..i], target[i..].to_owned()),
+        None => (target, "/".to_owned()),
+    };
+    if !is_domain(domain) {
+        return Err(Error::bad_argument(
+            target,
+            format!("{domain:?} is not a lower-case DNS name (pattern {DOMAIN_PATTERN})"),
+            EXAMPLE,
+        ));
+    }
+    if path.contains(char::is_whitespace) {
+        return Err(Error::bad_argument(
+            target,
+            "the path may not contain spaces",
+            EXAMPLE,
+        ));
+    }
+    Ok((domain.to_owned(), path))
+}
+
+/// `DOMAIN_PATTERN` without a regex engine: dot-separated RFC 1123 labels, optionally after `*.`.
+fn is_domain(domain: &str) -> bool {
+    let rest = domain.strip_prefix("*.").unwrap_or(domain);
+    !rest.is_empty()
+        && domain.len() <= 253
+        && rest
+            .split('.')
+            .all(|label| flynn_crds::validation::validate_dns_label(label).is_ok())
+}
+
+/// A Route name from the app and what it routes: `shop-www.example.com-api`, a valid
+/// object name (an RFC 1123 subdomain).
+pub fn route_name(app: &str, what: &str) -> String {
+    let mut name = String::with_capacity(app.len() + what.len() + 1);
+    name.push_str(app);
+    name.push('-');
+    for c in what.replace('*', "wildcard").chars() {
+        let c = c.to_ascii_lowercase();
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' {
+            c
+        } else {
+            '-'
+        };
+        // No empty labels or labels that start/end with '-'.
+        let last = name.chars().last();
+        match (last, c) {
+            (Some('-' | '.'), '-' | '.') => {}
+            _ => name.push(c),
+        }
+    }
+    name.truncate(253);
+    name.trim_end_matches(['-', '.']).to_owned()
+}
+
+/// Whether two Routes claim the same traffic: HTTP domain + path, or TCP port.
+fn same_key(a: &RouteSpec, b: &RouteSpec) -> bool {
+    match (&a.http, &b.http, a.tcp, b.tcp) {
+        (Some(x), Some(y), _, _) => x.domain == y.domain && x.path == y.path,
+        (_, _, Some(x), Some(y)) => x.port == y.port,
+        _ => false,
+    }
+}
+
+/// What a Route routes, for people: `www.example.com/api`, `:5432`.
+fn describe(spec: &RouteSpec) -> String {
+    match (&spec.http, &spec.tcp) {
+        (Some(http), _) if http.path == "/" => http.domain.clone(),
+        (Some(http), _) => format!("{}{}", http.domain, http.path),
+        (None, Some(tcp)) => format!(":{}", tcp.port),
+        (None, None) => "-".into(),
+    }
+}
+
+/// The operator's verdict on a Route.
+fn verdict(route: &Route) -> String {
+    let status = route.status.clone().unwrap_or_default();
+    if conditions::is_true(&status.conditions, types::CONFLICT) {
+        return match status.conflicts_with {
+            Some(owner) => format!("conflict ({owner})"),
+            None => "conflict".into(),
+        };
+    }
+    if conditions::is_true(&status.conditions, types::ACCEPTED) {
+        return "accepted".into();
+    }
+    "pending".into()
+}
+
+/// One line of `flynn route list`.
+#[derive(Debug, Serialize)]
+pub struct RouteRow {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub route: String,
+    pub process: String,
+    pub status: String,
+    pub url: Option<String>,
+}
+
+fn route_row(route: &Route) -> RouteRow {
+    RouteRow {
+        name: route.name_any(),
+        type_: match route.spec.type_ {
+            RouteType::Http => "http".into(),
+            RouteType::Tcp => "tcp".into(),
+        },
+        route: describe(&route.spec),
+        process: route.spec.process.clone(),
+        status: verdict(route),
+        url: route.status.as_ref().and_then(|s| s.url.clone()),
+    }
+}
+
+/// The `flynn route list` table (pure, for golden tests).
+pub fn routes_table(routes: &[Route], now: Timestamp) -> Table {
+    let mut table = Table::new(["NAME", "TYPE", "ROUTE", "PROCESS", "STATUS", "URL", "AGE"]);
+    for route in routes {
+        let row = route_row(route);
+        table.row(vec![
+            row.name,
+            row.type_,
+            row.route,
+            row.process,
+            row.status,
+            row.url.unwrap_or_else(|| "-".into()),
+            output::age(output::created(&route.metadata), now),
+        ]);
+    }
+    table
+}
+
+async fn app_routes(ctx: &Ctx, app: &str) -> Result<Vec<Route>> {
+    let mut routes = ctx
+        .api::<Route>()
+        .list(&ListParams::default().fields(&format!("spec.app={app}")))
+        .await
+        .map_err(Error::kube(format!("listing the routes of app {app}")))?
+        .items;
+    routes.sort_by_key(|r| r.name_any());
+    Ok(routes)
+}
+
+async fn list(ctx: &Ctx, app: &str) -> Result<()> {
+    let routes = app_routes(ctx, app).await?;
+    match ctx.output {
+        Format::Table if routes.is_empty() => {
+            note(
+                ctx.ui,
+                "no routes: add one with `flynn route add http DOMAIN`",
+            );
+            Ok(())
+        }
+        Format::Table => {
+            output::print_out(&routes_table(&routes, Timestamp::now()).render(ctx.ui.color))
+        }
+        format => output::print_data(format, &routes.iter().map(route_row).collect::<Vec<_>>()),
+    }
+}
+
+fn check_process(process: &str) -> Result<()> {
+    validate_process_type(process).map_err(|e| {
+        Error::bad_argument(
+            process,
+            e.to_string(),
+            "flynn route add http example.com -t web",
+        )
+    })
+}
+
+async fn add_http(
+    ctx: &Ctx,
+    app: &str,
+    target: &str,
+    process: &str,
+    tls_secret: Option<String>,
+    sticky: bool,
+) -> Result<()> {
+    check_process(process)?;
+    let (domain, path) = parse_http_target(target)?;
+    let mut spec = RouteSpec::http(app, &domain);
+    spec.process = process.to_owned();
+    spec.http = Some(HttpRoute {
+        domain: domain.clone(),
+        path: path.clone(),
+        tls_secret_name: tls_secret,
+        sticky,
+        drain_backends: true,
+        https_redirect: false,
+    });
+    let name = route_name(
+        app,
+        &format!("{domain}{}", if path == "/" { "" } else { &path }),
+    );
+    let what = if path == "/" {
+        format!("domain {domain}")
+    } else {
+        format!("domain {domain} path {path}")
+    };
+    let route = create_and_judge(ctx, &name, spec, &what).await?;
+    print_added(&route)
+}
+
+async fn add_tcp(ctx: &Ctx, app: &str, port: Option<u16>, process: &str) -> Result<()> {
+    check_process(process)?;
+    if let Some(port) = port {
+        if port == 0 {
+            return Err(Error::bad_argument(
+                "0",
+                "the port must be 1-65535",
+                "flynn route add tcp --port 5432",
+            ));
+        }
+        let spec = RouteSpec::tcp(app, process, i32::from(port));
+        let route = create_and_judge(
+            ctx,
+            &route_name(app, &format!("tcp-{port}")),
+            spec,
+            &format!("TCP port {port}"),
+        )
+        .await?;
+        return print_added(&route);
+    }
+    // No port given: try free-looking ones; the operator's conflict check is the arbiter,
+    // since Routes in namespaces we cannot list may hold a port.
+    let used: Vec<i32> = ctx
+        .api::<Route>()
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing routes"))?
+        .items
+        .iter()
+        .filter_map(|r| r.spec.tcp.map(|t| t.port))
+        .collect();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut last = None;
+    for attempt in 0..5u32 {
+        let port = 10000 + ((seed.wrapping_add(attempt.wrapping_mul(7919))) % 20000) as i32;
+        if used.contains(&port) {
+            continue;
+        }
+        let spec = RouteSpec::tcp(app, process, port);
+        match create_and_judge(
+            ctx,
+            &route_name(app, &format!("tcp-{port}")),
+            spec,
+            &format!("TCP port {port}"),
+        )
+        .await
+        {
+            Ok(route) => return print_added(&route),
+            Err(e @ Error::RouteConflict { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        Error::bad_argument(
+            "--port",
+            "no free port found",
+            "flynn route add tcp --port 5432",
+        )
+    }))
+}
+
+/// Creates the Route and waits for the operator's verdict; a conflicting Route is removed.
+async fn create_and_judge(ctx: &Ctx, name: &str, spec: RouteSpec, what: &str) -> Result<Route> {
+    let api = ctx.api::<Route>();
+    // A clash in this namespace is refused before anything is created. The operator's verdict
+    // below covers other namespaces, but it orders Routes by creation time in whole seconds,
+    // so a new Route could otherwise win against one made in the same second.
+    let existing = api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing routes"))?;
+    if let Some(owner) = existing
+        .items
+        .iter()
+        .find(|r| r.name_any() != name && same_key(&r.spec, &spec))
+    {
+        return Err(Error::RouteConflict {
+            what: what.to_owned(),
+            owner: format!("{}/{}", ctx.namespace, owner.name_any()),
+        });
+    }
+    let route = Route::new(name, spec);
+    match api.create(&PostParams::default(), &route).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_already_exists() => {
+            return Err(Error::RouteExists {
+                route: name.to_owned(),
+            });
+        }
+        Err(e) => return Err(Error::kube(format!("creating route {name}"))(e)),
+    }
+    let deadline = tokio::time::Instant::now() + VERDICT_TIMEOUT;
+    loop {
+        let route = api
+            .get(name)
+            .await
+            .map_err(Error::kube(format!("getting route {name}")))?;
+        let status = route.status.clone().unwrap_or_default();
+        if conditions::is_true(&status.conditions, types::CONFLICT) {
+            let _ = api.delete(name, &DeleteParams::default()).await;
+            return Err(Error::RouteConflict {
+                what: what.to_owned(),
+                owner: status
+                    .conflicts_with
+                    .unwrap_or_else(|| "another route".into()),
+            });
+        }
+        if conditions::is_true(&status.conditions, types::ACCEPTED) {
+            return Ok(route);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            note(
+                ctx.ui,
+                &format!(
+                    "route {name} is not accepted yet: is the operator running? (`flynn route list` shows its status)"
+                ),
+            );
+            return Ok(route);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn print_added(route: &Route) -> Result<()> {
+    let target = describe(&route.spec);
+    let url = route
+        .status
+        .as_ref()
+        .and_then(|s| s.url.clone())
+        .unwrap_or(target);
+    output::print_out(&format!(
+        "Added route {}: {url} → {}\n",
+        route.name_any(),
+        route.spec.process
+    ))
+}
+
+async fn remove(ctx: &Ctx, app: &str, name: &str) -> Result<()> {
+    let api = ctx.api::<Route>();
+    let route = api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("getting route {name}")))?
+        .filter(|r| r.spec.app == app);
+    if route.is_none() {
+        return Err(Error::RouteNotFound {
+            route: name.to_owned(),
+            app: app.to_owned(),
+        });
+    }
+    api.delete(name, &DeleteParams::default())
+        .await
+        .map_err(Error::kube(format!("removing route {name}")))?;
+    output::print_out(&format!("Removed route {name}\n"))?;
+    if name == names::default_route_name(app) {
+        note(
+            ctx.ui,
+            "the operator recreates the default route unless the app sets `defaultRoute: false`",
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_targets_split_into_domain_and_path() {
+        assert_eq!(
+            parse_http_target("example.com").unwrap(),
+            ("example.com".into(), "/".into())
+        );
+        assert_eq!(
+            parse_http_target("example.com/api/v1").unwrap(),
+            ("example.com".into(), "/api/v1".into())
+        );
+        assert_eq!(
+            parse_http_target("*.example.com").unwrap().0,
+            "*.example.com"
+        );
+        for bad in ["Example.com", "exa_mple.com", "", "/api", "a..b"] {
+            let err = parse_http_target(bad).unwrap_err();
+            assert_eq!(err.exit_code(), crate::errors::exit::USAGE, "{bad}");
+        }
+    }
+
+    #[test]
+    fn route_names_are_valid_object_names() {
+        assert_eq!(
+            route_name("shop", "www.example.com"),
+            "shop-www.example.com"
+        );
+        assert_eq!(
+            route_name("shop", "example.com/api/v1/"),
+            "shop-example.com-api-v1"
+        );
+        assert_eq!(
+            route_name("shop", "*.example.com"),
+            "shop-wildcard.example.com"
+        );
+        assert_eq!(route_name("shop", "tcp-5432"), "shop-tcp-5432");
+    }
+}

@@ -1,0 +1,933 @@
+//! One test per command group, each running the real `flynn` binary against the local
+//! cluster in its own namespace, with the operator running in this process for it.
+//! Needs the local cluster: `export KUBECONFIG=$(e2e/cluster/up)`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use flynn_crds::{App, Release};
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+async fn one_off_pods(env: &Env) -> Vec<Pod> {
+    env.ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels("flynn.io/one-off=true"))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn app_pods(env: &Env, app: &str) -> Vec<Pod> {
+    env.ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&format!("flynn.io/app={app},flynn.io/process=web")))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test]
+async fn create_apps_info_delete() {
+    let env = setup("cli-create").await;
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "-q"]);
+
+    let out = env.flynn(&["create", "shop"]).await;
+    let url = format!("{GIT_URL}/{}/shop.git", env.name());
+    assert_eq!(
+        out.ok(),
+        format!(
+            "Created app shop in namespace {ns}\nAdded git remote flynn {url}\nDeploy with: git push flynn main\n",
+            ns = env.name()
+        )
+    );
+    assert_eq!(git(&["config", "--get", "remote.flynn.url"]), url);
+
+    // The remote names the app, so no -a is needed here.
+    let out = env.flynn(&["info"]).await;
+    assert!(
+        out.ok().starts_with(&format!(
+            "Name:       shop\nNamespace:  {}\nRelease:    none yet",
+            env.name()
+        )),
+        "{out:#?}"
+    );
+    let info: App = serde_json::from_str(env.flynn(&["info", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(info.name_any(), "shop");
+
+    env.flynn(&["create", "shop", "--no-remote"])
+        .await
+        .fails(4, "app \"shop\" already exists in namespace");
+    env.flynn(&["create", "Bad_Name", "--no-remote"])
+        .await
+        .fails(2, "invalid app name \"Bad_Name\"");
+    env.flynn(&["create", "other"])
+        .await
+        .fails(4, "git remote flynn already exists and points at");
+
+    let apps = env.flynn(&["apps"]).await;
+    let lines: Vec<&str> = apps.ok().lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "RELEASE", "PROCESSES", "READY", "URL", "AGE"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().take(3).collect::<Vec<_>>(),
+        ["shop", "-", "-"],
+        "{apps:#?}"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(env.flynn(&["apps", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(rows[0]["name"], "shop");
+    let yaml = env.flynn(&["apps", "-o", "yaml"]).await;
+    assert!(yaml.ok().contains("name: shop"), "{yaml:#?}");
+
+    // Bad input: no app here, an unknown app.
+    let elsewhere = tempfile::TempDir::new().unwrap();
+    env.flynn_in(elsewhere.path(), &["info"])
+        .await
+        .fails(2, "no app here: this directory has no `flynn` git remote");
+    let err = env.flynn(&["-a", "nope", "info"]).await;
+    err.fails(
+        3,
+        &format!("app \"nope\" not found in namespace {}", env.name()),
+    );
+    assert!(err.stderr.contains("hint: `flynn -n"), "{err:#?}");
+
+    // Delete asks; without a terminal it needs --yes.
+    env.flynn(&["delete"])
+        .await
+        .fails(2, "refusing to delete app shop without confirmation");
+    let out = env.flynn(&["delete", "--yes"]).await;
+    assert_eq!(out.ok(), "Deleted app shop\nRemoved git remote flynn\n");
+    assert!(
+        env.ns
+            .api::<App>()
+            .get_opt("shop")
+            .await
+            .unwrap()
+            .is_none_or(|a| a.metadata.deletion_timestamp.is_some())
+    );
+    let out = std::process::Command::new("git")
+        .args(["remote"])
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}
+
+#[tokio::test]
+async fn key_add_list_remove() {
+    let env = setup("cli-keys").await;
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeXkViPtiFektWYayOx67JDvpxURqdVPPUCOY0/Ij1q alice@laptop";
+    const FINGERPRINT: &str = "SHA256:X7DkcHCYtpLn0IvvXNX/bxwF3VHLGjW2M/cU2eIl96E";
+
+    env.flynn(&["key", "add"])
+        .await
+        .fails(3, "no SSH public key found");
+    let ssh = env.home.path().join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    std::fs::write(
+        ssh.join("id_ed25519"),
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    env.flynn(&["key", "add", ssh.join("id_ed25519").to_str().unwrap()])
+        .await
+        .fails(2, "it is a private key");
+    std::fs::write(ssh.join("id_ed25519.pub"), format!("{KEY}\n")).unwrap();
+
+    let out = env.flynn(&["key", "add"]).await;
+    let review = Api::<SelfSubjectReview>::all(env.ns.client().clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .unwrap();
+    let me = review.status.unwrap().user_info.unwrap();
+    let user = me.username.unwrap();
+    assert_eq!(
+        out.ok(),
+        format!(
+            "Added key {FINGERPRINT} ({}) for {user}\n",
+            ssh.join("id_ed25519.pub").display()
+        )
+    );
+
+    // Exactly the Secret gitreceiver/README.md specifies.
+    let secret = env
+        .ns
+        .api::<Secret>()
+        .get("key-5fb0e4707098b692e7d08bef5cd5ff6f")
+        .await
+        .unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("flynn.io/ssh-public-key"));
+    assert_eq!(secret.labels()["flynn.io/ssh-key"], "true");
+    assert_eq!(secret.annotations()["flynn.io/user"], user);
+    assert_eq!(
+        secret.annotations()["flynn.io/groups"],
+        me.groups.unwrap().join(",")
+    );
+    assert_eq!(secret.annotations()["flynn.io/fingerprint"], FINGERPRINT);
+    assert_eq!(secret.data.unwrap()["publicKey"].0, KEY.as_bytes());
+
+    // Adding it again is fine; listing shows it.
+    let again = env.flynn(&["key", "add"]).await;
+    again.ok();
+    assert!(again.stderr.contains("already registered"), "{again:#?}");
+    let list = env.flynn(&["key", "list"]).await;
+    assert_eq!(
+        normalize(list.ok(), env.name()),
+        normalize(&common::golden("key-list"), env.name())
+    );
+
+    env.flynn(&["key", "remove", FINGERPRINT]).await.ok();
+    assert_eq!(env.flynn(&["key", "list"]).await.ok(), "");
+    env.flynn(&["key", "remove", FINGERPRINT])
+        .await
+        .fails(3, &format!("no key {FINGERPRINT} registered for {user}"));
+}
+
+#[tokio::test]
+async fn deploy_scale_ps_kill() {
+    let env = setup("cli-scale").await;
+    env.deploy_app("shop").await;
+
+    assert_eq!(
+        env.flynn(&["-a", "shop", "scale"]).await.ok(),
+        "TYPE  DESIRED  READY\nweb   1        1\n"
+    );
+    let out = env.flynn(&["-a", "shop", "scale", "web=2"]).await;
+    assert_eq!(out.ok(), "Scaled web=2: all ready\n");
+    assert_eq!(
+        env.flynn(&["-a", "shop", "scale"]).await.ok(),
+        "TYPE  DESIRED  READY\nweb   2        2\n"
+    );
+
+    // Bad TYPE=N, each with its message.
+    env.flynn(&["-a", "shop", "scale", "web=x"]).await.fails(
+        2,
+        "invalid argument \"web=x\": N must be a whole number, 0 or more",
+    );
+    env.flynn(&["-a", "shop", "scale", "web"])
+        .await
+        .fails(2, "invalid argument \"web\": expected TYPE=N");
+    env.flynn(&["-a", "shop", "scale", "nope=1"]).await.fails(
+        2,
+        "process type \"nope\" is not in release shop-v1 (it has: web)",
+    );
+
+    let ps = env.flynn(&["-a", "shop", "ps"]).await;
+    let lines: Vec<&str> = ps.ok().lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "TYPE", "RELEASE", "STATE", "RESTARTS", "AGE"]
+    );
+    let rows: Vec<Vec<&str>> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{ps:#?}");
+    for row in &rows {
+        assert!(row[0].starts_with("shop-web-"));
+        assert_eq!(&row[1..5], ["web", "v1", "up", "0"], "{ps:#?}");
+    }
+
+    let victim = rows[0][0].to_owned();
+    assert_eq!(
+        env.flynn(&["-a", "shop", "kill", &victim]).await.ok(),
+        format!("Killed {victim} (a replacement starts)\n")
+    );
+    eventually(
+        "a replacement pod",
+        T,
+        || app_pods(&env, "shop"),
+        |pods| pods.len() == 2 && pods.iter().all(|p| p.name_any() != victim),
+    )
+    .await;
+    env.flynn(&["-a", "shop", "kill", "not-a-pod"])
+        .await
+        .fails(3, "pod not-a-pod is not a pod of app shop");
+}
+
+#[tokio::test]
+async fn log_follow_across_scale_up() {
+    let env = setup("cli-log").await;
+    env.deploy_app("shop").await;
+    let first = app_pods(&env, "shop").await[0].name_any();
+
+    // Without -f: what is there, merged and prefixed.
+    let out = env.flynn(&["-a", "shop", "log"]).await;
+    assert!(
+        out.ok()
+            .contains(&format!("web[{first}]: hello from {first}\n")),
+        "{out:#?}"
+    );
+    let raw = env
+        .flynn(&["-a", "shop", "log", "--raw", "--lines", "1", "-t", "web"])
+        .await;
+    assert_eq!(raw.ok(), format!("hello from {first}\n"));
+    env.flynn(&["-a", "shop", "log", "--since", "soon"])
+        .await
+        .fails(2, "expected a duration like 30s");
+
+    // With -f: a pod started later (a scale-up) shows up in the stream.
+    let mut follow = env.command_in(env.dir.path(), &["-a", "shop", "log", "-f"]);
+    follow.stdout(std::process::Stdio::piped());
+    let mut child = follow.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut expect = async |want: &dyn Fn(&str) -> bool, seen: &mut Vec<String>| {
+        tokio::time::timeout(T, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                seen.push(line.clone());
+                if want(&line) {
+                    return line;
+                }
+            }
+            panic!("log -f ended: {seen:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out; saw {seen:?}"))
+    };
+    expect(
+        &|l| l == format!("web[{first}]: hello from {first}"),
+        &mut seen,
+    )
+    .await;
+    env.flynn(&["-a", "shop", "scale", "web=2", "--no-wait"])
+        .await
+        .ok();
+    let line = expect(
+        &|l| l.starts_with("web[shop-web-") && !l.contains(&first),
+        &mut seen,
+    )
+    .await;
+    let second = line
+        .trim_start_matches("web[")
+        .split(']')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(line, format!("web[{second}]: hello from {second}"));
+    child.kill().await.unwrap();
+}
+
+/// Reads a pty into a shared buffer, on a thread (portable-pty readers block).
+fn pty_reader(mut reader: Box<dyn Read + Send>) -> Arc<Mutex<String>> {
+    let buffer = Arc::new(Mutex::new(String::new()));
+    let out = buffer.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            out.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    });
+    buffer
+}
+
+async fn wait_for_text(buffer: &Arc<Mutex<String>>, text: &str) {
+    let deadline = tokio::time::Instant::now() + T;
+    while !buffer.lock().unwrap().contains(text) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {text:?} on the terminal; it shows:\n{}",
+            buffer.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn run_with_a_tty() {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let env = setup("cli-run-tty").await;
+    env.deploy_app("shop").await;
+
+    let pair = native_pty_system()
+        .openpty(PtySize {
+            rows: 30,
+            cols: 100,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = CommandBuilder::new(flynn_bin());
+    // The command waits for input before printing, so nothing is missed before the attach;
+    // `stty size` shows the size the pod's TTY has; the exit code must come back.
+    cmd.args([
+        "-n",
+        env.name(),
+        "-a",
+        "shop",
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "read a; echo \"got $a\"; stty size; read b; stty size; exit 7",
+    ]);
+    cmd.cwd(env.dir.path());
+    for (k, v) in env.envs() {
+        cmd.env(k, v);
+    }
+    cmd.env("TERM", "xterm");
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let screen = pty_reader(pair.master.try_clone_reader().unwrap());
+    let mut keys = pair.master.take_writer().unwrap();
+
+    eventually(
+        "the one-off pod to run",
+        T,
+        || one_off_pods(&env),
+        |pods| {
+            pods.iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        },
+    )
+    .await;
+    keys.write_all(b"first\r").unwrap();
+    wait_for_text(&screen, "got first").await;
+    wait_for_text(&screen, "30 100").await;
+
+    // A window resize reaches the pod's TTY (SIGWINCH → the attach's resize channel).
+    pair.master
+        .resize(PtySize {
+            rows: 40,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    keys.write_all(b"second\r").unwrap();
+    wait_for_text(&screen, "40 120").await;
+
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.exit_code(),
+        7,
+        "the command's exit code; terminal:\n{}",
+        screen.lock().unwrap()
+    );
+    eventually(
+        "the one-off pod to be deleted",
+        T,
+        || one_off_pods(&env),
+        |pods| pods.is_empty(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn run_without_a_tty_and_detached() {
+    let env = setup("cli-run").await;
+    env.deploy_app("shop").await;
+
+    let out = env
+        .flynn(&[
+            "-a",
+            "shop",
+            "run",
+            "-e",
+            "FOO=bar",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$FOO $FLYNN_APP $FLYNN_RELEASE\"; echo oops >&2; exit 3",
+        ])
+        .await;
+    assert_eq!(out.code, 3, "{out:#?}");
+    assert_eq!(out.stdout, "bar shop shop-v1\noops\n");
+    eventually(
+        "the one-off pod to be deleted",
+        T,
+        || one_off_pods(&env),
+        |pods| pods.is_empty(),
+    )
+    .await;
+
+    env.flynn(&["-a", "shop", "run", "-e", "1X=y", "--", "true"])
+        .await
+        .fails(2, "invalid environment variable name \"1X\"");
+
+    // Input piped into `flynn run` reaches the command, and ends with EOF.
+    let mut piped = env.command_in(
+        env.dir.path(),
+        &["-a", "shop", "run", "--", "sh", "-c", "wc -l; exit 4"],
+    );
+    piped
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = piped.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut input, b"one\ntwo\nthree\n")
+        .await
+        .unwrap();
+    drop(input);
+    let out = tokio::time::timeout(T, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "3\n", "{out:?}");
+
+    let out = env
+        .flynn(&["-a", "shop", "run", "-d", "--", "sleep", "300"])
+        .await;
+    let pod = out.ok().trim().to_owned();
+    assert!(pod.starts_with("shop-run-"), "{out:#?}");
+    let ps = eventually(
+        "ps to show the one-off pod up",
+        T,
+        || env.flynn(&["-a", "shop", "ps"]),
+        |out| {
+            out.stdout.lines().any(|l| {
+                l.split_whitespace().collect::<Vec<_>>()[..4] == [pod.as_str(), "run", "v1", "up"]
+            })
+        },
+    )
+    .await;
+    ps.ok();
+    assert_eq!(
+        env.flynn(&["-a", "shop", "kill", &pod]).await.ok(),
+        format!("Killed {pod}\n")
+    );
+}
+
+#[tokio::test]
+async fn env_get_set_unset() {
+    let env = setup("cli-env").await;
+    env.deploy_app("shop").await;
+
+    assert_eq!(
+        env.flynn(&[
+            "-a",
+            "shop",
+            "env",
+            "set",
+            "GREETING=hello world",
+            "DEBUG=1"
+        ])
+        .await
+        .ok(),
+        "Created release v2\n"
+    );
+    assert_eq!(
+        env.flynn(&["-a", "shop", "env", "get", "GREETING"])
+            .await
+            .ok(),
+        "hello world\n"
+    );
+    assert_eq!(
+        env.flynn(&["-a", "shop", "env"]).await.ok(),
+        "DEBUG=1\nGREETING=hello world\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(env.flynn(&["-a", "shop", "env", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"DEBUG": "1", "GREETING": "hello world"})
+    );
+    assert_eq!(
+        env.flynn(&["-a", "shop", "env", "set", "DEBUG=1"])
+            .await
+            .ok(),
+        "No change: still release v2\n"
+    );
+    assert_eq!(
+        env.flynn(&["-a", "shop", "env", "unset", "DEBUG"])
+            .await
+            .ok(),
+        "Created release v3\n"
+    );
+    let v3 = env.ns.api::<Release>().get("shop-v3").await.unwrap();
+    assert_eq!(
+        v3.spec.env,
+        [("GREETING".to_owned(), "hello world".to_owned())].into()
+    );
+
+    env.flynn(&["-a", "shop", "env", "get", "DEBUG"])
+        .await
+        .fails(3, "config var DEBUG is not set on app shop");
+    env.flynn(&["-a", "shop", "env", "unset", "DEBUG"])
+        .await
+        .fails(3, "config var DEBUG is not set");
+    env.flynn(&["-a", "shop", "env", "set", "1X=y"])
+        .await
+        .fails(2, "invalid environment variable name \"1X\"");
+    env.flynn(&["-a", "shop", "env", "set", "NOEQUALS"])
+        .await
+        .fails(2, "expected KEY=VALUE");
+}
+
+#[tokio::test]
+async fn release_list_show_rollback() {
+    let env = setup("cli-release").await;
+    env.deploy_app("shop").await;
+    assert_eq!(
+        env.flynn(&["-a", "shop", "env", "set", "A=1"]).await.ok(),
+        "Created release v2\n"
+    );
+    let apps = env.ns.api::<App>();
+    let _ = eventually(
+        "v2 to roll out",
+        T,
+        || apps.get("shop"),
+        |a| {
+            a.as_ref().is_ok_and(|a| {
+                a.status.as_ref().and_then(|s| s.release.as_deref()) == Some("shop-v2")
+            })
+        },
+    )
+    .await;
+
+    let list = env.flynn(&["-a", "shop", "release", "list"]).await;
+    assert_eq!(
+        normalize(list.ok(), env.name()),
+        "VERSION  STATE    ARTIFACT                 CAUSE                                         AGE\n\
+         v2       current  localhost/flynn-smoke:1  config change from shop-v1                    <age>\n\
+         v1       -        localhost/flynn-smoke:1  flynn deploy --image localhost/flynn-smoke:1  <age>\n"
+    );
+    let show = env.flynn(&["-a", "shop", "release", "show", "1"]).await;
+    assert!(show.ok().starts_with("Release:    shop-v1\nVersion:    1\nState:      -\nArtifact:   localhost/flynn-smoke:1\n"), "{show:#?}");
+    assert!(show.stdout.contains("  web: sh -c echo \"hello from $HOSTNAME\"; exec busybox httpd -f -p 8080 -h /www (port 8080)\n"), "{show:#?}");
+    let current: Release = serde_json::from_str(
+        env.flynn(&["-a", "shop", "release", "show", "-o", "json"])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(current.spec.version, 2);
+
+    env.flynn(&["-a", "shop", "release", "show", "99"])
+        .await
+        .fails(3, "release v99 of app shop not found");
+    env.flynn(&["-a", "shop", "release", "rollback", "v99"])
+        .await
+        .fails(3, "release v99 of app shop not found");
+    env.flynn(&["-a", "shop", "release", "show", "latest"])
+        .await
+        .fails(2, "expected a release version");
+
+    assert_eq!(
+        env.flynn(&["-a", "shop", "release", "rollback"]).await.ok(),
+        "Rolled back to release v1\n"
+    );
+    let app = env.ns.api::<App>().get("shop").await.unwrap();
+    assert_eq!(app.spec.release.as_deref(), Some("shop-v1"));
+    assert!(
+        app.spec.env.is_empty(),
+        "the env rolls back with the release"
+    );
+    // No new release: the operator sees env and release agree.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let releases = env
+        .ns
+        .api::<Release>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(releases.len(), 2);
+}
+
+#[tokio::test]
+async fn route_list_add_remove_and_conflict() {
+    let env = setup("cli-route").await;
+    // Default routes (`<app>.test.flynn.local`) are unique cluster-wide, and other tests run
+    // an app `shop` at the same time: this test's apps get the namespace's random suffix.
+    let id = env.name().rsplit('-').next().unwrap().to_owned();
+    let (shop, other) = (format!("shop-{id}"), format!("other-{id}"));
+    for app in [&shop, &other] {
+        env.flynn(&["create", app, "--no-remote"]).await.ok();
+    }
+    let domain = format!("www.{}.example", env.name());
+    let out = env
+        .flynn(&[
+            "-a",
+            &shop,
+            "route",
+            "add",
+            "http",
+            &format!("{domain}/api"),
+            "--sticky",
+        ])
+        .await;
+    assert_eq!(
+        out.ok(),
+        format!("Added route {shop}-{domain}-api: http://{domain}/api → web\n")
+    );
+
+    // The same domain and path for another app in this namespace: refused up front.
+    let err = env
+        .flynn(&[
+            "-a",
+            &other,
+            "route",
+            "add",
+            "http",
+            &format!("{domain}/api"),
+        ])
+        .await;
+    err.fails(
+        4,
+        &format!(
+            "domain {domain} path /api is already routed by {}/{shop}-{domain}-api",
+            env.name()
+        ),
+    );
+    let routes = env.ns.api::<flynn_crds::Route>();
+    assert!(
+        routes
+            .get_opt(&format!("{other}-{domain}-api"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A domain another namespace routes (older by more than the operator's one-second
+    // resolution): the operator sets Conflict, and the losing route is removed again.
+    let elsewhere = flynn_e2e::TestNamespace::create("cli-route-owner").await;
+    let taken = format!("taken.{}.example", env.name());
+    let owner = flynn_crds::Route::new("owner", flynn_crds::RouteSpec::http("owner", &taken));
+    elsewhere
+        .api::<flynn_crds::Route>()
+        .create(&PostParams::default(), &owner)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let err = env
+        .flynn(&["-a", &other, "route", "add", "http", &taken])
+        .await;
+    err.fails(
+        4,
+        &format!(
+            "domain {taken} is already routed by {}/owner",
+            elsewhere.name()
+        ),
+    );
+    assert!(
+        routes
+            .get_opt(&format!("{other}-{taken}"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the losing route is removed"
+    );
+    env.flynn(&["-a", &other, "route", "add", "http", "Bad_Domain"])
+        .await
+        .fails(2, "is not a lower-case DNS name");
+
+    let tcp = env
+        .flynn(&["-a", &shop, "route", "add", "tcp", "-t", "web"])
+        .await;
+    assert!(
+        tcp.ok().starts_with(&format!("Added route {shop}-tcp-")),
+        "{tcp:#?}"
+    );
+    let tcp_name = tcp
+        .stdout
+        .split(':')
+        .next()
+        .unwrap()
+        .trim_start_matches("Added route ")
+        .to_owned();
+
+    let route_args = ["-a", shop.as_str(), "route"];
+    eventually(
+        "the default route to be accepted",
+        T,
+        || env.flynn(&route_args),
+        |out| out.stdout.contains("-default") && !out.stdout.contains("pending"),
+    )
+    .await;
+    let out_list = env.flynn(&["-a", &shop, "route", "list"]).await;
+    let list = &out_list;
+    let port = tcp_name.rsplit('-').next().unwrap();
+    let list = normalize(list.ok(), env.name())
+        .replace(port, "<port>")
+        .replace(&id, "<id>");
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAME", "TYPE", "ROUTE", "PROCESS", "STATUS", "URL", "AGE"],
+            vec![
+                "shop-<id>-default",
+                "http",
+                "shop-<id>.test.flynn.local",
+                "web",
+                "accepted",
+                "http://shop-<id>.test.flynn.local",
+                "<age>"
+            ],
+            vec![
+                "shop-<id>-tcp-<port>",
+                "tcp",
+                ":<port>",
+                "web",
+                "accepted",
+                "tcp://:<port>",
+                "<age>"
+            ],
+            vec![
+                "shop-<id>-www.<ns>.example-api",
+                "http",
+                "www.<ns>.example/api",
+                "web",
+                "accepted",
+                "http://www.<ns>.example/api",
+                "<age>"
+            ],
+        ],
+        "{list}"
+    );
+    // Columns align: every row's URL starts where the header's does.
+    let raw = &out_list.stdout;
+    let url_at = raw.lines().next().unwrap().find("URL").unwrap();
+    assert!(
+        raw.lines()
+            .skip(1)
+            .all(|l| l[url_at..].starts_with("http") || l[url_at..].starts_with("tcp")),
+        "{raw}"
+    );
+
+    assert_eq!(
+        env.flynn(&["-a", &shop, "route", "remove", &tcp_name])
+            .await
+            .ok(),
+        format!("Removed route {tcp_name}\n")
+    );
+    env.flynn(&["-a", &other, "route", "remove", &format!("{shop}-default")])
+        .await
+        .fails(
+            3,
+            &format!("route {shop}-default is not a route of app {other}"),
+        );
+}
+
+#[tokio::test]
+async fn version_and_completion() {
+    let env = setup("cli-version").await;
+    let out = env.flynn(&["version"]).await;
+    let text = out.ok();
+    assert!(
+        text.starts_with(&format!(
+            "client:      flynn {}\nplatform:    ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{out:#?}"
+    );
+    assert!(text.contains("\nkubernetes:  v1."), "{out:#?}");
+    let json: serde_json::Value =
+        serde_json::from_str(env.flynn(&["version", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(json["client"], env!("CARGO_PKG_VERSION"));
+
+    // Installed as a kubectl plugin (`kubectl flynn ...` runs `kubectl-flynn ...`).
+    let plugin = env.home.path().join("kubectl-flynn");
+    std::os::unix::fs::symlink(flynn_bin(), &plugin).unwrap();
+    let out = tokio::process::Command::new(&plugin)
+        .args(["-n", env.name(), "version"])
+        .envs(env.envs())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("client:      flynn "),
+        "{out:?}"
+    );
+
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.flynn(&["completion", shell]).await;
+        assert!(out.ok().contains("flynn"), "{shell}: {out:#?}");
+        assert!(
+            out.stdout.contains("rollback"),
+            "{shell} completes subcommands"
+        );
+    }
+    let help = env.flynn(&["scale", "--help"]).await;
+    assert!(help.ok().contains("Examples:\n  flynn scale"), "{help:#?}");
+    let help = env.flynn(&["--help"]).await;
+    assert!(help.ok().contains("Exit codes:"), "{help:#?}");
+}
+
+/// Runs `flynn -n <ns> ARGS` on a pseudo-terminal to completion; returns what it showed.
+async fn on_a_terminal(env: &Env, args: &[&str], no_color: bool) -> String {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let pair = native_pty_system()
+        .openpty(PtySize {
+            rows: 30,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = CommandBuilder::new(flynn_bin());
+    cmd.arg("-n");
+    cmd.arg(env.name());
+    cmd.args(args);
+    cmd.cwd(env.dir.path());
+    for (k, v) in env.envs() {
+        if k != "NO_COLOR" || no_color {
+            cmd.env(k, v);
+        }
+    }
+    if !no_color {
+        cmd.env_remove("NO_COLOR");
+    }
+    cmd.env("TERM", "xterm");
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let screen = pty_reader(pair.master.try_clone_reader().unwrap());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = screen.lock().unwrap().clone();
+    assert!(status.success(), "{args:?} failed on a terminal:\n{text}");
+    text
+}
+
+#[tokio::test]
+async fn colour_on_a_terminal_unless_no_color() {
+    let env = setup("cli-color").await;
+    env.flynn(&["create", "shop", "--no-remote"]).await.ok();
+    let coloured = on_a_terminal(&env, &["apps"], false).await;
+    assert!(
+        coloured.contains("\x1b[1mNAME\x1b[0m"),
+        "a bold header on a terminal: {coloured:?}"
+    );
+    let plain = on_a_terminal(&env, &["apps"], true).await;
+    assert!(
+        !plain.contains('\x1b'),
+        "NO_COLOR: no escape codes at all: {plain:?}"
+    );
+    assert!(plain.contains("NAME  RELEASE"), "{plain:?}");
+}
