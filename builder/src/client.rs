@@ -89,37 +89,44 @@ fn redact(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_owned()
 }
 
+/// The HTTP(S) connector of every client in the crate (this one, and the store's object
+/// storage backends): rustls on ring with the system's CA certificates, plain http allowed
+/// (the in-cluster store), a bounded connect time.
+pub(crate) fn https_connector() -> HttpsConnector<HttpConnector> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = HttpsConnectorBuilder::new();
+    let builder = match builder.with_provider_and_native_roots(provider.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            // A minimal image may lack CA certificates; plain http (the in-cluster store)
+            // still works, https fails at handshake with a clear rustls error.
+            tracing::debug!(error = %e, "no system CA certificates; https will not verify");
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                })
+                .unwrap_or_else(|_| {
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                });
+            HttpsConnectorBuilder::new().with_tls_config(config)
+        }
+    };
+    // A store that does not answer must fail the build or the app start, not hang it.
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    builder.https_or_http().enable_http1().wrap_connector(http)
+}
+
 impl HttpClient {
     /// A client that sends `token` as a bearer token when given (to the store), or nothing
     /// (for signed URLs).
     pub fn new(token: Option<String>) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = HttpsConnectorBuilder::new();
-        let builder = match builder.with_provider_and_native_roots(provider.clone()) {
-            Ok(b) => b,
-            Err(e) => {
-                // A minimal image may lack CA certificates; plain http (the in-cluster store)
-                // still works, https fails at handshake with a clear rustls error.
-                tracing::debug!(error = %e, "no system CA certificates; https will not verify");
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()
-                    .map(|b| {
-                        b.with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth()
-                    })
-                    .unwrap_or_else(|_| {
-                        rustls::ClientConfig::builder()
-                            .with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth()
-                    });
-                HttpsConnectorBuilder::new().with_tls_config(config)
-            }
-        };
-        // A store that does not answer must fail the build or the app start, not hang it.
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        let connector = https_connector();
         let inner = Client::builder(TokioExecutor::new()).build(connector);
         Self {
             inner,

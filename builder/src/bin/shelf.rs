@@ -1,24 +1,24 @@
 //! `shelf`: the slug store's HTTP server. See `flynn_builder::store`.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use clap::Parser;
-use flynn_builder::store::{LocalStore, server};
+use flynn_builder::store::{BackendSettings, server};
 
-/// The slug store: blobs over HTTP, kept in a directory.
+/// The slug store: blobs over HTTP, kept in a directory or an object storage bucket.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "SHELF_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
-    /// Directory holding the objects (a PersistentVolume in the cluster).
-    #[arg(long, env = "SHELF_ROOT", default_value = "/var/lib/shelf")]
-    root: PathBuf,
     /// Bearer token for writes (and reads without a signed URL); also the URL signing key.
     #[arg(long, env = "SHELF_TOKEN", hide_env_values = true)]
     token: String,
+    /// Where objects live.
+    #[command(flatten)]
+    backend: BackendSettings,
 }
 
 #[tokio::main]
@@ -29,13 +29,15 @@ async fn main() -> anyhow::Result<()> {
         args.token.len() >= 16,
         "the token must be at least 16 characters (SHELF_TOKEN)"
     );
-    let store = LocalStore::open(&args.root)
-        .await
-        .with_context(|| format!("opening the store directory {}", args.root.display()))?;
+    let store = args.backend.open().await?;
+    // Not fatal: the backend may come up after the shelf; /readyz reports it meanwhile.
+    if let Err(e) = store.check().await {
+        tracing::warn!(error = %e, "the backend does not answer yet");
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, root = %args.root.display(), "shelf listening");
+    tracing::info!(addr = %listener.local_addr()?, backend = %args.backend.describe(), "shelf listening");
     let shelf = Arc::new(server::Shelf::new(store, args.token));
     server::serve(listener, shelf, shutdown_signal())
         .await

@@ -1,18 +1,28 @@
-//! The slug store ("shelf"): blobs under paths over HTTP, kept in a local directory.
+//! The slug store ("shelf"): blobs under paths over HTTP, kept by an object_store backend.
 //!
-//! - [`local`]: the backend, a directory (a PersistentVolume in the cluster) with atomic,
-//!   checksummed writes.
+//! - [`objects`]: [`Store`], the operations the API needs on any backend: streamed,
+//!   checksummed, atomic uploads ([`upload`]), ranged streamed reads, deletes.
+//! - [`backend`]: choosing the backend from settings: a local directory ([`local`], the
+//!   default, a PersistentVolume in the cluster), S3 or an S3-compatible server, GCS, Azure.
+//! - [`transport`]: the cloud backends' HTTP transport (hyper-util, rustls on ring).
 //! - [`server`]: the HTTP API: `PUT`/`GET`/`HEAD`/`DELETE /<path>`, Range requests, a bearer
 //!   token for everything and [signed URLs](crate::signing) for reads.
 //! - [`metrics`]: Prometheus counters for `/metrics`.
 
+pub mod backend;
 pub mod local;
 pub mod metrics;
+pub mod objects;
 pub mod server;
+pub mod transport;
+pub mod upload;
 
 use std::fmt;
 
+pub use backend::{BackendKind, BackendSettings, OpenError, S3Settings};
 pub use local::LocalStore;
+pub use objects::{Download, ObjectInfo, Store};
+pub use upload::PartSettings;
 
 /// Request header carrying the SHA-256 (hex) a client expects its upload to have; the store
 /// refuses the upload, keeping nothing, when the body does not match.
@@ -22,7 +32,9 @@ pub const SHA256_HEADER: &str = "x-content-sha256";
 const MAX_PATH_LEN: usize = 1024;
 
 /// A validated object path: `/`-separated segments, none empty, none starting with `.`
-/// (which also rules out `.` and `..`, and keeps the store's own `.tmp` directory unreachable).
+/// (which also rules out `.` and `..`, and keeps the store's own names, such as its readiness
+/// probe, unreachable), none with `#` (the local backend stages uploads as `<object>#<n>`;
+/// in a URL it would start the fragment anyway).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectPath(String);
 
@@ -47,6 +59,9 @@ impl ObjectPath {
             if seg.chars().any(|c| c.is_control() || c == '\\') {
                 return Err(bad("contains control characters or `\\`"));
             }
+            if seg.contains('#') {
+                return Err(bad("contains `#`"));
+            }
         }
         Ok(Self(p.to_owned()))
     }
@@ -55,6 +70,15 @@ impl ObjectPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// What an upload stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stored {
+    /// SHA-256 of the object, lower-case hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 impl fmt::Display for ObjectPath {
@@ -85,6 +109,15 @@ pub enum StoreError {
     /// The filesystem failed.
     #[error("store filesystem error: {0}")]
     Io(#[from] std::io::Error),
+    /// The backend failed (an S3 error answer, a connection failure after retries, ...).
+    #[error("store backend error: {0}")]
+    Backend(#[from] object_store::Error),
+    /// A conditional read found the object replaced since it was looked up.
+    #[error("the object changed while it was being read")]
+    Changed,
+    /// A multipart upload was used after it completed or was aborted (a bug).
+    #[error("the upload was already finished")]
+    UploadFinished,
 }
 
 #[cfg(test)]
@@ -106,6 +139,7 @@ mod tests {
             ".tmp/x",
             "a/.hidden",
             "a\\b",
+            "a/b#1",
         ] {
             assert!(ObjectPath::parse(bad).is_err(), "{bad}");
         }

@@ -5,7 +5,7 @@
 //! | `PUT /<path>` | bearer token or signed URL with `access=rw` | stores the body atomically; `X-Content-SHA256` makes it checked |
 //! | `GET`/`HEAD /<path>` | bearer token or signed URL | streams the object; `Range: bytes=...` |
 //! | `DELETE /<path>` | bearer token | removes the object |
-//! | `GET /healthz`, `/readyz`, `/metrics` | none | liveness, readiness, Prometheus |
+//! | `GET /healthz`, `/readyz`, `/metrics` | none | liveness, readiness (the backend answers), Prometheus |
 
 use std::{future::Future, sync::Arc};
 
@@ -17,20 +17,16 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use tokio::{
-    io::{AsyncReadExt, AsyncSeekExt},
-    net::TcpListener,
-};
-use tokio_util::io::ReaderStream;
+use tokio::net::TcpListener;
 
-use super::{LocalStore, ObjectPath, SHA256_HEADER, StoreError, metrics::Metrics};
+use super::{ObjectPath, SHA256_HEADER, Store, StoreError, metrics::Metrics};
 use crate::signing::{Access, Capability, SigningKey};
 
 /// What the handlers share.
 #[derive(Debug)]
 pub struct Shelf {
     /// Where objects live.
-    pub store: LocalStore,
+    pub store: Store,
     /// The bearer token that allows everything.
     pub token: String,
     /// Verifies signed read URLs.
@@ -42,10 +38,12 @@ pub struct Shelf {
 impl Shelf {
     /// A shelf over `store` whose token also signs read URLs (the platform's components all
     /// hold the token, so one secret is enough; see the crate README).
-    pub fn new(store: LocalStore, token: String) -> Self {
+    /// `store` is any backend: a [`super::LocalStore`], or a [`Store`] from
+    /// [`super::BackendSettings::open`].
+    pub fn new(store: impl Into<Store>, token: String) -> Self {
         let key = SigningKey::new(token.as_bytes());
         Self {
-            store,
+            store: store.into(),
             token,
             key,
             metrics: Metrics::default(),
@@ -57,7 +55,7 @@ impl Shelf {
 pub fn router(shelf: Arc<Shelf>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(object)
         .with_state(shelf)
@@ -72,6 +70,18 @@ pub async fn serve(
     axum::serve(listener, router(shelf))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Ready when the backend answers, so a Service stops sending requests to a shelf whose
+/// bucket is unreachable or whose credentials were revoked.
+async fn readyz(State(shelf): State<Arc<Shelf>>) -> Response {
+    match shelf.store.check().await {
+        Ok(()) => text(StatusCode::OK, "ok"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the backend does not answer");
+            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
 }
 
 async fn metrics(State(shelf): State<Arc<Shelf>>) -> impl IntoResponse {
@@ -119,7 +129,7 @@ async fn handle(shelf: &Shelf, req: Request) -> Response {
         }
         Method::DELETE => match shelf.store.delete(&path).await {
             Ok(true) => StatusCode::NO_CONTENT.into_response(),
-            Ok(false) => text(StatusCode::NOT_FOUND, format!("no object at {path}")),
+            Ok(false) => not_found(&path),
             Err(e) => server_error(e),
         },
         _ => {
@@ -179,7 +189,7 @@ async fn put(shelf: &Shelf, path: &ObjectPath, req: Request) -> Response {
             tracing::info!(%path, size = stored.size, sha256 = %stored.sha256, "stored");
             (StatusCode::CREATED, axum::Json(stored)).into_response()
         }
-        Err(e @ StoreError::ChecksumMismatch { .. }) => {
+        Err(e @ (StoreError::ChecksumMismatch { .. } | StoreError::BadPath(_))) => {
             text(StatusCode::BAD_REQUEST, e.to_string())
         }
         Err(e @ StoreError::Interrupted(_)) => {
@@ -232,52 +242,87 @@ pub fn parse_range(value: Option<&str>, len: u64) -> RangeSpec {
     }
 }
 
+/// How often a ranged read starts over when the object is replaced between its lookup and
+/// its read.
+const RANGE_ATTEMPTS: usize = 3;
+
 async fn read(shelf: &Shelf, path: &ObjectPath, headers: &HeaderMap, head: bool) -> Response {
-    let (mut file, len) = match shelf.store.open_object(path).await {
-        Ok(Some(f)) => f,
-        Ok(None) => return text(StatusCode::NOT_FOUND, format!("no object at {path}")),
-        Err(e) => return server_error(e),
-    };
-    let range = parse_range(
-        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-        len,
-    );
-    let (status, start, count) = match range {
-        RangeSpec::Full => (StatusCode::OK, 0, len),
-        RangeSpec::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
-        RangeSpec::Unsatisfiable => {
-            let mut r = text(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                format!("the object has {len} bytes"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                r.headers_mut().insert(header::CONTENT_RANGE, v);
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    // A plain GET is one backend request; the object's size comes with it.
+    if !head && range_header.is_none() {
+        return match shelf.store.get(path, None, None).await {
+            Ok(Some(d)) => {
+                shelf.metrics.bytes_sent.inc_by(d.size);
+                object_response(StatusCode::OK, d.size, 0..d.size, Body::from_stream(d.body))
             }
-            return r;
+            Ok(None) => not_found(path),
+            Err(e) => server_error(e),
+        };
+    }
+    // HEAD and ranges need the size first; the read then names the version it sized, so a
+    // concurrent replacement fails the read (and starts it over) instead of mixing objects.
+    for _ in 0..RANGE_ATTEMPTS {
+        let info = match shelf.store.head(path).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return not_found(path),
+            Err(e) => return server_error(e),
+        };
+        let len = info.size;
+        let (status, range) = match parse_range(range_header, len) {
+            RangeSpec::Full => (StatusCode::OK, 0..len),
+            RangeSpec::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s..e + 1),
+            RangeSpec::Unsatisfiable => {
+                let mut r = text(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    format!("the object has {len} bytes"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return r;
+            }
+        };
+        if head {
+            return object_response(status, len, range, Body::empty());
         }
-    };
+        let want = (status == StatusCode::PARTIAL_CONTENT).then(|| range.clone());
+        match shelf.store.get(path, want, info.e_tag.as_deref()).await {
+            Ok(Some(d)) => {
+                shelf.metrics.bytes_sent.inc_by(d.range.end - d.range.start);
+                return object_response(status, d.size, d.range, Body::from_stream(d.body));
+            }
+            Ok(None) => return not_found(path),
+            Err(StoreError::Changed) => {
+                tracing::debug!(%path, "object replaced during a ranged read; retrying");
+            }
+            Err(e) => return server_error(e),
+        }
+    }
+    server_error(StoreError::Changed)
+}
+
+fn not_found(path: &ObjectPath) -> Response {
+    text(StatusCode::NOT_FOUND, format!("no object at {path}"))
+}
+
+/// The response for `range` of an object of `len` bytes.
+fn object_response(
+    status: StatusCode,
+    len: u64,
+    range: std::ops::Range<u64>,
+    body: Body,
+) -> Response {
     let mut builder = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CONTENT_LENGTH, count);
+        .header(header::CONTENT_LENGTH, range.end - range.start);
     if status == StatusCode::PARTIAL_CONTENT {
         builder = builder.header(
             header::CONTENT_RANGE,
-            format!("bytes {start}-{}/{len}", start + count - 1),
+            format!("bytes {}-{}/{len}", range.start, range.end - 1),
         );
     }
-    let body = if head {
-        Body::empty()
-    } else {
-        if start > 0
-            && let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await
-        {
-            return server_error(e.into());
-        }
-        shelf.metrics.bytes_sent.inc_by(count);
-        Body::from_stream(ReaderStream::with_capacity(file.take(count), 256 * 1024))
-    };
     builder
         .body(body)
         .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
