@@ -1,8 +1,33 @@
 //! The git receiver: an SSH server taking `git push`, authorized by Kubernetes RBAC, that
 //! builds the pushed commit with the slugbuilder Job, creates the Release and follows the
 //! rollout, streaming everything back to the pusher's terminal.
+//!
+//! The SSH half: [`ssh`] (russh server), [`keys`] (the key registry), [`authz`]
+//! (SubjectAccessReview), [`command`] (what may be run), [`locks`] (one push per App),
+//! [`repo`] and [`receive`] (bare repositories and `git receive-pack`), [`hook`] (the
+//! pre-receive hook and its callback socket, which runs the [`pipeline`]), [`receiver`]
+//! (all of it assembled), [`http`] and [`metrics`] (ops).
 
+pub mod authz;
+pub mod command;
+pub mod hook;
+pub mod hostkey;
+pub mod http;
+pub mod keys;
+pub mod locks;
+pub mod metrics;
 pub mod pipeline;
+mod push;
+pub mod receive;
+pub mod receiver;
+pub mod repo;
+pub mod settings;
+pub mod ssh;
+pub mod telemetry;
+pub mod throttle;
+
+pub use receiver::{Running, Shared, StartError, start};
+pub use settings::Settings;
 
 use std::path::PathBuf;
 
@@ -36,6 +61,8 @@ pub struct Deployed {
     pub version: i64,
     /// The App's URLs from its status.
     pub urls: Vec<String>,
+    /// How long each phase took (archive, upload, build, release, rollout).
+    pub timings: pipeline::Timings,
 }
 
 /// Lines for the pusher's terminal (no trailing newline); git shows them as `remote:` lines.

@@ -1,0 +1,302 @@
+//! `flynn-gitreceiver`: the SSH git receiver (`serve`, the default), and the pre-receive
+//! hook it installs in its repositories (`hook pre-receive`). Every setting is a flag and a
+//! `FLYNN_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use flynn_gitreceiver::pipeline::{Pipeline, PipelineSettings};
+use flynn_gitreceiver::settings::{HookMode, ObjectRef, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "SSH git server: `git push` builds and deploys Flynn apps."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the receiver (the default).
+    Serve,
+    /// Git hooks, run by `git receive-pack` in the receiver's repositories.
+    Hook {
+        #[command(subcommand)]
+        hook: Hook,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Hook {
+    /// Reads the ref updates and has the receiver build and deploy them.
+    PreReceive,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// SSH listen address.
+    #[arg(long, env = "FLYNN_SSH_ADDR", default_value = "0.0.0.0:2222")]
+    ssh_addr: SocketAddr,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        alias = "metrics-addr",
+        env = "FLYNN_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    http_addr: SocketAddr,
+    /// Directory of the bare repositories (a persistent volume).
+    #[arg(
+        long,
+        env = "FLYNN_REPOS_DIR",
+        default_value = "/var/lib/flynn-gitreceiver/repos"
+    )]
+    repos_dir: PathBuf,
+    /// Unix socket the pre-receive hook calls back on.
+    #[arg(
+        long,
+        env = "FLYNN_HOOK_SOCKET",
+        default_value = "/run/flynn-gitreceiver/hook.sock"
+    )]
+    hook_socket: PathBuf,
+    /// The `git` executable.
+    #[arg(long, env = "FLYNN_GIT", default_value = "git")]
+    git: PathBuf,
+    /// The host key Secret, `<namespace>/<name>` (created with a new key if missing).
+    #[arg(long, env = "FLYNN_HOST_KEY_SECRET", default_value = "flynn-system/flynn-gitreceiver-hostkey", value_parser = parse_object_ref)]
+    host_key_secret: ObjectRef,
+    /// Namespace of the SSH key registry.
+    #[arg(long, env = "FLYNN_KEYS_NAMESPACE", default_value = "flynn-keys")]
+    keys_namespace: String,
+    /// Namespace of `<app>.git` paths without one.
+    #[arg(long, env = "FLYNN_DEFAULT_NAMESPACE", default_value = "default")]
+    default_namespace: String,
+    /// A branch whose push deploys (repeatable; the env var is comma-separated).
+    #[arg(
+        long = "deploy-branch",
+        env = "FLYNN_DEPLOY_BRANCHES",
+        default_value = "main,master",
+        value_delimiter = ','
+    )]
+    deploy_branches: Vec<String>,
+    /// Seconds a push waits for another push to the same app.
+    #[arg(long, env = "FLYNN_LOCK_TIMEOUT_SECONDS", default_value_t = 600)]
+    lock_timeout_seconds: u64,
+    /// Seconds a client has to authenticate.
+    #[arg(long, env = "FLYNN_LOGIN_GRACE_SECONDS", default_value_t = 30)]
+    login_grace_seconds: u64,
+    /// SSH keepalive interval in seconds.
+    #[arg(long, env = "FLYNN_KEEPALIVE_SECONDS", default_value_t = 15)]
+    keepalive_seconds: u64,
+    /// Seconds SIGTERM waits for running pushes (keep below the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "FLYNN_SHUTDOWN_GRACE_SECONDS", default_value_t = 600)]
+    shutdown_grace_seconds: u64,
+    /// New SSH connections per second allowed from one address (beyond the burst).
+    #[arg(long, env = "FLYNN_CONNECTION_RATE", default_value_t = 5.0)]
+    connection_rate: f64,
+    /// New SSH connections at once allowed from one address.
+    #[arg(long, env = "FLYNN_CONNECTION_BURST", default_value_t = 10.0)]
+    connection_burst: f64,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// The build pipeline's settings (`PipelineSettings`).
+#[derive(Debug, clap::Args)]
+struct PipelineArgs {
+    /// The slug store (shelf) as this receiver reaches it.
+    #[arg(
+        long,
+        env = "FLYNN_SHELF_URL",
+        default_value = "http://shelf.flynn-system.svc:8080"
+    )]
+    shelf_url: String,
+    /// The slug store as pods reach it (default: --shelf-url).
+    #[arg(long, env = "FLYNN_SHELF_POD_URL")]
+    shelf_pod_url: Option<String>,
+    /// File holding the slug store's token (a mounted Secret); or set FLYNN_SHELF_TOKEN.
+    #[arg(long, env = "FLYNN_SHELF_TOKEN_FILE", conflicts_with = "shelf_token")]
+    shelf_token_file: Option<PathBuf>,
+    /// The slug store's token (prefer --shelf-token-file).
+    #[arg(long, env = "FLYNN_SHELF_TOKEN", hide_env_values = true)]
+    shelf_token: Option<String>,
+    /// Image of the build Jobs (entrypoint `slugbuilder`).
+    #[arg(
+        long,
+        env = "FLYNN_SLUGBUILDER_IMAGE",
+        default_value = "localhost/flynn-slugbuilder:dev"
+    )]
+    slugbuilder_image: String,
+    /// Pull policy of the slugbuilder image.
+    #[arg(
+        long,
+        env = "FLYNN_SLUGBUILDER_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    slugbuilder_pull_policy: String,
+    /// Longest a build may run, in seconds.
+    #[arg(long, env = "FLYNN_BUILD_TIMEOUT_SECONDS", default_value_t = 900)]
+    build_timeout_seconds: u64,
+    /// Longest a build pod may stay pending, in seconds.
+    #[arg(long, env = "FLYNN_BUILD_START_TIMEOUT_SECONDS", default_value_t = 300)]
+    build_start_timeout_seconds: u64,
+    /// How long finished build Jobs are kept, in seconds.
+    #[arg(long, env = "FLYNN_BUILD_JOB_TTL_SECONDS", default_value_t = 3600)]
+    build_job_ttl_seconds: u64,
+    /// The port `web` processes listen on ($PORT).
+    #[arg(long, env = "FLYNN_WEB_PORT", default_value_t = 8080)]
+    web_port: i32,
+    /// Extra seconds to wait for the operator's rollout verdict beyond the App's deploy timeout.
+    #[arg(long, env = "FLYNN_ROLLOUT_MARGIN_SECONDS", default_value_t = 30)]
+    rollout_margin_seconds: u64,
+    /// Where source tarballs are written before upload (default: the system's temp dir).
+    #[arg(long, env = "FLYNN_TMP_DIR")]
+    tmp_dir: Option<PathBuf>,
+}
+
+impl PipelineArgs {
+    fn settings(self) -> anyhow::Result<PipelineSettings> {
+        let token = match (self.shelf_token_file, self.shelf_token) {
+            (Some(path), _) => std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    anyhow::anyhow!("reading the slug store token {}: {e}", path.display())
+                })?
+                .trim()
+                .to_owned(),
+            (None, Some(token)) => token,
+            (None, None) => anyhow::bail!(
+                "no slug store token: set --shelf-token-file (FLYNN_SHELF_TOKEN_FILE) or FLYNN_SHELF_TOKEN"
+            ),
+        };
+        anyhow::ensure!(
+            token.len() >= 16,
+            "the slug store token is shorter than 16 characters"
+        );
+        Ok(PipelineSettings {
+            shelf_pod_url: self.shelf_pod_url.unwrap_or_else(|| self.shelf_url.clone()),
+            shelf_url: self.shelf_url,
+            shelf_token: token,
+            slugbuilder_image: self.slugbuilder_image,
+            slugbuilder_pull_policy: self.slugbuilder_pull_policy,
+            build_timeout: Duration::from_secs(self.build_timeout_seconds),
+            build_start_timeout: Duration::from_secs(self.build_start_timeout_seconds),
+            job_ttl: Duration::from_secs(self.build_job_ttl_seconds),
+            web_port: self.web_port,
+            rollout_margin: Duration::from_secs(self.rollout_margin_seconds),
+            tmp_dir: self.tmp_dir,
+            ..PipelineSettings::default()
+        })
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Hook {
+        hook: Hook::PreReceive,
+    }) = cli.command
+    {
+        // No runtime, no logging setup: the hook's stdout is the pusher's terminal.
+        return std::process::ExitCode::from(flynn_gitreceiver::hook::client::pre_receive() as u8);
+    }
+    flynn_gitreceiver::telemetry::init(&cli.serve.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flynn-gitreceiver: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli.serve)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("flynn-gitreceiver: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let pipeline_settings = args.pipeline.settings()?;
+    let hook_program = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("finding this program's path for the hook: {e}"))?;
+    let settings = Settings {
+        ssh_addr: args.ssh_addr,
+        http_addr: args.http_addr,
+        repos_dir: args.repos_dir,
+        hook_socket: args.hook_socket,
+        hook_program,
+        git_program: args.git,
+        host_key_secret: args.host_key_secret,
+        keys_namespace: args.keys_namespace,
+        default_namespace: args.default_namespace,
+        deploy_branches: args.deploy_branches,
+        lock_timeout: Duration::from_secs(args.lock_timeout_seconds),
+        login_grace: Duration::from_secs(args.login_grace_seconds),
+        keepalive_interval: Duration::from_secs(args.keepalive_seconds),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_seconds),
+        connection_rate: args.connection_rate,
+        connection_burst: args.connection_burst,
+        max_sessions_per_connection: 2,
+        // The benchmark's accept-without-building mode is deliberately not a flag.
+        hook_mode: HookMode::Deploy,
+    };
+    anyhow::ensure!(
+        !settings.deploy_branches.is_empty(),
+        "--deploy-branches is empty: name at least one branch"
+    );
+    let config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!("no Kubernetes API configuration ({e}): run in a pod with a ServiceAccount, or set KUBECONFIG")
+    })?;
+    let client = kube::Client::try_from(config)?;
+    let pipeline = Pipeline::new(client.clone(), pipeline_settings);
+    let running = flynn_gitreceiver::start(settings, client, pipeline).await?;
+    tracing::info!(ssh = %running.ssh_addr, http = %running.http_addr, "flynn-gitreceiver started");
+    wait_for_signal().await;
+    tracing::info!("SIGTERM: no new connections; letting running pushes finish");
+    running.stop().await;
+    Ok(())
+}
+
+/// `<namespace>/<name>`.
+fn parse_object_ref(s: &str) -> Result<ObjectRef, String> {
+    match s.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(ObjectRef {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+        }
+        _ => Err(format!("{s:?} is not <namespace>/<name>")),
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "installing a SIGTERM handler");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

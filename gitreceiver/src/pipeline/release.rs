@@ -1,0 +1,253 @@
+//! The Release a build makes, and pointing the App at it.
+//!
+//! Version N+1 is one more than the highest of the App's Releases. The API server refuses
+//! a second Release of one name (`<app>-v<N>`), so when another writer (a concurrent push,
+//! the operator making a config Release) takes N+1 first, this one gets AlreadyExists and
+//! tries again with the next version.
+//!
+//! The App is pointed at the Release with a merge patch, as the operator and the CLI do:
+//! `spec.release` belongs to whoever last set it (user, CLI, rollback), and a server-side
+//! apply would make the receiver its owner and fight them.
+
+use std::collections::BTreeMap;
+
+use flynn_builder::build::BuildResult;
+use flynn_crds::{
+    App, ProcessPort, ProcessSpec, Protocol, Release, ReleaseSpec, Slug, labels, names,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+
+use super::{Error, FIELD_MANAGER};
+use crate::Push;
+
+/// Meta keys on a pushed Release.
+pub mod meta {
+    pub const COMMIT: &str = "git.commit";
+    pub const USER: &str = "git.user";
+    pub const FINGERPRINT: &str = "git.fingerprint";
+    pub const REF: &str = "git.ref";
+    /// The build Job that made the slug.
+    pub const BUILD: &str = "flynn.io/build";
+    /// The buildpack(s) that built it.
+    pub const BUILDPACK: &str = "flynn.io/buildpack";
+}
+
+/// How many versions are tried before a race is reported.
+const VERSION_ATTEMPTS: usize = 5;
+
+/// The Release of a build (pure).
+///
+/// Process types come from the build (the Procfile over the buildpack's defaults). They get
+/// no command: the operator then runs the slugrunner's `start <type>`, which reads the
+/// Procfile from the slug and runs it with `bash -c` after `.profile.d`, as Heroku does;
+/// splitting a Procfile line into argv here would break `$PORT` and `&&`. `web` listens on
+/// `web_port` (passed as `$PORT`; the operator's `<app>-web` Service exposes it).
+pub fn build_release(
+    app: &App,
+    version: i64,
+    result: &BuildResult,
+    push: &Push,
+    build: &str,
+    web_port: i32,
+) -> Release {
+    let processes = result
+        .process_types
+        .keys()
+        .map(|process| {
+            let ports = if process == names::WEB_PROCESS {
+                vec![ProcessPort {
+                    port: web_port,
+                    name: Some("http".into()),
+                    protocol: Protocol::Tcp,
+                    service: true,
+                }]
+            } else {
+                vec![]
+            };
+            (
+                process.clone(),
+                ProcessSpec {
+                    ports,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let meta = BTreeMap::from([
+        (meta::COMMIT.to_owned(), push.commit.clone()),
+        (meta::USER.to_owned(), push.user.clone()),
+        (meta::FINGERPRINT.to_owned(), push.fingerprint.clone()),
+        (meta::REF.to_owned(), push.ref_name.clone()),
+        (meta::BUILD.to_owned(), build.to_owned()),
+        (meta::BUILDPACK.to_owned(), result.buildpack.clone()),
+    ]);
+    let mut r = Release::new(
+        &names::release_name(&app.name_any(), version),
+        ReleaseSpec {
+            app: app.name_any(),
+            version,
+            artifact: flynn_crds::Artifact {
+                slug: Some(Slug {
+                    url: result.url.clone(),
+                    sha256: result.sha256.clone(),
+                    size: i64::try_from(result.size).unwrap_or(i64::MAX),
+                }),
+                image: None,
+            },
+            // The App's config now: a Release whose env differs from the App's would make
+            // the operator cut a config Release right after this one.
+            env: app.spec.env.clone(),
+            processes,
+            meta,
+        },
+    );
+    r.metadata.namespace = app.namespace();
+    // As the operator's own Releases: owned (not controlled) by the App, so deleting the
+    // App deletes its history.
+    r.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "flynn.io/v1alpha1".into(),
+        kind: "App".into(),
+        name: app.name_any(),
+        uid: app.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(false),
+        block_owner_deletion: Some(true),
+    }]);
+    r.metadata.labels = Some(BTreeMap::from([
+        (labels::APP.to_owned(), app.name_any()),
+        (
+            labels::MANAGED_BY.to_owned(),
+            labels::MANAGED_BY_FLYNN.to_owned(),
+        ),
+    ]));
+    r
+}
+
+/// The next version of the App's Releases.
+async fn next_version(releases: &Api<Release>, app: &str) -> Result<i64, Error> {
+    let existing = releases
+        .list(&ListParams::default().fields(&format!("spec.app={app}")))
+        .await
+        .map_err(Error::kube(format!("listing the releases of {app}")))?;
+    Ok(existing
+        .items
+        .iter()
+        .map(|r| r.spec.version)
+        .max()
+        .unwrap_or(0)
+        + 1)
+}
+
+/// Creates the next Release of `app` from `make(version)`; the created Release.
+pub async fn create_next(
+    client: &kube::Client,
+    app: &App,
+    make: impl Fn(i64) -> Release,
+) -> Result<Release, Error> {
+    let ns = app.namespace().unwrap_or_default();
+    let name = app.name_any();
+    let releases: Api<Release> = Api::namespaced(client.clone(), &ns);
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let mut version = next_version(&releases, &name).await?;
+    for _ in 0..VERSION_ATTEMPTS {
+        match releases.create(&pp, &make(version)).await {
+            Ok(r) => return Ok(r),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                tracing::info!(
+                    version,
+                    "release version taken by another writer; trying the next"
+                );
+                version = next_version(&releases, &name).await?.max(version + 1);
+            }
+            Err(e) => {
+                return Err(Error::kube(format!(
+                    "creating release {}",
+                    names::release_name(&name, version)
+                ))(e));
+            }
+        }
+    }
+    Err(Error::ReleaseRace { app: name, version })
+}
+
+/// Points the App at `release`; on a first deploy (no process counts yet) also starts one
+/// `web`, as Heroku does, so the first push serves. The App as patched.
+pub async fn point_app(client: &kube::Client, app: &App, release: &Release) -> Result<App, Error> {
+    let ns = app.namespace().unwrap_or_default();
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns);
+    let release_name = release.name_any();
+    let mut spec = serde_json::json!({"release": release_name});
+    if app.spec.processes.is_empty() && release.spec.processes.contains_key(names::WEB_PROCESS) {
+        spec["processes"] = serde_json::json!({names::WEB_PROCESS: 1});
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    apps.patch(
+        &app.name_any(),
+        &params,
+        &Patch::Merge(&serde_json::json!({"spec": spec})),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "pointing app {} at {release_name}",
+        app.name_any()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_release_carries_the_slug_the_processes_and_who_pushed() {
+        let app: App = serde_json::from_value(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "App",
+            "metadata": {"name": "shop", "namespace": "team", "uid": "u1"},
+            "spec": {"env": {"K": "v"}},
+        }))
+        .unwrap();
+        let result: BuildResult = serde_json::from_value(json!({
+            "url": "http://shelf/slugs/team/shop/b.tgz?sig=1", "sha256": "a".repeat(64), "size": 42,
+            "process_types": {"web": "bin/web", "worker": "bin/work"},
+            "buildpack": "Procfile", "duration_seconds": 2.0,
+        }))
+        .unwrap();
+        let push = Push {
+            namespace: "team".into(),
+            app: "shop".into(),
+            repo: "/r".into(),
+            quarantine: None,
+            commit: "c".repeat(40),
+            ref_name: "refs/heads/main".into(),
+            user: "alice".into(),
+            fingerprint: "SHA256:xyz".into(),
+        };
+        let r = build_release(&app, 3, &result, &push, "shop-build-1", 8080);
+        assert_eq!(r.name_any(), "shop-v3");
+        assert_eq!(r.namespace().as_deref(), Some("team"));
+        let slug = r.spec.artifact.slug.as_ref().unwrap();
+        assert_eq!(
+            (slug.url.as_str(), slug.size),
+            ("http://shelf/slugs/team/shop/b.tgz?sig=1", 42)
+        );
+        assert_eq!(r.spec.env["K"], "v");
+        assert_eq!(r.spec.processes["web"].ports[0].port, 8080);
+        assert!(r.spec.processes["web"].command.is_empty());
+        assert!(r.spec.processes["worker"].ports.is_empty());
+        assert_eq!(r.spec.meta[meta::COMMIT], "c".repeat(40));
+        assert_eq!(r.spec.meta[meta::USER], "alice");
+        assert_eq!(r.spec.meta[meta::FINGERPRINT], "SHA256:xyz");
+        assert_eq!(r.spec.meta[meta::REF], "refs/heads/main");
+        assert_eq!(r.owner_references()[0].uid, "u1");
+        assert_eq!(r.labels()[labels::APP], "shop");
+    }
+}
