@@ -30,21 +30,7 @@ fn build_images() {
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_slugrunner"))
         .parent()
         .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("image/build");
-    let out = std::process::Command::new(&script)
-        .arg("--bin-dir")
-        .arg(bin_dir)
-        .args(["--tag", TAG])
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed ({}; is the node up? run `e2e/cluster/up`):\n{}{}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    flynn_e2e::load_builder_images(bin_dir, TAG);
 }
 
 async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K

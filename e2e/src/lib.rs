@@ -290,13 +290,41 @@ pub const SMOKE_PAGE: &str = "hello from flynn-smoke";
 /// so a test also runs on its own under `cargo test`. Panics, saying how to fix it, when
 /// the node is not running.
 pub fn ensure_test_images() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/test-images");
+    run_image_script(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/test-images")),
+        &[],
+    );
+}
+
+/// Builds the slugbuilder and slugrunner images from the `slugbuilder`, `slugrunner` and
+/// `shelf` binaries in `bin_dir` (the ones cargo built for the test, so it checks this
+/// code, not a stale image) and imports them as `localhost/flynn-{slugbuilder,slugrunner}:TAG`.
+/// Blocking; panics, saying how to fix it, when the node is not running.
+pub fn load_builder_images(bin_dir: &std::path::Path, tag: &str) {
+    let script = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../builder/image/build"
+    ));
+    run_image_script(
+        script,
+        &[
+            "--bin-dir".as_ref(),
+            bin_dir.as_os_str(),
+            "--tag".as_ref(),
+            tag.as_ref(),
+        ],
+    );
+}
+
+fn run_image_script(script: &std::path::Path, args: &[&std::ffi::OsStr]) {
     let out = std::process::Command::new(script)
+        .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "{script} failed ({}; is the node up? run `e2e/cluster/up`):\n{}{}",
+        "{} failed ({}; is the node up? run `e2e/cluster/up`):\n{}{}",
+        script.display(),
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

@@ -34,6 +34,25 @@ async fn create_route(ns: &TestNamespace, name: &str, spec: RouteSpec) {
         .unwrap();
 }
 
+/// A router serving `domain` from `app`'s web Service, whose endpoints are `backends`;
+/// returns once the first request is answered with 200.
+async fn serve_app(
+    ns: &TestNamespace,
+    domain: &str,
+    backends: &[&Backend],
+) -> flynn_router::Router {
+    let eps: Vec<_> = backends.iter().map(|b| (b.addr.ip(), true)).collect();
+    put_slice(&ns.api(), "app-web-1", "app-web", 8080, &eps).await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    create_route(ns, "app", RouteSpec::http("app", domain)).await;
+    let addr = router.http_addr;
+    eventually(&format!("{domain} is served"), || async {
+        get(addr, domain, "/").await.status == 200
+    })
+    .await;
+    router
+}
+
 fn http_spec(app: &str, domain: &str, path: &str) -> RouteSpec {
     let mut spec = RouteSpec::http(app, domain);
     spec.http.as_mut().unwrap().path = path.to_owned();
@@ -219,15 +238,9 @@ async fn killed_backends_get_no_more_traffic_and_no_request_fails() {
         Backend::http(&net, "b", 8080).await,
         Backend::http(&net, "c", 8080).await,
     ];
-    let eps: Vec<_> = backends.iter().map(|b| (b.addr.ip(), true)).collect();
-    put_slice(&ns.api(), "app-web-1", "app-web", 8080, &eps).await;
-    let router = router(ns.client().clone(), ns.name()).await;
-    create_route(&ns, "app", RouteSpec::http("app", "app.test")).await;
+    let refs: Vec<&Backend> = backends.iter().map(|b| &**b).collect();
+    let router = serve_app(&ns, "app.test", &refs).await;
     let addr = router.http_addr;
-    eventually("app.test is served", || async {
-        get(addr, "app.test", "/").await.status == 200
-    })
-    .await;
 
     // Warm pooled connections to all three, then kill one while its EndpointSlice still lists
     // it as ready (the kubelet has not noticed yet): every request must still succeed.
@@ -270,21 +283,8 @@ async fn safe_requests_are_replayed_when_a_pooled_connection_closes_under_them()
     let ns = setup("router-replay").await;
     let net = Netns::create();
     let backend = Backend::one_request_per_connection(&net, "racy", 8080).await;
-    put_slice(
-        &ns.api(),
-        "app-web-1",
-        "app-web",
-        8080,
-        &[(backend.addr.ip(), true)],
-    )
-    .await;
-    let router = router(ns.client().clone(), ns.name()).await;
-    create_route(&ns, "app", RouteSpec::http("app", "app.test")).await;
+    let router = serve_app(&ns, "app.test", &[&backend]).await;
     let addr = router.http_addr;
-    eventually("app.test is served", || async {
-        get(addr, "app.test", "/").await.status == 200
-    })
-    .await;
 
     // Every GET after the first finds a pooled connection the backend closes under it: the
     // router sends it again on a new connection and the client sees only 200s.
@@ -609,21 +609,8 @@ async fn shutdown_drains_requests_in_flight() {
     let ns = setup("router-drain").await;
     let net = Netns::create();
     let a = Backend::http(&net, "a", 8080).await;
-    put_slice(
-        &ns.api(),
-        "app-web-1",
-        "app-web",
-        8080,
-        &[(a.addr.ip(), true)],
-    )
-    .await;
-    let router = router(ns.client().clone(), ns.name()).await;
-    create_route(&ns, "app", RouteSpec::http("app", "drain.test")).await;
+    let router = serve_app(&ns, "drain.test", &[&a]).await;
     let addr = router.http_addr;
-    eventually("drain.test is served", || async {
-        get(addr, "drain.test", "/").await.status == 200
-    })
-    .await;
     let slow = tokio::spawn(async move { get(addr, "drain.test", "/slow").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let admin = router.admin_addr;

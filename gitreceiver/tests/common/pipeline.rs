@@ -111,21 +111,7 @@ pub fn ensure_images() {
             );
             bin_dir = bins_target.join("debug");
         }
-        let script = workspace().join("builder/image/build");
-        let out = Command::new(&script)
-            .arg("--bin-dir")
-            .arg(&bin_dir)
-            .args(["--tag", TAG])
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed ({}; is the node up? run `e2e/cluster/up`):\n{}{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        flynn_e2e::load_builder_images(&bin_dir, TAG);
     });
 }
 
