@@ -13,6 +13,8 @@ pub const APP: &str = "flynn.io/app";
 pub const PROCESS: &str = "flynn.io/process";
 /// The Release an object runs (value: Release name, `<app>-v<version>`).
 pub const RELEASE: &str = "flynn.io/release";
+/// A build Job and its pod (value: the Job's name): they carry [`APP`] but run no process.
+pub const BUILD: &str = "flynn.io/build";
 /// Marks a namespace created by a test, so a leaked one is easy to find and delete.
 pub const TEST: &str = "flynn.io/test";
 /// The standard "who manages this" label (value: [`MANAGED_BY_FLYNN`]).

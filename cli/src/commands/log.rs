@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::mpsc;
 
-use super::ps::{app_pods, process_of};
+use super::ps::{app_pods, pods_selector, process_of};
 use crate::cli::LogArgs;
 use crate::context::Ctx;
 use crate::errors::{Error, Result};
@@ -169,10 +169,7 @@ async fn follow(
     printer: LinePrinter,
 ) -> Result<()> {
     let api = ctx.api::<Pod>();
-    let mut selector = format!("{}={app}", flynn_crds::labels::APP);
-    if let Some(process) = &args.process {
-        selector.push_str(&format!(",{}={process}", flynn_crds::labels::PROCESS));
-    }
+    let selector = pods_selector(app, args.process.as_deref());
     // The watcher re-lists after a dropped watch (with backoff); a failed attempt is retried,
     // not fatal: `log -f` is meant to run for hours.
     let mut events = watcher(api.clone(), watcher::Config::default().labels(&selector))

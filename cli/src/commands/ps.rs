@@ -109,12 +109,19 @@ pub fn ps_table(pods: &[Pod], now: Timestamp) -> Table {
     table
 }
 
-/// The app's pods, by type then name.
-pub async fn app_pods(ctx: &Ctx, app: &str, process: Option<&str>) -> Result<Vec<Pod>> {
-    let mut selector = format!("{}={app}", labels::APP);
+/// The label selector of the app's pods (of one process type, if given).
+pub fn pods_selector(app: &str, process: Option<&str>) -> String {
+    // Build pods carry the app's label too, but are no process of it.
+    let mut selector = format!("{}={app},!{}", labels::APP, labels::BUILD);
     if let Some(process) = process {
         selector.push_str(&format!(",{}={process}", labels::PROCESS));
     }
+    selector
+}
+
+/// The app's pods, by type then name.
+pub async fn app_pods(ctx: &Ctx, app: &str, process: Option<&str>) -> Result<Vec<Pod>> {
+    let selector = pods_selector(app, process);
     let mut pods = ctx
         .api::<Pod>()
         .list(&ListParams::default().labels(&selector))
@@ -162,4 +169,21 @@ pub async fn kill(ctx: &Ctx, args: &KillArgs) -> Result<()> {
         " (a replacement starts)"
     };
     output::print_out(&format!("Killed {}{then}\n", args.pod))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pods_selector;
+
+    #[test]
+    fn build_pods_are_not_the_apps_processes() {
+        assert_eq!(
+            pods_selector("shop", None),
+            "flynn.io/app=shop,!flynn.io/build"
+        );
+        assert_eq!(
+            pods_selector("shop", Some("web")),
+            "flynn.io/app=shop,!flynn.io/build,flynn.io/process=web"
+        );
+    }
 }

@@ -34,7 +34,7 @@ use rand::Rng;
 use super::{Error, FIELD_MANAGER, PipelineSettings, store::BuildUrls};
 
 /// Label on build Jobs and their pods: the build's id (the Job's name).
-pub const BUILD_LABEL: &str = "flynn.io/build";
+pub const BUILD_LABEL: &str = flynn_crds::labels::BUILD;
 /// Annotation on build Jobs: the commit built.
 pub const COMMIT_ANNOTATION: &str = "flynn.io/commit";
 /// The build container's name.
