@@ -18,7 +18,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, ResourceExt, api::ListParams};
 use serde_json::json;
-use support::{Env, FileServer, Repo, curl, deploy_with};
+use support::{Env, FileServer, Repo, curl, deploy_with, releases, the_build_job};
 use tokio_util::sync::CancellationToken;
 
 async fn service_ip(env: &Env, name: &str) -> String {
@@ -51,21 +51,6 @@ async fn serves(env: &Env, app: &str, expect: &str) {
         |body| body.as_ref().is_some_and(|b| b.contains(&expect)),
     )
     .await;
-}
-
-async fn releases(env: &Env, app: &str) -> Vec<String> {
-    let mut names: Vec<String> = env
-        .ns
-        .api::<Release>()
-        .list(&ListParams::default().fields(&format!("spec.app={app}")))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|r| r.name_any())
-        .collect();
-    names.sort();
-    names
 }
 
 fn has_line(lines: &[String], needle: &str) -> bool {
@@ -257,13 +242,7 @@ async fn cancelling_a_push_mid_build_deletes_the_build_job() {
     );
 
     let jobs: Api<Job> = env.ns.api();
-    let running = jobs
-        .list(&ListParams::default().labels("flynn.io/app=slow"))
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(running.len(), 1, "one build Job runs");
-    let job = running[0].name_any();
+    let job = the_build_job(&env, "slow").await;
 
     cancel.cancel();
     let result = tokio::time::timeout(Duration::from_secs(10), deploy)

@@ -12,24 +12,12 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use flynn_crds::Release;
 use flynn_e2e::eventually;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::ListParams;
-use kube::{Api, ResourceExt};
-use pipeline_env::{Env, FileServer, Repo};
+use kube::Api;
+use pipeline_env::{Env, FileServer, Repo, releases, the_build_job};
 use serde_json::json;
 use support::*;
-
-async fn release_count(env: &Env, app: &str) -> usize {
-    env.ns
-        .api::<Release>()
-        .list(&ListParams::default().fields(&format!("spec.app={app}")))
-        .await
-        .unwrap()
-        .items
-        .len()
-}
 
 fn branch(receiver: &Receiver, ns: &str, app: &str) -> Option<String> {
     let repo = git2::Repository::open_bare(receiver.repo(ns, app)).ok()?;
@@ -93,7 +81,7 @@ async fn first_incremental_and_force_pushes_deploy() {
         branch(&receiver, &ns, "py"),
         Some(pipeline_env::git(repo.work.path(), &["rev-parse", "HEAD"]))
     );
-    assert_eq!(release_count(&env, "py").await, 1);
+    assert_eq!(releases(&env, "py").await.len(), 1);
 
     // Incremental: only the new objects travel.
     repo.write("NOTES", "second\n", false);
@@ -106,7 +94,7 @@ async fn first_incremental_and_force_pushes_deploy() {
         "an incremental push sends only the new commit:\n{err}"
     );
     assert_eq!(branch(&receiver, &ns, "py"), Some(second));
-    assert_eq!(release_count(&env, "py").await, 2);
+    assert_eq!(releases(&env, "py").await.len(), 2);
 
     // Force push of a rewritten commit deploys too.
     pipeline_env::git(
@@ -119,7 +107,7 @@ async fn first_incremental_and_force_pushes_deploy() {
     assert!(out.status.success(), "force push failed:\n{err}");
     assert!(err.contains("(forced update)"), "{err}");
     assert_eq!(branch(&receiver, &ns, "py"), Some(rewritten));
-    assert_eq!(release_count(&env, "py").await, 3);
+    assert_eq!(releases(&env, "py").await.len(), 3);
 
     let (_, metrics) = receiver.http_get("/metrics").await;
     assert!(
@@ -184,13 +172,7 @@ async fn a_client_that_disconnects_mid_build_cancels_the_build() {
     );
 
     let jobs: Api<Job> = env.ns.api();
-    let running = jobs
-        .list(&ListParams::default().labels("flynn.io/app=slow"))
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(running.len(), 1, "one build Job runs");
-    let job = running[0].name_any();
+    let job = the_build_job(&env, "slow").await;
 
     nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(git.id() as i32),
@@ -206,7 +188,7 @@ async fn a_client_that_disconnects_mid_build_cancels_the_build() {
         |j| j.is_none(),
     )
     .await;
-    assert_eq!(release_count(&env, "slow").await, 0, "no Release was made");
+    assert_eq!(releases(&env, "slow").await.len(), 0, "no Release was made");
     assert_eq!(branch(&receiver, &ns, "slow"), None, "main did not move");
     let repo_dir = receiver.repo(&ns, "slow");
     eventually(

@@ -420,3 +420,32 @@ pub fn curl(ip: &str, port: i32) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// The names of `app`'s Releases, sorted.
+pub async fn releases(env: &Env, app: &str) -> Vec<String> {
+    let mut names: Vec<String> = env
+        .ns
+        .api::<flynn_crds::Release>()
+        .list(&kube::api::ListParams::default().fields(&format!("spec.app={app}")))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(kube::ResourceExt::name_any)
+        .collect();
+    names.sort();
+    names
+}
+
+/// The name of the one build Job running for `app`.
+pub async fn the_build_job(env: &Env, app: &str) -> String {
+    let running = env
+        .ns
+        .api::<k8s_openapi::api::batch::v1::Job>()
+        .list(&kube::api::ListParams::default().labels(&format!("flynn.io/app={app}")))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(running.len(), 1, "one build Job runs");
+    kube::ResourceExt::name_any(&running[0])
+}
