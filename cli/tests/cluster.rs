@@ -445,6 +445,9 @@ async fn run_without_a_tty_and_detached() {
     let env = setup("cli-run").await;
     env.deploy_app("shop").await;
 
+    // Without a TTY the output comes from the pod's log, where stdout and stderr are two
+    // streams the runtime timestamps apart: lines written microseconds apart can swap, so
+    // the command spaces them out.
     let out = env
         .flynn(&[
             "-a",
@@ -455,7 +458,7 @@ async fn run_without_a_tty_and_detached() {
             "--",
             "sh",
             "-c",
-            "echo \"$FOO $FLYNN_APP $FLYNN_RELEASE\"; echo oops >&2; exit 3",
+            "echo \"$FOO $FLYNN_APP $FLYNN_RELEASE\"; sleep 0.2; echo oops >&2; exit 3",
         ])
         .await;
     assert_eq!(out.code, 3, "{out:#?}");
