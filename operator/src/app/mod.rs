@@ -110,10 +110,13 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         ctx.event(app.as_ref(), *warning, reason, note.clone())
             .await;
     }
+    // The status goes first: the spec change of a rollback triggers the next reconcile,
+    // which must find `RolledBack` recorded, not compute a fresh rollout from the status
+    // before it (and overwrite the verdict).
+    write_status(&app, &ctx, &decision.status).await?;
     if let Some(previous) = &decision.rollback_to {
         roll_back(&app, &ctx, &apps, previous).await?;
     }
-    write_status(&app, &ctx, &decision.status).await?;
     // History is pruned when a rollout completes: that is when a Release becomes old.
     if decision
         .events
