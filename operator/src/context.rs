@@ -2,27 +2,37 @@
 //! event recorder.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use flynn_crds::Route;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
+
+use flynn_crds::Release;
+use kube::Api;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::cache::Caches;
+use crate::error::{KubeResultExt, Result};
+
+/// The longest an interim status is held back (see [`Context::hold_interim`]).
+pub const MAX_HOLD: Duration = Duration::from_secs(1);
 use kube::{Client, Resource, ResourceExt};
 
 use crate::{Settings, metrics::Metrics};
 
 /// Shared state of the operator's controllers.
-#[derive(Clone)]
 pub struct Context {
     pub client: Client,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
-    /// Every Route in the cluster (conflicts are cluster-wide): the Route controller's
-    /// own cache, filled by the stream that triggers it.
-    pub routes: Store<Route>,
+    /// What the reconcilers read (see [`crate::cache`]).
+    pub caches: Caches,
     /// Namespace metadata, when `settings.exclude_namespace_label` is set.
     pub excluded_namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
+    /// When each object's interim status was first held back (see [`Context::hold_interim`]).
+    held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Consecutive failures per object, for the error backoff.
     pub failures: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
     recorder: Recorder,
@@ -37,12 +47,7 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-        routes: Store<Route>,
-    ) -> Self {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, caches: Caches) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -54,8 +59,9 @@ impl Context {
             client,
             settings: Arc::new(settings),
             metrics,
-            routes,
+            caches,
             excluded_namespaces: None,
+            held: Default::default(),
             failures: Arc::default(),
             recorder,
         }
@@ -81,6 +87,42 @@ impl Context {
         };
         if let Err(e) = self.recorder.publish(&ev, &reference).await {
             tracing::warn!(error = %e, reason, "could not record event");
+        }
+    }
+
+    /// A Release from the cache, or from the API when the watch has not delivered it yet
+    /// (an App is pointed at a Release right after it is created).
+    pub async fn release(&self, ns: &str, name: &str) -> Result<Option<Arc<Release>>> {
+        if let Some(r) = self.caches.releases.get(&ObjectRef::new(name).within(ns)) {
+            return Ok(Some(r));
+        }
+        let fetched = Api::<Release>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .context(|| format!("reading release {name}"))?;
+        Ok(fetched.map(|r| self.caches.releases.remember(r)))
+    }
+
+    /// Whether to hold back an interim status ("still rolling out") that a change
+    /// already on its way will supersede: a child just written, or one whose own
+    /// controller has not reported on its latest spec yet. Its report triggers the next
+    /// reconcile, which writes a status with something new in it; each skipped write is
+    /// one the API server does not have to make, and a burst of deploys is mostly such
+    /// writes. Held for at most [`MAX_HOLD`], so a child that never reports (its
+    /// controller is down) cannot keep the status from moving. Returns how long to wait.
+    pub fn hold_interim(&self, key: String, superseded_soon: bool) -> Option<Duration> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if !superseded_soon {
+            held.remove(&key);
+            return None;
+        }
+        let since = *held.entry(key.clone()).or_insert_with(Instant::now);
+        match MAX_HOLD.checked_sub(since.elapsed()) {
+            Some(left) if !left.is_zero() => Some(left),
+            _ => {
+                held.remove(&key);
+                None
+            }
         }
     }
 

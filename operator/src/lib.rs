@@ -15,6 +15,7 @@
 //! health [`server`], [`settings`] and the shared [`context`].
 
 pub mod app;
+pub mod cache;
 pub mod context;
 pub mod error;
 pub mod formation;

@@ -1,15 +1,24 @@
 //! Wiring: the watches, the caches they fill, and the three controllers on top.
 //!
-//! Reconcilers read what they act on fresh from the API (a GET or a labelled LIST), and
-//! every change that matters triggers them (owned children, Releases, Routes), so they
-//! never act on a cache that lags its trigger. Only the Route controller keeps a cache:
-//! every Route in the cluster, for conflicts, filled by the very stream that triggers it.
+//! Each kind is watched once. The watch fills the kind's cache and triggers the
+//! controller that polls it (the primary kind of the App, Formation and Route
+//! controllers; the children and Releases of the Formation controller); a controller
+//! triggered by a kind it does not poll (the App controller by Formations, Releases and
+//! Routes; the Route controller by a contender's change) is sent the trigger *after*
+//! the event is in the cache, so no reconcile reads a cache older than its trigger.
+//! Reconcilers only run once every cache holds its first full list: a child missing
+//! from a half-filled cache would be re-applied, and an operator restarting over
+//! converged Apps must write nothing.
+//!
+//! (kube's shared streams would do the fan-out, but a subscriber stalls for good when
+//! an object is deleted before it reads it.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flynn_crds::{App, Formation, Release, Route, labels};
-use futures::{FutureExt, StreamExt};
+use futures::channel::mpsc::UnboundedSender;
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::core::PartialObjectMeta;
@@ -18,8 +27,10 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Config as WatcherConfig};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::{Cache, Caches, trim};
 use crate::metrics::Metrics;
 use crate::server::Health;
 use crate::{Context, Error, Settings, app, formation, route};
@@ -34,6 +45,46 @@ where
     }
 }
 
+/// A watch that fills a cache (trimmed) as the controller it triggers polls it.
+fn cached_watch<K>(
+    api: Api<K>,
+    config: WatcherConfig,
+    trim: fn(&mut K),
+) -> (
+    Cache<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let cache = Cache::new(store, trim);
+    let on_delete = cache.on_delete();
+    let stream = watcher::watcher(api, config)
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(obj) = event {
+                on_delete(obj);
+            }
+        })
+        // Deletions too: a deleted child is re-made, a deleted Route hands its key on.
+        .touched_objects();
+    (cache, stream)
+}
+
+/// Sends a trigger; fails only once the controller is gone (shutdown).
+fn trigger<T>(tx: &UnboundedSender<T>, obj: T) {
+    let _ = tx.unbounded_send(obj);
+}
+
 /// Runs the controllers until `shutdown` is cancelled; in-flight reconciles finish first.
 pub async fn run(
     client: Client,
@@ -42,7 +93,8 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let shutdown_ns = shutdown.clone();
+    let stop_namespaces = CancellationToken::new();
+    let _stop_namespaces_on_return = stop_namespaces.clone().drop_guard();
     // Small pages: a relist buffers a second copy of the store (kube.rs, "reflector memory").
     let wc = WatcherConfig::default().page_size(100).any_semantic();
     let managed = wc.clone().labels(&format!(
@@ -51,16 +103,32 @@ pub async fn run(
         labels::MANAGED_BY_FLYNN
     ));
 
-    // Routes from every namespace: conflicts are cluster-wide. The Route controller's own
-    // cache, filled by the stream that triggers it.
-    let (routes, routes_writer) = reflector::store::<Route>();
-    let route_stream = watcher::watcher(Api::<Route>::all(client.clone()), wc.clone())
-        .default_backoff()
-        .modify(|r| r.managed_fields_mut().clear())
-        .reflect(routes_writer)
-        .applied_objects();
-
-    let mut ctx = Context::new(client.clone(), settings.clone(), metrics, routes.clone());
+    let (apps, app_stream) =
+        cached_watch::<App>(api(&client, &settings), wc.clone(), trim::metadata);
+    let app_store = apps.store().clone();
+    let (formations, formation_stream) =
+        cached_watch::<Formation>(api(&client, &settings), wc.clone(), trim::metadata);
+    let formation_store = formations.store().clone();
+    let (releases, release_stream) =
+        cached_watch::<Release>(api(&client, &settings), wc.clone(), trim::metadata);
+    // Routes from every namespace: conflicts are cluster-wide.
+    let (routes, route_stream) =
+        cached_watch::<Route>(Api::all(client.clone()), wc.clone(), trim::metadata);
+    let route_store = routes.store().clone();
+    let (deployments, deployment_stream) =
+        cached_watch::<Deployment>(api(&client, &settings), managed.clone(), trim::deployment);
+    let (services, service_stream) =
+        cached_watch::<Service>(api(&client, &settings), managed, trim::service);
+    let caches = Caches {
+        apps,
+        formations,
+        releases,
+        routes,
+        deployments,
+        services,
+        synced: tokio::sync::watch::Sender::new(false),
+    };
+    let mut ctx = Context::new(client.clone(), settings.clone(), metrics, caches);
     if settings.exclude_namespace_label.is_some() {
         // Namespace metadata (names and labels only), read by `Context::scope`.
         let (store, writer) = reflector::store();
@@ -72,10 +140,11 @@ pub async fn run(
         .modify(|ns| ns.managed_fields_mut().clear())
         .reflect(writer)
         .for_each(|_| futures::future::ready(()));
+        let stop = stop_namespaces.clone();
         tokio::spawn(async move {
             tokio::select! {
                 () = stream => {}
-                () = shutdown_ns.cancelled() => {}
+                () = stop.cancelled() => {}
             }
         });
         let _ = store.wait_until_ready().await;
@@ -84,17 +153,47 @@ pub async fn run(
     let ctx = Arc::new(ctx);
     let config = ControllerConfig::default().concurrency(settings.concurrency);
 
-    let apps = Controller::new(api::<App>(&client, &settings), wc.clone())
+    // Fan-out: triggers for controllers that do not poll the watch themselves.
+    let (to_apps, app_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<App>>();
+    let (to_routes, route_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Route>>();
+    let formation_stream = formation_stream.inspect_ok({
+        let to_apps = to_apps.clone();
+        move |f| {
+            app::app_for_formation(f)
+                .into_iter()
+                .for_each(|r| trigger(&to_apps, r))
+        }
+    });
+    let release_stream = release_stream.inspect_ok({
+        let to_apps = to_apps.clone();
+        move |r| {
+            app::app_for_release(r)
+                .into_iter()
+                .for_each(|a| trigger(&to_apps, a))
+        }
+    });
+    let route_stream = route_stream.inspect_ok({
+        let scope = settings.namespace.clone();
+        let routes = route_store.clone();
+        move |r| {
+            // Only the Routes of Apps in scope: in a cluster of 10,000 Routes, a scoped
+            // operator must not schedule (and skip) a reconcile for each change.
+            let in_scope = |ns: &Option<String>| scope.is_none() || *ns == scope;
+            app::app_for_route(r)
+                .filter(|a| in_scope(&a.namespace))
+                .into_iter()
+                .for_each(|a| trigger(&to_apps, a));
+            // A changed Route may take a key from, or hand it to, another one.
+            route::contenders(r, &routes.state())
+                .into_iter()
+                .filter(|c| in_scope(&c.namespace))
+                .for_each(|c| trigger(&to_routes, c));
+        }
+    });
+
+    let app_ctl = Controller::for_stream(app_stream, app_store)
         .with_config(config.clone())
-        .owns(api::<Formation>(&client, &settings), wc.clone())
-        .watches(api::<Release>(&client, &settings), wc.clone(), |r| {
-            app::app_for_release(&r)
-        })
-        // Only the Routes of Apps in scope: in a cluster of 10,000 Routes, a scoped
-        // operator must not schedule (and skip) a reconcile for each change.
-        .watches(api::<Route>(&client, &settings), wc.clone(), |r| {
-            app::app_for_route(&r)
-        })
+        .reconcile_on(app_triggers)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
             instrumented(app::CONTROLLER, app::reconcile),
@@ -102,14 +201,11 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(log_outcome);
-
-    let formations = Controller::new(api::<Formation>(&client, &settings), wc.clone())
+    let formation_ctl = Controller::for_stream(formation_stream, formation_store)
         .with_config(config.clone())
-        .owns(api::<Deployment>(&client, &settings), managed.clone())
-        .owns(api::<Service>(&client, &settings), managed)
-        .watches(api::<Release>(&client, &settings), wc.clone(), |r| {
-            formation::formation_for_release(&r)
-        })
+        .owns_stream(deployment_stream)
+        .owns_stream(service_stream)
+        .watches_stream(release_stream, |r| formation::formation_for_release(&r))
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
             instrumented(formation::CONTROLLER, formation::reconcile),
@@ -117,16 +213,9 @@ pub async fn run(
             ctx.clone(),
         )
         .for_each(log_outcome);
-
-    let routes_for_mapper = routes.clone();
-    let scope = settings.namespace.clone();
-    let route_ctl = Controller::for_stream(route_stream, routes)
+    let route_ctl = Controller::for_stream(route_stream, route_store)
         .with_config(config)
-        .watches(Api::<Route>::all(client.clone()), wc, move |r| {
-            let mut contenders = route::contenders(&r, &routes_for_mapper.state());
-            contenders.retain(|o| scope.is_none() || o.namespace == scope);
-            contenders
-        })
+        .reconcile_on(route_triggers)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
             instrumented(route::CONTROLLER, route::reconcile),
@@ -135,19 +224,17 @@ pub async fn run(
         )
         .for_each(log_outcome);
 
-    // Ready once the Route cache has its first full list (the other controllers read
-    // the API directly).
     let readiness = {
         let ctx = ctx.clone();
         async move {
-            let _ = ctx.routes.wait_until_ready().await;
+            ctx.caches.sync().await;
             health
                 .ready
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::info!("caches synced; reconciling");
         }
     };
-    tokio::join!(apps, formations, route_ctl, readiness);
+    tokio::join!(app_ctl, formation_ctl, route_ctl, readiness);
     Ok(())
 }
 
@@ -184,6 +271,9 @@ where
     move |obj: Arc<K>, ctx: Arc<Context>| {
         let key = failure_key(controller, obj.as_ref());
         async move {
+            // Cheap once they are: a reconcile on half-filled caches would re-apply
+            // children it cannot see yet.
+            ctx.caches.wait_synced().await;
             let start = Instant::now();
             let result = reconcile(obj, ctx.clone()).await;
             ctx.metrics.observe(controller, start.elapsed());

@@ -87,6 +87,32 @@ async fn an_image_app_runs_scales_and_shrinks() {
     )
     .await;
 
+    // Children deleted behind the operator's back are made again (the operator reads
+    // them from a cache, which must hear of deletions, not only of changes).
+    let old_uid = d.metadata.uid.clone();
+    deployments
+        .delete("shop-web", &DeleteParams::default())
+        .await
+        .unwrap();
+    services
+        .delete("shop-web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "Deployment shop-web to be made again",
+        T,
+        || get(&deployments, "shop-web"),
+        |d| d.as_ref().is_some_and(|d| d.metadata.uid != old_uid),
+    )
+    .await;
+    eventually(
+        "Service shop-web to be made again",
+        T,
+        || get(&services, "shop-web"),
+        Option::is_some,
+    )
+    .await;
+
     // Scale up, add a worker, then scale web to zero.
     merge(
         &apps,

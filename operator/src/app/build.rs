@@ -293,8 +293,9 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         let rollout = match old.rollout.as_ref() {
             Some(r) if r.release == target => r.clone(),
             _ => {
-                d.events
-                    .push((false, "RollingOut", format!("rolling out release {target}")));
+                // No Event for the start: the Progressing condition says it, and the
+                // outcome gets one (Deployed, DeployTimedOut, RolledBack). An Event per
+                // deploy start is a write per deploy that nobody reads.
                 conditions::set(
                     &mut status.conditions,
                     cond(types::DEGRADED, false, reasons::ROLLING_OUT, String::new()),
@@ -503,7 +504,7 @@ mod tests {
             p.message
         );
         assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(30)));
-        assert!(d.events.iter().any(|e| e.1 == "RollingOut"));
+        assert!(d.events.is_empty(), "{:?}", d.events);
 
         // Ten seconds later the formation reports v2 rolled out.
         let mut a2 = a.clone();

@@ -24,6 +24,7 @@ pub const CONTROLLER: &str = "app";
 
 #[tracing::instrument(skip_all, fields(app = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
 pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
+    let app = ctx.caches.apps.fresh(app);
     let ns = app.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -35,27 +36,20 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
     let name = app.name_any();
     let apps: Api<App> = Api::namespaced(ctx.client.clone(), &ns);
 
-    // Fresh reads, not caches: every change that matters triggers a reconcile (owned
-    // Formation, Releases and Routes of the App), so nothing read here is older than it.
-    // By the selectable field spec.app: listing every Route of a busy namespace per
-    // reconcile would make a burst of Apps quadratic.
-    let routes = Api::<Route>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default().fields(&format!("spec.app={name}")))
-        .await
-        .context(|| format!("listing routes of {name}"))?
-        .items;
-    apply_default_route(&app, &ctx, &ns, &routes).await?;
+    // Everything read comes from the caches, and every change that matters triggers a
+    // reconcile (owned Formation, Releases and Routes of the App), so nothing read here
+    // is older than its trigger.
+    let routes = ctx
+        .caches
+        .routes
+        .list(|r| r.metadata.namespace.as_deref() == Some(ns.as_str()) && r.spec.app == name);
+    // Whether this pass wrote a child: its watch event will trigger the next pass.
+    let mut wrote = apply_default_route(&app, &ctx, &ns, &routes).await?;
 
     let mut formation = None;
     if let Some(target) = &app.spec.release {
-        let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
-        let current = releases
-            .get_opt(target)
-            .await
-            .context(|| format!("reading release {target}"))?;
-        let Some(current) = current else {
+        let Some(current) = ctx.release(&ns, target).await? else {
             let known = app_releases(&ctx, &ns, &name)
-                .await?
                 .iter()
                 .map(|r| r.name_any())
                 .collect::<Vec<_>>();
@@ -76,17 +70,17 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         }
 
         let desired = build::formation(&app, target);
-        let formations: Api<Formation> = Api::namespaced(ctx.client.clone(), &ns);
-        formation = formations
-            .get_opt(&names::formation_name(&name))
-            .await
-            .context(|| format!("reading formation {name}"))?;
-        // An unchanged Formation costs no write (the read above is needed for status anyway).
+        formation = ctx
+            .caches
+            .formations
+            .get(&ObjectRef::new(&names::formation_name(&name)).within(&ns));
         if formation.as_ref().is_none_or(|f| {
             f.spec != desired.spec || f.owner_references() != desired.owner_references()
         }) {
             // The apply answers with the object as stored: no second read.
-            formation = Some(apply(&ctx, &ns, &desired).await?);
+            let applied = apply(&ctx, &ns, &desired).await?;
+            formation = Some(ctx.caches.formations.remember(applied));
+            wrote = true;
         }
     }
 
@@ -94,7 +88,7 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut observed = build::Observed {
         app: &app,
-        formation: formation.as_ref(),
+        formation: formation.as_deref(),
         now,
         diagnosis: None,
         urls,
@@ -104,6 +98,33 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         observed.diagnosis =
             Some(diagnose_pods(&ctx, &ns, &name, app.spec.release.as_deref()).await?);
         decision = build::decide(&observed);
+    }
+
+    // A status that only says "still rolling out" waits for the report already on its
+    // way (the Formation's or a Route's), which would supersede it at once.
+    let interim = conditions::is_true(&decision.status.conditions, types::PROGRESSING)
+        && decision.events.is_empty()
+        && decision.rollback_to.is_none();
+    let children_pending = wrote
+        || formation.as_deref().is_some_and(|f| {
+            !observed_current(
+                f.status.as_ref().and_then(|s| s.observed_generation),
+                f.metadata.generation,
+            )
+        })
+        || routes.iter().any(|r| {
+            !observed_current(
+                r.status.as_ref().and_then(|s| s.observed_generation),
+                r.metadata.generation,
+            )
+        });
+    if app.status.as_ref() != Some(&decision.status)
+        && let Some(wait) = ctx.hold_interim(
+            format!("{CONTROLLER}/{ns}/{name}"),
+            interim && children_pending,
+        )
+    {
+        return Ok(Action::requeue(wait));
     }
 
     for (warning, reason, note) in &decision.events {
@@ -132,12 +153,16 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
-async fn app_releases(ctx: &Context, ns: &str, app: &str) -> Result<Vec<Release>> {
-    Ok(Api::<Release>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default().fields(&format!("spec.app={app}")))
-        .await
-        .context(|| format!("listing releases of {app}"))?
-        .items)
+/// Whether a child's controller has reported on its latest spec.
+pub(crate) fn observed_current(observed: Option<i64>, generation: Option<i64>) -> bool {
+    observed.is_some() && observed >= generation
+}
+
+/// The App's Releases, from the cache.
+fn app_releases(ctx: &Context, ns: &str, app: &str) -> Vec<Arc<Release>> {
+    ctx.caches
+        .releases
+        .list(|r| r.metadata.namespace.as_deref() == Some(ns) && r.spec.app == app)
 }
 
 /// `spec.env` differs from the current Release's: make the next Release with the new
@@ -151,12 +176,14 @@ async fn new_config_release(
     let releases: Api<Release> =
         Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
     let ns = app.namespace().unwrap_or_default();
-    let existing = app_releases(ctx, &ns, &app.name_any()).await?;
-    let version = build::next_version(existing.iter());
+    let existing = app_releases(ctx, &ns, &app.name_any());
+    let version = build::next_version(existing.iter().map(AsRef::as_ref));
     let release = build::config_release(app, current, version);
     let release_name = release.name_any();
     match releases.create(&PostParams::default(), &release).await {
-        Ok(_) => {}
+        Ok(created) => {
+            ctx.caches.releases.remember(created);
+        }
         // Another replica or a concurrent push took this version: try again with the next.
         Err(kube::Error::Api(e)) if e.code == 409 => {
             return Ok(Action::requeue(std::time::Duration::from_millis(200)));
@@ -171,13 +198,10 @@ async fn new_config_release(
     // A merge patch, not an apply: spec.release belongs to the user (and `flynn`), and the
     // operator must not take ownership of it.
     let patch = serde_json::json!({"spec": {"release": release_name}});
-    apps.patch(
-        &app.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .context(|| format!("pointing app {} at {release_name}", app.name_any()))?;
+    patch_spec(ctx, apps, app, &patch, || {
+        format!("pointing app {} at {release_name}", app.name_any())
+    })
+    .await?;
     ctx.event(
         app,
         false,
@@ -193,28 +217,47 @@ async fn new_config_release(
 /// rule does not immediately make a new Release from the failed one's env.
 async fn roll_back(app: &App, ctx: &Context, apps: &Api<App>, previous: &str) -> Result<()> {
     let ns = app.namespace().unwrap_or_default();
-    let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
-    let env = match releases
-        .get_opt(previous)
-        .await
-        .context(|| format!("reading release {previous}"))?
-    {
-        Some(r) => r.spec.env,
+    let env = match ctx.release(&ns, previous).await? {
+        Some(r) => r.spec.env.clone(),
         None => app.spec.env.clone(),
     };
     let patch = serde_json::json!({"spec": {"release": previous, "env": env}});
-    apps.patch(
-        &app.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .context(|| format!("rolling app {} back to {previous}", app.name_any()))?;
+    patch_spec(ctx, apps, app, &patch, || {
+        format!("rolling app {} back to {previous}", app.name_any())
+    })
+    .await?;
     tracing::warn!(to = %previous, "rollout failed: rolled back");
     Ok(())
 }
 
-async fn apply_default_route(app: &App, ctx: &Context, ns: &str, existing: &[Route]) -> Result<()> {
+/// A merge patch of the App's spec, remembered in the cache (the next reconcile must
+/// see it even if the watch has not delivered it yet).
+async fn patch_spec(
+    ctx: &Context,
+    apps: &Api<App>,
+    app: &App,
+    patch: &serde_json::Value,
+    action: impl FnOnce() -> String,
+) -> Result<()> {
+    let patched = apps
+        .patch(
+            &app.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .context(action)?;
+    ctx.caches.apps.remember(patched);
+    Ok(())
+}
+
+/// Applies (or, when turned off, deletes) the App's default Route; whether it wrote.
+async fn apply_default_route(
+    app: &App,
+    ctx: &Context,
+    ns: &str,
+    existing: &[Arc<Route>],
+) -> Result<bool> {
     let route_name = names::default_route_name(&app.name_any());
     let routes: Api<Route> = Api::namespaced(ctx.client.clone(), ns);
     if app.spec.default_route {
@@ -223,15 +266,16 @@ async fn apply_default_route(app: &App, ctx: &Context, ns: &str, existing: &[Rou
         if current.is_none_or(|c| {
             c.spec != route.spec || c.owner_references() != route.owner_references()
         }) {
-            apply(ctx, ns, &route).await?;
+            let applied = apply(ctx, ns, &route).await?;
+            ctx.caches.routes.remember(applied);
+            return Ok(true);
         }
-    } else if ctx
-        .routes
-        .get(&ObjectRef::new(&route_name).within(ns))
-        .is_some()
-    {
+    } else if existing.iter().any(|r| r.name_any() == route_name) {
+        ctx.caches
+            .routes
+            .forget(&ObjectRef::new(&route_name).within(ns));
         match routes.delete(&route_name, &DeleteParams::default()).await {
-            Ok(_) => {}
+            Ok(_) => return Ok(true),
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
                 return Err(Error::Kube {
@@ -241,7 +285,7 @@ async fn apply_default_route(app: &App, ctx: &Context, ns: &str, existing: &[Rou
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Server-side apply of an object the App owns.
@@ -265,10 +309,11 @@ where
 }
 
 /// URLs of the App's accepted Routes, the default Route's first.
-fn urls(routes: &[Route], app: &str) -> Vec<String> {
+fn urls(routes: &[Arc<Route>], app: &str) -> Vec<String> {
     let default = names::default_route_name(app);
     let mut mine: Vec<&Route> = routes
         .iter()
+        .map(AsRef::as_ref)
         .filter(|r| r.spec.app == app)
         .filter(|r| {
             r.status
@@ -334,24 +379,26 @@ async fn write_status(app: &App, ctx: &Context, status: &flynn_crds::AppStatus) 
     let api: Api<App> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
     let patch =
         serde_json::json!({"apiVersion": "flynn.io/v1alpha1", "kind": "App", "status": status});
-    api.patch_status(
-        &app.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .context(|| format!("writing status of app {}", app.name_any()))?;
+    let written = api
+        .patch_status(
+            &app.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .context(|| format!("writing status of app {}", app.name_any()))?;
+    ctx.caches.apps.remember(written);
     Ok(())
 }
 
 /// Deletes the oldest Releases beyond the history setting, never the target or the
 /// running one.
 async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>) -> Result<()> {
-    let releases = app_releases(ctx, ns, &app.name_any()).await?;
+    let releases = app_releases(ctx, ns, &app.name_any());
     if releases.len() <= ctx.settings.release_history {
         return Ok(());
     }
-    let refs: Vec<&Release> = releases.iter().collect();
+    let refs: Vec<&Release> = releases.iter().map(AsRef::as_ref).collect();
     let protect: Vec<&str> = [app.spec.release.as_deref(), running]
         .into_iter()
         .flatten()
@@ -359,7 +406,12 @@ async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), ns);
     for name in build::releases_to_prune(&refs, ctx.settings.release_history, &protect) {
         match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(release = %name, "deleted: beyond the release history"),
+            Ok(_) => {
+                ctx.caches
+                    .releases
+                    .forget(&ObjectRef::new(&name).within(ns));
+                tracing::info!(release = %name, "deleted: beyond the release history");
+            }
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
                 return Err(Error::Kube {
@@ -370,6 +422,11 @@ async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>
         }
     }
     Ok(())
+}
+
+/// Maps a Formation to its App (they share the name).
+pub fn app_for_formation(f: &Formation) -> Option<ObjectRef<App>> {
+    Some(ObjectRef::new(&f.spec.app).within(&f.namespace()?))
 }
 
 /// Maps a Release to its App.

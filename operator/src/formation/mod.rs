@@ -13,13 +13,14 @@ use std::sync::Arc;
 use flynn_crds::conditions::{self, reasons, types};
 use flynn_crds::{Formation, FormationStatus, ProcessStatus, Release, labels};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cache::Cache;
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
 use crate::rollout::{DeploymentRollout, deployment_rollout};
 use crate::{Context, FIELD_MANAGER};
@@ -32,6 +33,7 @@ pub const APPLIED_HASH: &str = "flynn.io/applied-hash";
 
 #[tracing::instrument(skip_all, fields(formation = %formation.name_any(), namespace = formation.namespace().unwrap_or_default()))]
 pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<Action> {
+    let formation = ctx.caches.formations.fresh(formation);
     let ns = formation.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -41,13 +43,7 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
 
-    // A direct GET, not the cache: the App points at a Release right after creating it.
-    let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
-    let release = releases
-        .get_opt(&formation.spec.release)
-        .await
-        .context(|| format!("reading release {}", formation.spec.release))?;
-    let Some(release) = release else {
+    let Some(release) = ctx.release(&ns, &formation.spec.release).await? else {
         let msg = format!(
             "release {} does not exist: create it, or point the App at an existing release (kubectl get releases.flynn.io -n {ns})",
             formation.spec.release
@@ -58,6 +54,7 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
             None,
             Some((reasons::RELEASE_NOT_FOUND, msg)),
             &[],
+            None,
         )
         .await?;
         return Ok(Action::await_change());
@@ -77,26 +74,25 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
                 None,
                 Some((reason, invalid.to_string())),
                 &[],
+                None,
             )
             .await?;
             return Ok(Action::await_change());
         }
     };
 
-    // Fresh lists, not a cache: every change to a child triggers a reconcile (owns), so
-    // what is read here is never older than the trigger.
-    let selector = format!("{}={}", labels::APP, formation.spec.app);
-    let lp = ListParams::default().labels(&selector);
-    let existing_deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-        .list(&lp)
-        .await
-        .context(|| format!("listing deployments of {}", formation.spec.app))?
-        .items;
-    let existing_services = Api::<Service>::namespaced(ctx.client.clone(), &ns)
-        .list(&lp)
-        .await
-        .context(|| format!("listing services of {}", formation.spec.app))?
-        .items;
+    // From the caches: every change to a child triggers a reconcile (owns), so what is
+    // read here is never older than the trigger, and our own writes are in them.
+    let app = formation.spec.app.as_str();
+    let of_app = |m: &kube::core::ObjectMeta| {
+        m.namespace.as_deref() == Some(ns.as_str())
+            && m.labels
+                .as_ref()
+                .and_then(|l| l.get(labels::APP))
+                .is_some_and(|a| a == app)
+    };
+    let existing_deployments = ctx.caches.deployments.list(|d| of_app(&d.metadata));
+    let existing_services = ctx.caches.services.list(|s| of_app(&s.metadata));
     let uid = formation.metadata.uid.clone().unwrap_or_default();
     let wanted_deployments: BTreeSet<String> = desired
         .deployments
@@ -105,28 +101,74 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
         .collect();
     let wanted_services: BTreeSet<String> =
         desired.services.iter().map(ResourceExt::name_any).collect();
+    // Whether this pass wrote a child: its watch event will trigger the next pass.
+    let mut wrote = false;
     for d in desired.deployments {
-        apply_if_changed(&ctx, &ns, d, &existing_deployments).await?;
+        wrote |=
+            apply_if_changed(&ctx, &ctx.caches.deployments, &ns, d, &existing_deployments).await?;
     }
     for s in desired.services {
-        apply_if_changed(&ctx, &ns, s, &existing_services).await?;
+        wrote |= apply_if_changed(&ctx, &ctx.caches.services, &ns, s, &existing_services).await?;
     }
-    prune::<Deployment>(&ctx, &ns, &uid, &wanted_deployments, &existing_deployments).await?;
-    prune::<Service>(&ctx, &ns, &uid, &wanted_services, &existing_services).await?;
+    wrote |= prune(
+        &ctx,
+        &ctx.caches.deployments,
+        &ns,
+        &uid,
+        &wanted_deployments,
+        &existing_deployments,
+    )
+    .await?;
+    wrote |= prune(
+        &ctx,
+        &ctx.caches.services,
+        &ns,
+        &uid,
+        &wanted_services,
+        &existing_services,
+    )
+    .await?;
 
-    update_status(
+    // "Still rolling out" waits for the report already on its way: the Deployment
+    // controller's, on a Deployment just written or not yet observed.
+    let children_pending = wrote
+        || existing_deployments.iter().any(|d| {
+            !crate::app::observed_current(
+                d.status.as_ref().and_then(|s| s.observed_generation),
+                d.metadata.generation,
+            )
+        });
+    let hold = StatusHold {
+        key: format!("{CONTROLLER}/{ns}/{}", formation.name_any()),
+        children_pending,
+    };
+    Ok(update_status(
         &formation,
         &ctx,
         Some(&release),
         None,
         &existing_deployments,
+        Some(hold),
     )
-    .await?;
-    Ok(Action::await_change())
+    .await?
+    .map_or_else(Action::await_change, Action::requeue))
 }
 
-/// Server-side applies `obj` unless the cached copy carries the same applied hash.
-async fn apply_if_changed<K>(ctx: &Context, ns: &str, mut obj: K, existing: &[K]) -> Result<()>
+/// When an interim status may be held back (see [`Context::hold_interim`]).
+struct StatusHold {
+    key: String,
+    children_pending: bool,
+}
+
+/// Server-side applies `obj` unless the cached copy carries the same applied hash;
+/// whether it wrote.
+async fn apply_if_changed<K>(
+    ctx: &Context,
+    cache: &Cache<K>,
+    ns: &str,
+    mut obj: K,
+    existing: &[Arc<K>],
+) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -139,7 +181,7 @@ where
     let hash = format!("{:016x}", fnv1a(&body));
     let current = existing.iter().find(|o| o.name_any() == name);
     if current.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
-        return Ok(());
+        return Ok(false);
     }
     obj.annotations_mut().insert(APPLIED_HASH.into(), hash);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
@@ -147,26 +189,29 @@ where
     // Server-side apply needs apiVersion and kind in the body.
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = K::kind(&()).into();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(value),
-    )
-    .await
-    .context(|| format!("applying {} {name}", K::kind(&())))?;
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(value),
+        )
+        .await
+        .context(|| format!("applying {} {name}", K::kind(&())))?;
+    cache.remember(applied);
     tracing::debug!(kind = %K::kind(&()), %name, "applied");
-    Ok(())
+    Ok(true)
 }
 
 /// Deletes children of this Formation (by owner uid) that are no longer wanted: a process
 /// type dropped from the Release or the counts, a process that stopped listening.
 async fn prune<K>(
     ctx: &Context,
+    cache: &Cache<K>,
     ns: &str,
     owner_uid: &str,
     wanted: &BTreeSet<String>,
-    existing: &[K],
-) -> Result<()>
+    existing: &[Arc<K>],
+) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -180,7 +225,9 @@ where
         .filter(|n| !wanted.contains(n))
         .collect();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let deleted = !stale.is_empty();
     for name in stale {
+        cache.forget(&ObjectRef::new(&name).within(ns));
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {
                 tracing::info!(kind = %K::kind(&()), %name, "deleted: no longer in the formation")
@@ -194,18 +241,21 @@ where
             }
         }
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// Computes and (if changed) writes the Formation's status. `problem` is a reason and
-/// message that make the Formation not Ready regardless of its Deployments.
+/// message that make the Formation not Ready regardless of its Deployments. With `hold`,
+/// an interim status may wait for the children's reports; then it returns when to look
+/// again.
 async fn update_status(
     formation: &Formation,
     ctx: &Context,
     release: Option<&Release>,
     problem: Option<(&str, String)>,
-    deployments: &[Deployment],
-) -> Result<()> {
+    deployments: &[Arc<Deployment>],
+    hold: Option<StatusHold>,
+) -> Result<Option<std::time::Duration>> {
     let ns = formation.namespace().unwrap_or_default();
     let app = &formation.spec.app;
     let generation = formation.metadata.generation;
@@ -224,7 +274,10 @@ async fn update_status(
     let mut all_complete = problem.is_none();
     for (process, &desired) in &formation.spec.processes {
         let name = flynn_crds::names::deployment_name(app, process);
-        let d = deployments.iter().find(|d| d.name_any() == name);
+        let d = deployments
+            .iter()
+            .map(AsRef::as_ref)
+            .find(|d| d.name_any() == name);
         let (ready, available) = d
             .as_ref()
             .and_then(|d| d.status.as_ref())
@@ -307,7 +360,13 @@ async fn update_status(
     );
 
     if status == old {
-        return Ok(());
+        return Ok(None);
+    }
+    if let Some(hold) = hold {
+        let interim = problem.is_none() && !all_complete && failed.is_empty();
+        if let Some(wait) = ctx.hold_interim(hold.key, interim && hold.children_pending) {
+            return Ok(Some(wait));
+        }
     }
     if let Some((reason, msg)) = &problem
         && conditions::find(&old.conditions, types::READY)
@@ -321,14 +380,16 @@ async fn update_status(
         "kind": "Formation",
         "status": status,
     });
-    api.patch_status(
-        &formation.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .context(|| format!("writing status of formation {}", formation.name_any()))?;
-    Ok(())
+    let written = api
+        .patch_status(
+            &formation.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .context(|| format!("writing status of formation {}", formation.name_any()))?;
+    ctx.caches.formations.remember(written);
+    Ok(None)
 }
 
 /// The release a Deployment's pod template runs (its `flynn.io/release` label).

@@ -155,6 +155,7 @@ pub fn desired_status(route: &Route, all: &[Arc<Route>], now: Time) -> RouteStat
 
 #[tracing::instrument(skip_all, fields(route = %route.name_any(), namespace = route.namespace().unwrap_or_default()))]
 pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
+    let route = ctx.caches.routes.fresh(route);
     let ns = route.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -162,7 +163,7 @@ pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
     if route.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let all = ctx.routes.state();
+    let all = ctx.caches.routes.list(|_| true);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = desired_status(&route, &all, now);
     let old = route.status.clone().unwrap_or_default();
@@ -201,13 +202,15 @@ pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
         }
     });
     let api: Api<Route> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(
-        &route.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .context(|| format!("writing status of route {}", route.name_any()))?;
+    let written = api
+        .patch_status(
+            &route.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .context(|| format!("writing status of route {}", route.name_any()))?;
+    ctx.caches.routes.remember(written);
     Ok(Action::await_change())
 }
 
