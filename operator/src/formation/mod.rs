@@ -131,16 +131,16 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
 
     // "Still rolling out" waits for the report already on its way: the Deployment
     // controller's, on a Deployment just written or not yet observed.
-    let children_pending = wrote
-        || existing_deployments.iter().any(|d| {
-            !crate::app::observed_current(
-                d.status.as_ref().and_then(|s| s.observed_generation),
-                d.metadata.generation,
-            )
-        });
+    let unobserved = existing_deployments.iter().any(|d| {
+        !crate::app::observed_current(
+            d.status.as_ref().and_then(|s| s.observed_generation),
+            d.metadata.generation,
+        )
+    });
     let hold = StatusHold {
         key: format!("{CONTROLLER}/{ns}/{}", formation.name_any()),
-        children_pending,
+        wrote,
+        unobserved,
     };
     Ok(update_status(
         &formation,
@@ -157,7 +157,14 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
 /// When an interim status may be held back (see [`Context::hold_interim`]).
 struct StatusHold {
     key: String,
-    children_pending: bool,
+    /// A child was written in this pass.
+    wrote: bool,
+    /// A Deployment's controller has not reported on its latest spec: until it does,
+    /// all an interim status could say is "waiting for the Deployment controller",
+    /// which the App says itself. Under a burst that wait is seconds (the Deployment
+    /// controller's client is rate-limited), and writing it would double the
+    /// Formation's status writes.
+    unobserved: bool,
 }
 
 /// Server-side applies `obj` unless the cached copy carries the same applied hash;
@@ -364,7 +371,12 @@ async fn update_status(
     }
     if let Some(hold) = hold {
         let interim = problem.is_none() && !all_complete && failed.is_empty();
-        if let Some(wait) = ctx.hold_interim(hold.key, interim && hold.children_pending) {
+        if interim && hold.unobserved {
+            // The Deployment's status update triggers the next pass; the requeue only
+            // guards against a lost event.
+            return Ok(Some(crate::context::MAX_HOLD * 5));
+        }
+        if let Some(wait) = ctx.hold_interim(hold.key, interim && hold.wrote) {
             return Ok(Some(wait));
         }
     }
