@@ -8,6 +8,7 @@
 //! a 502, since the backend may have acted on it.
 
 use std::{
+    cell::RefCell,
     convert::Infallible,
     net::SocketAddr,
     pin::Pin,
@@ -16,7 +17,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
     header::{self, HOST},
@@ -74,6 +75,31 @@ pub struct ConnInfo {
     pub local_port: u16,
     /// Whether the connection is TLS (`X-Forwarded-Proto`).
     pub tls: bool,
+}
+
+/// The forwarding header values of one downstream connection, built once per connection
+/// (not per request): a request clones them, which only bumps a reference count.
+#[derive(Debug, Clone)]
+pub struct ForwardHeaders {
+    /// The client's address (`X-Forwarded-For` when the request brings none).
+    client_ip: HeaderValue,
+    /// `X-Forwarded-Port`.
+    port: HeaderValue,
+    /// `X-Forwarded-Proto`.
+    proto: HeaderValue,
+}
+
+impl ForwardHeaders {
+    /// The values for requests arriving on `conn`.
+    pub fn new(conn: &ConnInfo) -> Self {
+        let ip = conn.peer.ip().to_string();
+        Self {
+            client_ip: HeaderValue::from_maybe_shared(Bytes::from(ip))
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            port: HeaderValue::from(conn.local_port),
+            proto: HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        }
+    }
 }
 
 /// Why forwarding a request failed.
@@ -156,6 +182,18 @@ impl Proxy {
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let fwd = ForwardHeaders::new(&conn);
+        self.handle_with(req, conn, &fwd).await
+    }
+
+    /// [`Proxy::handle`] with the connection's forwarding headers already built (the server
+    /// builds them once per connection).
+    pub async fn handle_with(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        fwd: &ForwardHeaders,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
         let entry = {
             // The guard is dropped before any await: a request holds its route's `Arc`, not
@@ -187,7 +225,7 @@ impl Proxy {
                 req.uri().path().to_owned(),
             )
         });
-        let (resp, backend) = self.forward(&entry, req, conn).await;
+        let (resp, backend) = self.forward(&entry, req, fwd).await;
         let status = resp.status();
         entry
             .metrics
@@ -228,11 +266,11 @@ impl Proxy {
         &self,
         entry: &HttpEntry,
         mut req: Request<Incoming>,
-        conn: ConnInfo,
+        fwd: &ForwardHeaders,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let upgrade = is_upgrade(&req);
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        prepare_request(&mut req, conn, upgrade);
+        prepare_request(&mut req, fwd, upgrade);
 
         let sticky = if entry.sticky {
             self.sticky.from_headers(req.headers())
@@ -288,7 +326,9 @@ impl Proxy {
                 }
             }
 
-            let mut tx = match connect(endpoint.addr, self.opts.connect_timeout, upgrade).await {
+            // Boxed: a rare path, kept out of the future every request builds and moves.
+            let connecting = Box::pin(connect(endpoint.addr, self.opts.connect_timeout, upgrade));
+            let mut tx = match connecting.await {
                 Ok(tx) => tx,
                 Err(e) => {
                     debug!(route = %entry.key, error = %e, "backend connect failed; trying another");
@@ -430,7 +470,16 @@ struct Replay {
     method: http::Method,
     uri: Uri,
     version: http::Version,
-    headers: HeaderMap,
+    /// The headers, in order. A list taken from [`REPLAY_HEADERS`] and given back on drop:
+    /// keeping the copy costs reference counts, not allocations (it is made for every safe
+    /// request and almost never used).
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+thread_local! {
+    /// Header lists of finished replays, for the next ones.
+    static REPLAY_HEADERS: RefCell<Vec<Vec<(HeaderName, HeaderValue)>>> =
+        const { RefCell::new(Vec::new()) };
 }
 
 impl Replay {
@@ -441,11 +490,18 @@ impl Replay {
             *req.method(),
             http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
         );
-        (safe && req.body().is_end_stream()).then(|| Self {
+        if !(safe && req.body().is_end_stream()) {
+            return None;
+        }
+        let mut headers = REPLAY_HEADERS
+            .with_borrow_mut(|free| free.pop())
+            .unwrap_or_default();
+        headers.extend(req.headers().iter().map(|(n, v)| (n.clone(), v.clone())));
+        Some(Self {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
-            headers: req.headers().clone(),
+            headers,
         })
     }
 
@@ -454,8 +510,26 @@ impl Replay {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
+        let headers = req.headers_mut();
+        headers.reserve(self.headers.len());
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
         req
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        let mut headers = std::mem::take(&mut self.headers);
+        headers.clear();
+        if headers.capacity() <= 64 {
+            REPLAY_HEADERS.with_borrow_mut(|free| {
+                if free.len() < 256 {
+                    free.push(headers);
+                }
+            });
+        }
     }
 }
 
@@ -513,7 +587,7 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 }
 
 /// Rewrites a downstream request into the request sent to the backend.
-fn prepare_request<B>(req: &mut Request<B>, conn: ConnInfo, upgrade: bool) {
+fn prepare_request<B>(req: &mut Request<B>, fwd: &ForwardHeaders, upgrade: bool) {
     // HTTP/2 carries the host in `:authority`; HTTP/1 backends need a Host header.
     if !req.headers().contains_key(HOST)
         && let Some(authority) = req.uri().authority()
@@ -538,48 +612,116 @@ fn prepare_request<B>(req: &mut Request<B>, conn: ConnInfo, upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
-    let ip = conn.peer.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
+    // The common case (no prior X-Forwarded-For) reuses the connection's value: no allocation.
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::as_bytes);
+    let xff = match prior {
+        Some(prior) => {
+            let mut v = Vec::with_capacity(prior.len() + 2 + fwd.client_ip.len());
+            v.extend_from_slice(prior);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(fwd.client_ip.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+        }
+        None => Some(fwd.client_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(conn.local_port));
+    headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
+    headers.insert(X_FORWARDED_PORT.clone(), fwd.port.clone());
     // Keep a request id the client (or an outer proxy) set, so one id follows the request.
     if !headers.contains_key(&X_REQUEST_ID) {
-        let id = format!("{:032x}", rand::random::<u128>());
-        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
-            headers.insert(X_REQUEST_ID.clone(), v);
-        }
+        headers.insert(X_REQUEST_ID.clone(), request_id());
     }
     // Heroku's format: milliseconds since the epoch, for queue-time measurements.
+    headers.insert(X_REQUEST_START.clone(), request_start());
+}
+
+thread_local! {
+    /// Small header values are cut from one shared buffer, so that making one costs a copy
+    /// into it rather than an allocation (the buffer is freed once no value points into it).
+    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// The last `X-Request-Start` value: requests in the same millisecond share it.
+    static REQUEST_START: RefCell<(u128, HeaderValue)> =
+        const { RefCell::new((0, HeaderValue::from_static("t=0"))) };
+}
+
+/// A header value of at most 64 bytes written by `write` into the scratch buffer.
+fn scratch_value(write: impl FnOnce(&mut BytesMut)) -> HeaderValue {
+    let bytes = SCRATCH.with_borrow_mut(|buf| {
+        if buf.capacity() - buf.len() < 64 {
+            *buf = BytesMut::with_capacity(4096);
+        }
+        write(buf);
+        buf.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A new random request id: 32 lower-case hex digits.
+fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let id = rand::random::<u128>();
+    let mut digits = [0u8; 32];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    scratch_value(|buf| buf.extend_from_slice(&digits))
+}
+
+/// `t=<milliseconds since the epoch>`.
+fn request_start() -> HeaderValue {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or_default();
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(format!("t={ms}"))) {
-        headers.insert(X_REQUEST_START.clone(), v);
-    }
+    REQUEST_START.with_borrow_mut(|(last, value)| {
+        if *last != ms {
+            let mut digits = [0u8; 40];
+            let mut n = ms;
+            let mut at = digits.len();
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            *value = scratch_value(|buf| {
+                buf.extend_from_slice(b"t=");
+                buf.extend_from_slice(&digits[at..]);
+            });
+            *last = ms;
+        }
+        value.clone()
+    })
 }
 
 /// Removes hop-by-hop headers, including those a `Connection` header names. For an upgrade,
 /// `Upgrade` (and the `Connection: upgrade` set afterwards) must pass.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Headers listed in `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
+    // Headers listed in `Connection` are hop-by-hop too. The usual tokens, `keep-alive` and
+    // `upgrade`, name headers that are removed (or, for an upgrade, kept) below anyway: they
+    // are skipped without building a `HeaderName` (an allocation for `keep-alive`).
+    let mut named: Vec<HeaderName> = Vec::new();
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && *n == header::UPGRADE))
-        .collect();
+        .map(str::trim)
+    {
+        if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("upgrade") {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            named.push(name);
+        }
+    }
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
@@ -690,7 +832,7 @@ mod tests {
             .body(())
             .unwrap();
         *req.version_mut() = Version::HTTP_2;
-        prepare_request(&mut req, info(), false);
+        prepare_request(&mut req, &ForwardHeaders::new(&info()), false);
         let h = req.headers();
         assert_eq!(req.uri(), "/a?b=c");
         assert_eq!(req.version(), Version::HTTP_11);
@@ -706,6 +848,81 @@ mod tests {
     }
 
     #[test]
+    fn generated_header_values() {
+        let a = request_id();
+        let b = request_id();
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.as_bytes()
+                    .iter()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let start = request_start();
+        let t: u128 = start
+            .to_str()
+            .unwrap()
+            .strip_prefix("t=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(t.abs_diff(ms) < 1000, "{t} vs {ms}");
+        // Many values from one scratch buffer stay intact.
+        let ids: Vec<_> = (0..500).map(|_| request_id()).collect();
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert!(ids.iter().all(|id| id.len() == 32));
+    }
+
+    #[test]
+    fn connection_tokens_name_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("Keep-Alive, close, X-Gone"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("close", HeaderValue::from_static("1"));
+        h.insert("x-gone", HeaderValue::from_static("1"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn replays_copy_safe_heads_only() {
+        let req = Request::builder()
+            .method("GET")
+            .uri("/a?b")
+            .header("host", "example.com")
+            .header("accept", "text/html")
+            .header("accept", "text/plain")
+            .body(Either::Right(Empty::new()))
+            .unwrap();
+        for _ in 0..3 {
+            let replay = Replay::of(&req).unwrap();
+            let again = replay.request();
+            assert_eq!(again.method(), req.method());
+            assert_eq!(again.uri(), req.uri());
+            assert_eq!(again.headers(), req.headers());
+        }
+        let post = Request::builder()
+            .method("POST")
+            .uri("/")
+            .body(Either::Right(Empty::new()))
+            .unwrap();
+        assert!(Replay::of(&post).is_none());
+    }
+
+    #[test]
     fn request_ids_are_kept() {
         let mut req = Request::builder()
             .uri("/")
@@ -713,7 +930,7 @@ mod tests {
             .header("x-request-id", "abc")
             .body(())
             .unwrap();
-        prepare_request(&mut req, info(), false);
+        prepare_request(&mut req, &ForwardHeaders::new(&info()), false);
         assert_eq!(req.headers()["x-request-id"], "abc");
     }
 
@@ -727,7 +944,7 @@ mod tests {
             .body(())
             .unwrap();
         assert!(is_upgrade(&req));
-        prepare_request(&mut req, info(), true);
+        prepare_request(&mut req, &ForwardHeaders::new(&info()), true);
         assert_eq!(req.headers()["upgrade"], "websocket");
         assert_eq!(req.headers()["connection"], "upgrade");
     }

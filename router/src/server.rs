@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::http_proxy::{ConnInfo, Proxy};
+use crate::http_proxy::{ConnInfo, ForwardHeaders, Proxy};
 
 /// Downstream protocol settings.
 #[derive(Debug, Clone)]
@@ -108,6 +108,8 @@ macro_rules! drive {
         let conn = $conn;
         tokio::pin!(conn);
         let result = tokio::select! {
+            // The connection first: it is what wakes the task for almost every poll.
+            biased;
             r = conn.as_mut() => r,
             () = $drain.signaled() => {
                 conn.as_mut().graceful_shutdown();
@@ -130,7 +132,13 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let peer: SocketAddr = info.peer;
-    let svc = service_fn(move |req| proxy.clone().handle(req, info));
+    // What every request on this connection shares, built once: one reference count per
+    // request instead of per-request header allocations.
+    let shared = Arc::new((proxy, ForwardHeaders::new(&info)));
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { shared.0.handle_with(req, info, &shared.1).await }
+    });
     match tls {
         None if !opts.h2c => {
             // HTTP/1 only: hyper's http1 builder directly, without auto's protocol sniffing.
