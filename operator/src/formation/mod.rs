@@ -142,7 +142,7 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
         wrote,
         unobserved,
     };
-    Ok(update_status(
+    update_status(
         &formation,
         &ctx,
         Some(&release),
@@ -150,8 +150,7 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
         &existing_deployments,
         Some(hold),
     )
-    .await?
-    .map_or_else(Action::await_change, Action::requeue))
+    .await
 }
 
 /// When an interim status may be held back (see [`Context::hold_interim`]).
@@ -253,8 +252,8 @@ where
 
 /// Computes and (if changed) writes the Formation's status. `problem` is a reason and
 /// message that make the Formation not Ready regardless of its Deployments. With `hold`,
-/// an interim status may wait for the children's reports; then it returns when to look
-/// again.
+/// an interim status may wait for the children's reports. Returns what the controller
+/// should do next.
 async fn update_status(
     formation: &Formation,
     ctx: &Context,
@@ -262,7 +261,7 @@ async fn update_status(
     problem: Option<(&str, String)>,
     deployments: &[Arc<Deployment>],
     hold: Option<StatusHold>,
-) -> Result<Option<std::time::Duration>> {
+) -> Result<Action> {
     let ns = formation.namespace().unwrap_or_default();
     let app = &formation.spec.app;
     let generation = formation.metadata.generation;
@@ -367,17 +366,20 @@ async fn update_status(
     );
 
     if status == old {
-        return Ok(None);
+        return Ok(Action::await_change());
     }
     if let Some(hold) = hold {
         let interim = problem.is_none() && !all_complete && failed.is_empty();
         if interim && hold.unobserved {
-            // The Deployment's status update triggers the next pass; the requeue only
-            // guards against a lost event.
-            return Ok(Some(crate::context::MAX_HOLD * 5));
+            // The Deployment controller's status update is a watch event, which
+            // triggers the next pass (a watch that loses events relists, which
+            // triggers every object): nothing to requeue. Requeues here were a storm
+            // under a burst: every Formation every few seconds while the Deployment
+            // controller caught up.
+            return Ok(Action::await_change());
         }
         if let Some(wait) = ctx.hold_interim(hold.key, interim && hold.wrote) {
-            return Ok(Some(wait));
+            return Ok(Action::requeue(wait));
         }
     }
     if let Some((reason, msg)) = &problem
@@ -401,7 +403,7 @@ async fn update_status(
         .await
         .context(|| format!("writing status of formation {}", formation.name_any()))?;
     ctx.caches.formations.remember(written);
-    Ok(None)
+    Ok(Action::await_change())
 }
 
 /// The release a Deployment's pod template runs (its `flynn.io/release` label).
