@@ -168,9 +168,16 @@ where
         let obj = Arc::new(obj);
         let mut written = self.lock();
         // Entries leave when a read finds the store caught up; this sweeps the ones no
-        // read came back for (objects deleted right after), so the map stays small.
+        // read came back for, so the map holds only writes the watch has not delivered
+        // yet (plus at most this many), not a second copy of everything written.
         if written.len() >= 64 {
-            written.retain(|_, (_, at)| at.elapsed() < OVERLAY_TTL);
+            written.retain(|r, (mine, at)| {
+                at.elapsed() < OVERLAY_TTL
+                    && self
+                        .store
+                        .get(r)
+                        .is_none_or(|cached| newer(mine.as_ref(), cached.as_ref()))
+            });
         }
         written.insert(
             ObjectRef::from_obj(obj.as_ref()),

@@ -4,23 +4,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flynn_crds::Release;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
-
-use flynn_crds::Release;
-use kube::Api;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::cache::Caches;
 use crate::error::{KubeResultExt, Result};
+use crate::{Settings, metrics::Metrics};
 
 /// The longest an interim status is held back (see [`Context::hold_interim`]).
 pub const MAX_HOLD: Duration = Duration::from_secs(1);
-use kube::{Client, Resource, ResourceExt};
-
-use crate::{Settings, metrics::Metrics};
 
 /// Shared state of the operator's controllers.
 pub struct Context {
