@@ -310,7 +310,7 @@ impl Proxy {
                         (None, Some(replay)) => {
                             debug!(route = %entry.key, backend = %endpoint.addr, error = %e.into_error(),
                                 "pooled connection broke under a safe request; sending it again");
-                            entry.metrics.replays.inc();
+                            entry.metrics.replay();
                             req = replay.request();
                         }
                         (None, None) => {
@@ -332,7 +332,7 @@ impl Proxy {
                 Ok(tx) => tx,
                 Err(e) => {
                     debug!(route = %entry.key, error = %e, "backend connect failed; trying another");
-                    entry.metrics.connect_errors.inc();
+                    entry.metrics.connect_error();
                     tried.push(endpoint.addr);
                     last_error = Some(e);
                     continue;
@@ -350,7 +350,7 @@ impl Proxy {
                         // another endpoint gets the request.
                         Some(replay) => {
                             debug!(route = %entry.key, %error, "backend dropped a safe request; trying another");
-                            entry.metrics.replays.inc();
+                            entry.metrics.replay();
                             tried.push(endpoint.addr);
                             last_error = Some(error);
                             req = replay.request();

@@ -107,7 +107,7 @@ async fn accept_loop(
             let Some(entry) = table.load().tcp.get(&port).cloned() else {
                 return;
             };
-            entry.metrics.tcp_connections.inc();
+            entry.metrics.tcp_connection();
             let mut tried = Vec::new();
             for _ in 0..max_attempts.max(1) {
                 let Some(endpoint) = entry.backend.pick(&tried).cloned() else {
@@ -132,7 +132,7 @@ async fn accept_loop(
                     }
                     Err(_) => debug!(route = %entry.key, addr = %endpoint.addr, "connect timed out"),
                 }
-                entry.metrics.connect_errors.inc();
+                entry.metrics.connect_error();
                 tried.push(endpoint.addr);
             }
             debug!(route = %entry.key, %peer, "no endpoint for TCP connection; closing it");
