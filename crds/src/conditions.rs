@@ -57,6 +57,8 @@ pub mod reasons {
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     /// The router serves the Route.
     pub const PROGRAMMED: &str = "Programmed";
+    /// The router cannot open the TCP Route's port (another process holds it).
+    pub const PORT_UNAVAILABLE: &str = "PortUnavailable";
 }
 
 /// `status` values of a condition.

@@ -180,11 +180,13 @@ impl Router {
                 error!(error = %e, "watching the cluster stopped");
             }
         }));
+        let (port_problems, port_problems_rx) = channel::channel(Default::default());
         if config.report_status {
             background.push(tokio::spawn(status::run(
                 client,
                 table.clone(),
                 generations.clone(),
+                port_problems_rx,
             )));
         }
         tracker.spawn(server::serve_http(
@@ -218,6 +220,7 @@ impl Router {
             bind_ip: config.tcp_bind_ip,
             connect_timeout: config.proxy.connect_timeout,
             max_attempts: config.proxy.max_attempts,
+            problems: port_problems,
         };
         tracker.spawn(tcp.run(generations.clone(), drain, tracker.clone()));
         info!(%http_addr, ?https_addr, %admin_addr, "router listening");

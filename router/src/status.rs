@@ -18,7 +18,8 @@ use kube::{
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::table::{RouteKey, RouteOutcome, TableHandle};
+use crate::table::{RouteKey, RouteOutcome, Table, TableHandle};
+use crate::tcp_proxy::PortProblems;
 
 /// The field manager of the router's status writes.
 pub const FIELD_MANAGER: &str = "flynn-router";
@@ -40,15 +41,53 @@ fn up_to_date(o: &RouteOutcome) -> bool {
     })
 }
 
-/// Writes `Programmed` conditions after every published table until `generations` closes.
-pub async fn run(client: Client, table: TableHandle, mut generations: watch::Receiver<u64>) {
+/// The table's outcomes, with TCP Routes whose port cannot be opened not programmed.
+fn outcomes(t: &Table, problems: &PortProblems) -> Vec<RouteOutcome> {
+    let unavailable: HashMap<&RouteKey, &String> = t
+        .tcp
+        .iter()
+        .filter_map(|(port, entry)| Some((&entry.key, problems.get(port)?)))
+        .collect();
+    t.outcomes
+        .iter()
+        .map(|o| match unavailable.get(&o.key) {
+            Some(why) if o.programmed => RouteOutcome {
+                programmed: false,
+                reason: conditions::reasons::PORT_UNAVAILABLE,
+                message: format!("{why}; retrying every few seconds"),
+                ..o.clone()
+            },
+            _ => o.clone(),
+        })
+        .collect()
+}
+
+/// Writes `Programmed` conditions after every published table, and when a TCP Route's
+/// port opens or fails to, until `generations` closes.
+pub async fn run(
+    client: Client,
+    table: TableHandle,
+    mut generations: watch::Receiver<u64>,
+    mut port_problems: watch::Receiver<PortProblems>,
+) {
     // What we wrote last per Route, so a table published before our own write comes back
     // through the watch does not write it again.
     let mut written: HashMap<RouteKey, Verdict> = HashMap::new();
-    while generations.changed().await.is_ok() {
+    let mut ports_open = true;
+    loop {
+        tokio::select! {
+            changed = generations.changed() => if changed.is_err() { return },
+            changed = port_problems.changed(), if ports_open => {
+                // The TCP proxy is gone (draining): only tables matter now.
+                if changed.is_err() {
+                    ports_open = false;
+                    continue;
+                }
+            }
+        }
         let t = table.load_full();
-        let todo: Vec<RouteOutcome> = t
-            .outcomes
+        let all = outcomes(&t, &port_problems.borrow_and_update());
+        let todo: Vec<RouteOutcome> = all
             .iter()
             .filter(|o| !up_to_date(o) && written.get(&o.key) != Some(&verdict(o)))
             .cloned()

@@ -2,7 +2,7 @@
 //! when it loses it; each accepted connection is spliced to an endpoint of the Route.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -16,6 +16,12 @@ use tracing::{debug, info, warn};
 
 use crate::{server::DrainSignal, table::TableHandle};
 
+/// Ports TCP Routes ask for that cannot be opened, with why, for the status writer.
+pub type PortProblems = BTreeMap<u16, String>;
+
+/// How often a port that could not be opened is tried again.
+const BIND_RETRY: Duration = Duration::from_secs(5);
+
 /// Keeps one listener per TCP route in step with the published tables.
 #[derive(Debug)]
 pub struct TcpProxy {
@@ -27,6 +33,8 @@ pub struct TcpProxy {
     pub connect_timeout: Duration,
     /// Endpoints tried per connection.
     pub max_attempts: usize,
+    /// Where the ports that cannot be opened are published (Route status reads them).
+    pub problems: watch::Sender<PortProblems>,
 }
 
 impl TcpProxy {
@@ -48,6 +56,7 @@ impl TcpProxy {
                 }
                 keep
             });
+            let mut problems = PortProblems::new();
             for &port in table.tcp.keys() {
                 if open.contains_key(&port) {
                     continue;
@@ -68,13 +77,23 @@ impl TcpProxy {
                             tracker.clone(),
                         ));
                     }
-                    // Retried with the next table; the Route stays unreachable meanwhile.
-                    Err(e) => warn!(%addr, error = %e, "cannot listen for TCP route"),
+                    // Said in the Route's status, and retried.
+                    Err(e) => {
+                        warn!(%addr, error = %e, "cannot listen for TCP route");
+                        problems.insert(port, format!("cannot listen on {addr}: {e}"));
+                    }
                 }
             }
+            let retry = !problems.is_empty();
+            self.problems.send_if_modified(|p| {
+                let changed = *p != problems;
+                *p = problems;
+                changed
+            });
             tokio::select! {
                 changed = generations.changed() => if changed.is_err() { return },
                 () = drain.signaled() => return,
+                () = tokio::time::sleep(BIND_RETRY), if retry => {}
             }
         }
     }

@@ -557,6 +557,60 @@ async fn tcp_routes_open_and_close_listeners() {
     router.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The Route's `Programmed` condition, if the router has written one.
+async fn programmed(ns: &TestNamespace, route: &str) -> Option<(String, String, String)> {
+    let r = ns.api::<Route>().get(route).await.unwrap();
+    let s = r.status?;
+    let c = conditions::find(&s.conditions, conditions::types::PROGRAMMED)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn a_tcp_route_whose_port_is_taken_says_so_and_opens_once_it_is_free() {
+    let ns = setup("router-tcp-busy").await;
+    let net = Netns::create();
+    let e1 = Backend::echo(&net, "e1", 5432).await;
+    put_slice(&ns.api(), "db-pg-1", "db-pg", 5432, &[(e1.addr.ip(), true)]).await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    // Another process holds the port the Route asks for.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    create_route(&ns, "db", RouteSpec::tcp("db", "pg", i32::from(port))).await;
+    eventually(
+        "Programmed=False, PortUnavailable, naming the port",
+        || async {
+            programmed(&ns, "db")
+                .await
+                .is_some_and(|(status, reason, message)| {
+                    status == "False"
+                        && reason == conditions::reasons::PORT_UNAVAILABLE
+                        && message.contains(&format!(":{port}"))
+                })
+        },
+    )
+    .await;
+
+    drop(squatter);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    eventually("the Route listens once the port is free", || async {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            return false;
+        };
+        let mut buf = [0u8; 4];
+        s.write_all(b"ping").await.is_ok()
+            && s.read_exact(&mut buf).await.is_ok()
+            && &buf == b"ping"
+    })
+    .await;
+    eventually("Programmed=True", || async {
+        programmed(&ns, "db")
+            .await
+            .is_some_and(|(status, _, _)| status == "True")
+    })
+    .await;
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn sticky_sessions_pin_clients() {
     let ns = setup("router-sticky").await;
