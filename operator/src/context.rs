@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use flynn_crds::Release;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::cache::Caches;
+use crate::FIELD_MANAGER;
+use crate::cache::{Cache, Caches};
 use crate::error::{KubeResultExt, Result};
 use crate::{Settings, metrics::Metrics};
 
@@ -122,6 +124,40 @@ impl Context {
         }
     }
 
+    /// Server-side applies the operator's `status` fields to `obj` and keeps the answer in
+    /// `cache`, so the next reconcile sees them before the watch delivers them.
+    pub async fn apply_status<K>(
+        &self,
+        cache: &Cache<K>,
+        obj: &K,
+        status: serde_json::Value,
+    ) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let name = obj.name_any();
+        let api: Api<K> =
+            Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        let written = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await
+            .context(|| format!("writing status of {} {name}", K::kind(&())))?;
+        cache.remember(written);
+        Ok(())
+    }
+
     /// Whether objects in `namespace` are this operator's to reconcile.
     pub fn scope(&self, namespace: Option<&str>) -> Scope {
         if let Some(scope) = &self.settings.namespace
@@ -167,4 +203,10 @@ pub enum Scope {
     Out,
     /// Its namespace is not in the namespace cache yet.
     Unknown,
+}
+
+/// Whether a child's controller has reported on its latest spec (its status's
+/// `observedGeneration` against its `metadata.generation`).
+pub fn observed_current(observed: Option<i64>, generation: Option<i64>) -> bool {
+    observed.is_some() && observed >= generation
 }

@@ -107,13 +107,13 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         && decision.rollback_to.is_none();
     let children_pending = wrote
         || formation.as_deref().is_some_and(|f| {
-            !observed_current(
+            !crate::context::observed_current(
                 f.status.as_ref().and_then(|s| s.observed_generation),
                 f.metadata.generation,
             )
         })
         || routes.iter().any(|r| {
-            !observed_current(
+            !crate::context::observed_current(
                 r.status.as_ref().and_then(|s| s.observed_generation),
                 r.metadata.generation,
             )
@@ -151,11 +151,6 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
-}
-
-/// Whether a child's controller has reported on its latest spec.
-pub(crate) fn observed_current(observed: Option<i64>, generation: Option<i64>) -> bool {
-    observed.is_some() && observed >= generation
 }
 
 /// The App's Releases, from the cache.
@@ -376,19 +371,8 @@ async fn write_status(app: &App, ctx: &Context, status: &flynn_crds::AppStatus) 
     if app.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let api: Api<App> = Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
-    let patch =
-        serde_json::json!({"apiVersion": "flynn.io/v1alpha1", "kind": "App", "status": status});
-    let written = api
-        .patch_status(
-            &app.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .context(|| format!("writing status of app {}", app.name_any()))?;
-    ctx.caches.apps.remember(written);
-    Ok(())
+    let status = serde_json::to_value(status).map_err(|e| Error::Serialize(app.name_any(), e))?;
+    ctx.apply_status(&ctx.caches.apps, app, status).await
 }
 
 /// Deletes the oldest Releases beyond the history setting, never the target or the

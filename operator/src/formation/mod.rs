@@ -132,7 +132,7 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
     // "Still rolling out" waits for the report already on its way: the Deployment
     // controller's, on a Deployment just written or not yet observed.
     let unobserved = existing_deployments.iter().any(|d| {
-        !crate::app::observed_current(
+        !crate::context::observed_current(
             d.status.as_ref().and_then(|s| s.observed_generation),
             d.metadata.generation,
         )
@@ -262,7 +262,6 @@ async fn update_status(
     deployments: &[Arc<Deployment>],
     hold: Option<StatusHold>,
 ) -> Result<Action> {
-    let ns = formation.namespace().unwrap_or_default();
     let app = &formation.spec.app;
     let generation = formation.metadata.generation;
     let now =
@@ -388,21 +387,10 @@ async fn update_status(
     {
         ctx.event(formation, true, reason, msg.clone()).await;
     }
-    let api: Api<Formation> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = serde_json::json!({
-        "apiVersion": "flynn.io/v1alpha1",
-        "kind": "Formation",
-        "status": status,
-    });
-    let written = api
-        .patch_status(
-            &formation.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .context(|| format!("writing status of formation {}", formation.name_any()))?;
-    ctx.caches.formations.remember(written);
+    let status =
+        serde_json::to_value(&status).map_err(|e| Error::Serialize(formation.name_any(), e))?;
+    ctx.apply_status(&ctx.caches.formations, formation, status)
+        .await?;
     Ok(Action::await_change())
 }
 

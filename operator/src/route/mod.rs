@@ -7,13 +7,12 @@ use std::sync::Arc;
 use flynn_crds::conditions::{self, reasons, types};
 use flynn_crds::{Route, RouteStatus, RouteType};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
 
-use crate::error::{KubeResultExt, Result};
-use crate::{Context, FIELD_MANAGER};
+use crate::Context;
+use crate::error::Result;
 
 pub const CONTROLLER: &str = "route";
 
@@ -195,22 +194,11 @@ pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
         .filter(|c| c.type_ == types::ACCEPTED || c.type_ == types::CONFLICT)
         .collect();
     let patch = serde_json::json!({
-        "apiVersion": "flynn.io/v1alpha1", "kind": "Route",
-        "status": {
-            "url": status.url, "conflictsWith": status.conflicts_with,
-            "observedGeneration": status.observed_generation, "conditions": conds,
-        }
+        "url": status.url, "conflictsWith": status.conflicts_with,
+        "observedGeneration": status.observed_generation, "conditions": conds,
     });
-    let api: Api<Route> = Api::namespaced(ctx.client.clone(), &ns);
-    let written = api
-        .patch_status(
-            &route.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .context(|| format!("writing status of route {}", route.name_any()))?;
-    ctx.caches.routes.remember(written);
+    ctx.apply_status(&ctx.caches.routes, route.as_ref(), patch)
+        .await?;
     Ok(Action::await_change())
 }
 
