@@ -1,27 +1,48 @@
-//! What the reconcilers read: one reflector store per kind, trimmed to the fields they
-//! use, plus the objects the operator itself wrote since.
+//! What the reconcilers read: one reflector store per kind, each object trimmed to the
+//! fields they use and held packed, plus the objects the operator itself wrote since.
 //!
 //! Reading from watches instead of the API is what lets a burst of Apps cost only the
 //! writes it needs (the API server's time is the bottleneck, and a reconcile that GETs
 //! and LISTs its inputs spends most of it on reads). Two things make a cache safe here:
 //!
-//! - **Our own writes.** The store learns of a write one watch round trip after the
-//!   write returns. A reconcile triggered in between (an App has four triggers) would
+//! - **Our own writes.** The store learns of a write one watch round trip after it
+//!   returns. A reconcile triggered in between (an App has four triggers) would
 //!   work from the copy before it, redo the write and announce it twice. The write's
 //!   response *is* the object as stored, so [`Cache::remember`] keeps it until the store
 //!   has caught up, and every read returns the newer of the two.
 //! - **Objects the watch has not delivered yet** (a Release created a moment before the
 //!   App points at it): the reconcilers fall back to a GET on a miss.
+//!
+//! **Why packed.** Every App has six objects here, and k8s-openapi's structs are built
+//! for completeness, not size: a `Deployment` is 2.4 KB before its first string, each
+//! non-empty map costs a B-tree node of about 550 bytes, and a Release's process map
+//! allocates room for eleven process specs. Held as structs, an App cost 22–26 KiB of
+//! memory. A [`Packed`] object is its trimmed JSON, LZ4-compressed against the first
+//! object of its kind (objects of a kind share most of their bytes: field names,
+//! labels, owner kinds, condition texts), next to the few fields that lists select on
+//! (namespace, App, a Route's key). Reads unpack the handful of objects a reconcile
+//! needs, a few microseconds each; lists filter on the unpacked fields and unpack only
+//! what they return.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use flynn_crds::{App, Formation, Release, Route};
+use flynn_crds::{App, Formation, Release, Route, labels};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::{Error, Result};
 
 /// The caches of every kind the reconcilers read.
 #[allow(missing_debug_implementations)] // Stores have no useful Debug.
@@ -59,6 +80,254 @@ impl Caches {
     }
 }
 
+/// A kind the operator caches: what is dropped before it is stored, and the keys
+/// lists select it by without unpacking it.
+pub trait Cached:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// Drops the fields no reconciler reads.
+    fn trim(&mut self) {
+        trim::metadata(self);
+    }
+
+    /// The App the object belongs to.
+    fn app(&self) -> Option<&str>;
+
+    /// A second key lists select on: the key Routes contend for.
+    fn tag(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Cached for App {
+    fn app(&self) -> Option<&str> {
+        self.metadata.name.as_deref()
+    }
+}
+
+impl Cached for Release {
+    fn app(&self) -> Option<&str> {
+        Some(&self.spec.app)
+    }
+}
+
+impl Cached for Formation {
+    fn app(&self) -> Option<&str> {
+        Some(&self.spec.app)
+    }
+}
+
+impl Cached for Route {
+    fn app(&self) -> Option<&str> {
+        Some(&self.spec.app)
+    }
+
+    fn tag(&self) -> Option<String> {
+        crate::route::key(self).map(|k| k.to_string())
+    }
+}
+
+impl Cached for Deployment {
+    fn trim(&mut self) {
+        trim::deployment(self);
+    }
+
+    fn app(&self) -> Option<&str> {
+        app_label(&self.metadata)
+    }
+}
+
+impl Cached for Service {
+    fn trim(&mut self) {
+        trim::service(self);
+    }
+
+    fn app(&self) -> Option<&str> {
+        app_label(&self.metadata)
+    }
+}
+
+fn app_label(meta: &ObjectMeta) -> Option<&str> {
+    meta.labels.as_ref()?.get(labels::APP).map(String::as_str)
+}
+
+/// What a kind's objects are compressed against: the JSON of the first one packed.
+/// Set once and shared by every object of the kind (an `Arc` each, no copy).
+#[derive(Clone, Debug, Default)]
+pub struct Dictionary(Arc<OnceLock<Arc<[u8]>>>);
+
+impl Dictionary {
+    fn get_or_init(&self, first: &[u8]) -> Arc<[u8]> {
+        self.0.get_or_init(|| Arc::from(first)).clone()
+    }
+}
+
+/// Why a packed object could not be read back (a bug: the bytes are our own).
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("decompressing: {0}")]
+    Decompress(#[from] lz4_flex::block::DecompressError),
+    #[error("decoding: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// An object as a cache holds it: its trimmed JSON, LZ4-compressed against its kind's
+/// [`Dictionary`], beside what the store keys on (name, namespace, resourceVersion)
+/// and what lists select on (App, tag). About 150–250 bytes of payload where the
+/// struct took 3–7 KB.
+pub struct Packed<K> {
+    meta: ObjectMeta,
+    app: Option<Box<str>>,
+    tag: Option<Box<str>>,
+    bytes: Box<[u8]>,
+    dictionary: Arc<[u8]>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Cached> Packed<K> {
+    /// Trims and packs `obj`.
+    pub fn pack(mut obj: K, dictionary: &Dictionary) -> Self {
+        obj.trim();
+        // Serializing these types cannot fail (their maps have string keys); were it to,
+        // the empty body would fail to unpack, with an error naming the object.
+        let json = serde_json::to_vec(&obj).unwrap_or_default();
+        let dictionary = dictionary.get_or_init(&json);
+        let bytes =
+            lz4_flex::block::compress_prepend_size_with_dict(&json, &dictionary).into_boxed_slice();
+        let meta = obj.meta();
+        Self {
+            meta: ObjectMeta {
+                name: meta.name.clone(),
+                namespace: meta.namespace.clone(),
+                resource_version: meta.resource_version.clone(),
+                ..ObjectMeta::default()
+            },
+            app: obj.app().map(Into::into),
+            tag: obj.tag().map(Into::into),
+            bytes,
+            dictionary,
+            kind: PhantomData,
+        }
+    }
+
+    /// The object, trimmed.
+    pub fn unpack(&self) -> Result<K> {
+        let unpack = || -> Result<K, UnpackError> {
+            let json = lz4_flex::block::decompress_size_prepended_with_dict(
+                &self.bytes,
+                &self.dictionary,
+            )?;
+            Ok(serde_json::from_slice(&json)?)
+        };
+        unpack().map_err(|e| Error::Unpack(self.reference().to_string(), e))
+    }
+
+    pub fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// The unpacked object's reference.
+    pub fn reference(&self) -> ObjectRef<K> {
+        reference(&self.meta)
+    }
+}
+
+fn reference<K: Cached>(meta: &ObjectMeta) -> ObjectRef<K> {
+    let r = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
+    match &meta.namespace {
+        Some(ns) => r.within(ns),
+        None => r,
+    }
+}
+
+/// A watch event with its object packed.
+pub fn pack_event<K: Cached>(
+    event: watcher::Event<K>,
+    dictionary: &Dictionary,
+) -> watcher::Event<Packed<K>> {
+    use watcher::Event;
+    match event {
+        Event::Apply(obj) => Event::Apply(Packed::pack(obj, dictionary)),
+        Event::Delete(obj) => Event::Delete(Packed::pack(obj, dictionary)),
+        Event::Init => Event::Init,
+        Event::InitApply(obj) => Event::InitApply(Packed::pack(obj, dictionary)),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
+impl<K: Cached> Resource for Packed<K> {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.meta
+    }
+}
+
+impl<K> Clone for Packed<K> {
+    fn clone(&self) -> Self {
+        Self {
+            meta: self.meta.clone(),
+            app: self.app.clone(),
+            tag: self.tag.clone(),
+            bytes: self.bytes.clone(),
+            dictionary: self.dictionary.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for Packed<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Packed")
+            .field("namespace", &self.meta.namespace)
+            .field("name", &self.meta.name)
+            .field("resource_version", &self.meta.resource_version)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// kube's controller asks its object type to be deserializable. The operator's watches
+/// deserialize `K` and pack it with the kind's dictionary; this path (unused) packs
+/// without one.
+impl<'de, K: Cached> Deserialize<'de> for Packed<K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        K::deserialize(d).map(|obj| Packed::pack(obj, &Dictionary::default()))
+    }
+}
+
 /// How long a written object may stand in for the store's copy. The store normally
 /// catches up within milliseconds; this bounds what a lost watch event (or an object
 /// deleted right after we wrote it) can make us believe.
@@ -67,48 +336,36 @@ const OVERLAY_TTL: Duration = Duration::from_secs(10);
 /// Objects the operator wrote, with when.
 type Written<K> = HashMap<ObjectRef<K>, (Arc<K>, Instant)>;
 
-/// A reflector store and the objects written since (see the module docs).
+/// A reflector store of packed objects and the objects written since (see the module
+/// docs).
 #[allow(missing_debug_implementations)] // Stores have no useful Debug.
-pub struct Cache<K>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store: Store<K>,
-    trim: fn(&mut K),
+pub struct Cache<K: Cached> {
+    store: Store<Packed<K>>,
     written: Arc<Mutex<Written<K>>>,
 }
 
-impl<K> Cache<K>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    /// `trim` is applied to what [`Cache::remember`] keeps, the same function the
-    /// watch applies to what the store keeps.
-    pub fn new(store: Store<K>, trim: fn(&mut K)) -> Self {
+impl<K: Cached> Cache<K> {
+    pub fn new(store: Store<Packed<K>>) -> Self {
         Self {
             store,
-            trim,
             written: Arc::default(),
         }
     }
 
     /// What the watch calls with each deleted object, so a copy we wrote before the
     /// deletion cannot stand in for it.
-    pub fn on_delete(&self) -> impl Fn(&K) + Send + Sync + 'static + use<K>
-    where
-        K: Send + Sync,
-    {
+    pub fn on_delete(&self) -> impl Fn(&Packed<K>) + Send + Sync + 'static + use<K> {
         let written = self.written.clone();
         move |obj| {
             written
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&ObjectRef::from_obj(obj));
+                .remove(&obj.reference());
         }
     }
 
     /// The watch's own copy, without our writes (for the controller it triggers).
-    pub fn store(&self) -> &Store<K> {
+    pub fn store(&self) -> &Store<Packed<K>> {
         &self.store
     }
 
@@ -120,62 +377,95 @@ where
 
     /// The freshest copy of an object, or `None` if neither the watch nor our writes
     /// know it.
-    pub fn get(&self, r: &ObjectRef<K>) -> Option<Arc<K>> {
-        self.freshest(r, self.store.get(r))
+    pub fn get(&self, r: &ObjectRef<K>) -> Result<Option<Arc<K>>> {
+        self.freshest(r, self.store.get(&packed_ref(r)).as_deref())
     }
 
-    /// `obj` (the copy a reconcile was handed), or the newer one we wrote.
-    pub fn fresh(&self, obj: Arc<K>) -> Arc<K> {
-        let r = ObjectRef::from_obj(obj.as_ref());
-        self.freshest(&r, Some(obj.clone())).unwrap_or(obj)
+    /// `obj` (the copy a reconcile was handed) unpacked, or the newer one we wrote.
+    pub fn fresh(&self, obj: &Packed<K>) -> Result<Arc<K>> {
+        match self.freshest(&obj.reference(), Some(obj))? {
+            Some(fresh) => Ok(fresh),
+            None => obj.unpack().map(Arc::new),
+        }
     }
 
-    /// Every object matching `filter`, each in its freshest copy, including objects we
-    /// created that the watch has not delivered yet.
-    pub fn list(&self, filter: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
+    /// The objects of `app` in `namespace`, each in its freshest copy, including objects
+    /// we created that the watch has not delivered yet.
+    pub fn of_app(&self, namespace: &str, app: &str) -> Result<Vec<Arc<K>>> {
+        self.select(|ns, a, _| ns == Some(namespace) && a == Some(app))
+    }
+
+    /// The objects tagged `tag` in every namespace (Routes contending for a key).
+    pub fn tagged(&self, tag: &str) -> Result<Vec<Arc<K>>> {
+        self.select(|_, _, t| t == Some(tag))
+    }
+
+    /// References to the stored objects tagged `tag`, without unpacking them.
+    pub fn tagged_refs(&self, tag: &str) -> Vec<ObjectRef<Packed<K>>> {
+        self.store
+            .state()
+            .iter()
+            .filter(|p| p.tag() == Some(tag))
+            .map(|p| ObjectRef::from_obj(p.as_ref()))
+            .collect()
+    }
+
+    /// Every object whose (namespace, App, tag) matches, in its freshest copy. Only the
+    /// matches are unpacked.
+    fn select(
+        &self,
+        matches: impl Fn(Option<&str>, Option<&str>, Option<&str>) -> bool,
+    ) -> Result<Vec<Arc<K>>> {
+        let mine_matches =
+            |o: &K| matches(o.meta().namespace.as_deref(), o.app(), o.tag().as_deref());
         let mut out: Vec<Arc<K>> = Vec::new();
         let mut written = self.lock();
         for cached in self.store.state() {
-            let r = ObjectRef::from_obj(cached.as_ref());
-            let obj = match written.get(&r) {
+            let r = cached.reference();
+            match written.get(&r) {
                 Some((mine, at))
                     if at.elapsed() < OVERLAY_TTL && newer(mine.as_ref(), cached.as_ref()) =>
                 {
-                    mine.clone()
+                    if mine_matches(mine) {
+                        out.push(mine.clone());
+                    }
+                    continue;
                 }
                 Some(_) => {
                     // The store has caught up.
                     written.remove(&r);
-                    cached
                 }
-                None => cached,
-            };
-            if filter(&obj) {
-                out.push(obj);
+                None => {}
+            }
+            if matches(cached.meta.namespace.as_deref(), cached.app(), cached.tag()) {
+                out.push(Arc::new(cached.unpack()?));
             }
         }
         for (r, (mine, at)) in written.iter() {
-            if at.elapsed() < OVERLAY_TTL && self.store.get(r).is_none() && filter(mine) {
+            if at.elapsed() < OVERLAY_TTL
+                && mine_matches(mine)
+                && self.store.get(&packed_ref(r)).is_none()
+            {
                 out.push(mine.clone());
             }
         }
-        out
+        Ok(out)
     }
 
     /// Keeps the object a write answered with, until the store has it too.
     pub fn remember(&self, mut obj: K) -> Arc<K> {
-        (self.trim)(&mut obj);
+        obj.trim();
         let obj = Arc::new(obj);
         let mut written = self.lock();
         // Entries leave when a read finds the store caught up; this sweeps the ones no
         // read came back for, so the map holds only writes the watch has not delivered
         // yet (plus at most this many), not a second copy of everything written.
         if written.len() >= 64 {
+            let store = &self.store;
             written.retain(|r, (mine, at)| {
                 at.elapsed() < OVERLAY_TTL
-                    && self
-                        .store
-                        .get(r)
+                    && store
+                        .get(&packed_ref(r))
                         .is_none_or(|cached| newer(mine.as_ref(), cached.as_ref()))
             });
         }
@@ -191,26 +481,32 @@ where
         self.lock().remove(r);
     }
 
-    fn freshest(&self, r: &ObjectRef<K>, cached: Option<Arc<K>>) -> Option<Arc<K>> {
+    fn freshest(&self, r: &ObjectRef<K>, cached: Option<&Packed<K>>) -> Result<Option<Arc<K>>> {
         let mut written = self.lock();
-        let Some((mine, at)) = written.get(r) else {
-            return cached;
-        };
-        let use_mine = at.elapsed() < OVERLAY_TTL
-            && match &cached {
-                Some(c) => newer(mine.as_ref(), c.as_ref()),
-                None => true,
-            };
-        if use_mine {
-            return Some(mine.clone());
+        if let Some((mine, at)) = written.get(r) {
+            let use_mine =
+                at.elapsed() < OVERLAY_TTL && cached.is_none_or(|c| newer(mine.as_ref(), c));
+            if use_mine {
+                return Ok(Some(mine.clone()));
+            }
+            // The store has caught up (or the entry is too old to trust): it answers alone.
+            written.remove(r);
         }
-        // The store has caught up (or the entry is too old to trust): it answers alone.
-        written.remove(r);
-        cached
+        drop(written);
+        cached.map(|c| c.unpack().map(Arc::new)).transpose()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Written<K>> {
         self.written.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The store's key for an object reference.
+fn packed_ref<K: Cached>(r: &ObjectRef<K>) -> ObjectRef<Packed<K>> {
+    let packed = ObjectRef::new(&r.name);
+    match &r.namespace {
+        Some(ns) => packed.within(ns),
+        None => packed,
     }
 }
 
@@ -219,14 +515,13 @@ where
 /// resourceVersions are opaque by contract, but on every API server backed by etcd they
 /// are its revision numbers, which only grow. Should one not parse, the store is trusted:
 /// a wrong answer costs one redundant (idempotent) write, never a lost one.
-fn newer<K: Resource>(a: &K, b: &K) -> bool {
-    let rv = |k: &K| {
-        k.meta()
-            .resource_version
+fn newer(a: &impl Resource, b: &impl Resource) -> bool {
+    let rv = |m: &ObjectMeta| {
+        m.resource_version
             .as_deref()
             .and_then(|v| v.parse::<u64>().ok())
     };
-    match (rv(a), rv(b)) {
+    match (rv(a.meta()), rv(b.meta())) {
         (Some(a), Some(b)) => a > b,
         _ => false,
     }
@@ -270,5 +565,130 @@ pub mod trim {
         metadata(s);
         s.spec = None;
         s.status = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+    use kube::runtime::reflector::store::Writer;
+    use serde_json::json;
+
+    fn route(ns: &str, name: &str, rv: &str, domain: &str) -> Route {
+        serde_json::from_value(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "Route",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv,
+                "uid": "1dcfd75f-5569-4fd7-bab6-80762db95d51", "generation": 1,
+                "managedFields": [{"manager": "flynn-operator", "operation": "Apply"}],
+                "labels": {"flynn.io/app": name}},
+            "spec": {"type": "http", "app": name, "process": "web",
+                "http": {"domain": domain, "path": "/"}},
+            "status": {"url": format!("http://{domain}"), "observedGeneration": 1},
+        }))
+        .unwrap()
+    }
+
+    fn cache() -> (Cache<Route>, Writer<Packed<Route>>, Dictionary) {
+        let (store, writer) = reflector::store();
+        (Cache::new(store), writer, Dictionary::default())
+    }
+
+    fn apply(w: &mut Writer<Packed<Route>>, d: &Dictionary, r: Route) {
+        w.apply_watcher_event(&watcher::Event::Apply(Packed::pack(r, d)));
+    }
+
+    #[test]
+    fn a_packed_object_unpacks_to_the_trimmed_object_and_is_smaller() {
+        let d = Dictionary::default();
+        let first = route("team-a", "shop", "10", "shop.example.com");
+        let second = route("team-b", "blog", "11", "blog.example.com");
+        let _ = Packed::pack(first, &d);
+        let packed = Packed::pack(second.clone(), &d);
+        let mut trimmed = second.clone();
+        trimmed.trim();
+        let unpacked = packed.unpack().unwrap();
+        assert_eq!(unpacked, trimmed);
+        assert!(
+            unpacked
+                .metadata
+                .managed_fields
+                .is_none_or(|m| m.is_empty())
+        );
+        assert_eq!(packed.app(), Some("blog"));
+        assert_eq!(packed.tag(), Some("domain blog.example.com path /"));
+        let json = serde_json::to_vec(&trimmed).unwrap().len();
+        assert!(
+            packed.bytes.len() * 2 < json,
+            "{} packed bytes for {json} bytes of JSON",
+            packed.bytes.len()
+        );
+    }
+
+    #[test]
+    fn lists_select_by_app_and_tag_and_unpack_only_those() {
+        let (cache, mut w, d) = cache();
+        apply(&mut w, &d, route("a", "shop", "1", "shop.example.com"));
+        apply(&mut w, &d, route("b", "shop", "2", "shop.example.com"));
+        apply(&mut w, &d, route("a", "blog", "3", "blog.example.com"));
+        let of_shop = cache.of_app("a", "shop").unwrap();
+        assert_eq!(of_shop.len(), 1);
+        assert_eq!(of_shop[0].metadata.namespace.as_deref(), Some("a"));
+        let contending = cache.tagged("domain shop.example.com path /").unwrap();
+        assert_eq!(contending.len(), 2);
+        assert_eq!(cache.tagged_refs("domain shop.example.com path /").len(), 2);
+        assert!(cache.of_app("a", "nope").unwrap().is_empty());
+    }
+
+    #[test]
+    fn our_newer_write_stands_in_until_the_watch_delivers_it() {
+        let (cache, mut w, d) = cache();
+        apply(&mut w, &d, route("a", "shop", "5", "shop.example.com"));
+        let r = ObjectRef::new("shop").within("a");
+        // We wrote version 6 (a new domain); the watch still has 5.
+        cache.remember(route("a", "shop", "6", "new.example.com"));
+        let got = cache.get(&r).unwrap().unwrap();
+        assert_eq!(got.metadata.resource_version.as_deref(), Some("6"));
+        assert_eq!(
+            cache.of_app("a", "shop").unwrap()[0]
+                .metadata
+                .resource_version
+                .as_deref(),
+            Some("6")
+        );
+        // Lists select our copy by its own key, not the stale one's.
+        assert!(
+            cache
+                .tagged("domain shop.example.com path /")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            cache.tagged("domain new.example.com path /").unwrap().len(),
+            1
+        );
+        // The watch catches up with 7: the store answers again.
+        apply(&mut w, &d, route("a", "shop", "7", "new.example.com"));
+        let got = cache.get(&r).unwrap().unwrap();
+        assert_eq!(got.metadata.resource_version.as_deref(), Some("7"));
+        assert!(cache.lock().is_empty());
+    }
+
+    #[test]
+    fn a_created_object_is_listed_before_the_watch_has_it_and_forgotten_on_delete() {
+        let (cache, mut w, d) = cache();
+        let created = route("a", "shop", "9", "shop.example.com");
+        cache.remember(created.clone());
+        assert_eq!(cache.of_app("a", "shop").unwrap().len(), 1);
+        let packed = Packed::pack(created, &d);
+        w.apply_watcher_event(&watcher::Event::Delete(packed.clone()));
+        cache.on_delete()(&packed);
+        assert!(cache.of_app("a", "shop").unwrap().is_empty());
+        assert!(
+            cache
+                .get(&ObjectRef::new("shop").within("a"))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -13,7 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::FIELD_MANAGER;
-use crate::cache::{Cache, Caches};
+use crate::cache::{Cache, Cached, Caches};
 use crate::error::{KubeResultExt, Result};
 use crate::{Settings, metrics::Metrics};
 
@@ -91,7 +91,7 @@ impl Context {
     /// A Release from the cache, or from the API when the watch has not delivered it yet
     /// (an App is pointed at a Release right after it is created).
     pub async fn release(&self, ns: &str, name: &str) -> Result<Option<Arc<Release>>> {
-        if let Some(r) = self.caches.releases.get(&ObjectRef::new(name).within(ns)) {
+        if let Some(r) = self.caches.releases.get(&ObjectRef::new(name).within(ns))? {
             return Ok(Some(r));
         }
         let fetched = Api::<Release>::namespaced(self.client.clone(), ns)
@@ -126,18 +126,12 @@ impl Context {
 
     /// Server-side applies the operator's `status` fields to `obj` and keeps the answer in
     /// `cache`, so the next reconcile sees them before the watch delivers them.
-    pub async fn apply_status<K>(
+    pub async fn apply_status<K: Cached>(
         &self,
         cache: &Cache<K>,
         obj: &K,
         status: serde_json::Value,
-    ) -> Result<()>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
+    ) -> Result<()> {
         let name = obj.name_any();
         let api: Api<K> =
             Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());

@@ -19,6 +19,10 @@ pub enum Error {
     /// Serializing an object for server-side apply failed (a bug, not bad input).
     #[error("serializing {0}: {1}")]
     Serialize(String, #[source] serde_json::Error),
+
+    /// A cached object could not be read back (a bug: the cache packed it itself).
+    #[error("reading {0} from the cache: {1}")]
+    Unpack(String, #[source] crate::cache::UnpackError),
 }
 
 impl Error {
@@ -35,6 +39,7 @@ impl Error {
             },
             Error::MissingField(..) => "missing_field",
             Error::Serialize(..) => "serialize",
+            Error::Unpack(..) => "cache",
         }
     }
 }

@@ -27,10 +27,9 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Config as WatcherConfig};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Cache, Caches, trim};
+use crate::cache::{self, Cache, Cached, Caches, Dictionary, Packed};
 use crate::metrics::Metrics;
 use crate::server::Health;
 use crate::{Context, Error, Settings, app, formation, route};
@@ -45,30 +44,22 @@ where
     }
 }
 
-/// A watch that fills a cache (trimmed) as the controller it triggers polls it.
-fn cached_watch<K>(
+/// A watch that fills a cache (objects trimmed and packed) as the controller it
+/// triggers polls it.
+fn cached_watch<K: Cached>(
     api: Api<K>,
     config: WatcherConfig,
-    trim: fn(&mut K),
 ) -> (
     Cache<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+    impl Stream<Item = Result<Packed<K>, watcher::Error>> + Send + 'static,
+) {
     let (store, writer) = reflector::store();
-    let cache = Cache::new(store, trim);
+    let cache = Cache::new(store);
     let on_delete = cache.on_delete();
+    let dictionary = Dictionary::default();
     let stream = watcher::watcher(api, config)
         .default_backoff()
-        .modify(trim)
+        .map_ok(move |event| cache::pack_event(event, &dictionary))
         .reflect(writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(obj) = event {
@@ -78,6 +69,22 @@ where
         // Deletions too: a deleted child is re-made, a deleted Route hands its key on.
         .touched_objects();
     (cache, stream)
+}
+
+/// A child's changes trigger its Formation, found by the child's App label (a packed
+/// copy keeps no owner references; the Formation is named after the App).
+fn formation_triggers<K: Cached>(
+    children: impl Stream<Item = Result<Packed<K>, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = ObjectRef<Packed<Formation>>> + Send + 'static {
+    children.filter_map(|child| {
+        futures::future::ready(match child {
+            Ok(child) => formation::formation_for(&child),
+            Err(e) => {
+                tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
+                None
+            }
+        })
+    })
 }
 
 /// Sends a trigger; fails only once the controller is gone (shutdown).
@@ -103,22 +110,18 @@ pub async fn run(
         labels::MANAGED_BY_FLYNN
     ));
 
-    let (apps, app_stream) =
-        cached_watch::<App>(api(&client, &settings), wc.clone(), trim::metadata);
+    let (apps, app_stream) = cached_watch::<App>(api(&client, &settings), wc.clone());
     let app_store = apps.store().clone();
     let (formations, formation_stream) =
-        cached_watch::<Formation>(api(&client, &settings), wc.clone(), trim::metadata);
+        cached_watch::<Formation>(api(&client, &settings), wc.clone());
     let formation_store = formations.store().clone();
-    let (releases, release_stream) =
-        cached_watch::<Release>(api(&client, &settings), wc.clone(), trim::metadata);
+    let (releases, release_stream) = cached_watch::<Release>(api(&client, &settings), wc.clone());
     // Routes from every namespace: conflicts are cluster-wide.
-    let (routes, route_stream) =
-        cached_watch::<Route>(Api::all(client.clone()), wc.clone(), trim::metadata);
+    let (routes, route_stream) = cached_watch::<Route>(Api::all(client.clone()), wc.clone());
     let route_store = routes.store().clone();
     let (deployments, deployment_stream) =
-        cached_watch::<Deployment>(api(&client, &settings), managed.clone(), trim::deployment);
-    let (services, service_stream) =
-        cached_watch::<Service>(api(&client, &settings), managed, trim::service);
+        cached_watch::<Deployment>(api(&client, &settings), managed.clone());
+    let (services, service_stream) = cached_watch::<Service>(api(&client, &settings), managed);
     let caches = Caches {
         apps,
         formations,
@@ -154,12 +157,13 @@ pub async fn run(
     let config = ControllerConfig::default().concurrency(settings.concurrency);
 
     // Fan-out: triggers for controllers that do not poll the watch themselves.
-    let (to_apps, app_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<App>>();
-    let (to_routes, route_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Route>>();
+    let (to_apps, app_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Packed<App>>>();
+    let (to_routes, route_triggers) =
+        futures::channel::mpsc::unbounded::<ObjectRef<Packed<Route>>>();
     let formation_stream = formation_stream.inspect_ok({
         let to_apps = to_apps.clone();
         move |f| {
-            app::app_for_formation(f)
+            app::app_for(f)
                 .into_iter()
                 .for_each(|r| trigger(&to_apps, r))
         }
@@ -167,25 +171,27 @@ pub async fn run(
     let release_stream = release_stream.inspect_ok({
         let to_apps = to_apps.clone();
         move |r| {
-            app::app_for_release(r)
+            app::app_for(r)
                 .into_iter()
                 .for_each(|a| trigger(&to_apps, a))
         }
     });
     let route_stream = route_stream.inspect_ok({
         let scope = settings.namespace.clone();
-        let routes = route_store.clone();
+        let ctx = ctx.clone();
         move |r| {
             // Only the Routes of Apps in scope: in a cluster of 10,000 Routes, a scoped
             // operator must not schedule (and skip) a reconcile for each change.
             let in_scope = |ns: &Option<String>| scope.is_none() || *ns == scope;
-            app::app_for_route(r)
+            app::app_for(r)
                 .filter(|a| in_scope(&a.namespace))
                 .into_iter()
                 .for_each(|a| trigger(&to_apps, a));
             // A changed Route may take a key from, or hand it to, another one.
-            route::contenders(r, &routes.state())
+            r.tag()
+                .map(|key| ctx.caches.routes.tagged_refs(key))
                 .into_iter()
+                .flatten()
                 .filter(|c| in_scope(&c.namespace))
                 .for_each(|c| trigger(&to_routes, c));
         }
@@ -203,9 +209,9 @@ pub async fn run(
         .for_each(log_outcome);
     let formation_ctl = Controller::for_stream(formation_stream, formation_store)
         .with_config(config.clone())
-        .owns_stream(deployment_stream)
-        .owns_stream(service_stream)
-        .watches_stream(release_stream, |r| formation::formation_for_release(&r))
+        .reconcile_on(formation_triggers(deployment_stream))
+        .reconcile_on(formation_triggers(service_stream))
+        .watches_stream(release_stream, |r| formation::formation_for(&r))
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
             instrumented(formation::CONTROLLER, formation::reconcile),

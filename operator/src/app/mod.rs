@@ -8,14 +8,15 @@ pub mod build;
 use std::sync::Arc;
 
 use flynn_crds::conditions::{self, reasons, types};
-use flynn_crds::{App, Formation, Release, Route, labels, names};
+use flynn_crds::{App, Release, Route, labels, names};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
+use crate::cache::{Cached, Packed};
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
 use crate::rollout::diagnose;
 use crate::{Context, FIELD_MANAGER};
@@ -23,8 +24,8 @@ use crate::{Context, FIELD_MANAGER};
 pub const CONTROLLER: &str = "app";
 
 #[tracing::instrument(skip_all, fields(app = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
-pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
-    let app = ctx.caches.apps.fresh(app);
+pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Action> {
+    let app = ctx.caches.apps.fresh(&app)?;
     let ns = app.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -39,17 +40,14 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
     // Everything read comes from the caches, and every change that matters triggers a
     // reconcile (owned Formation, Releases and Routes of the App), so nothing read here
     // is older than its trigger.
-    let routes = ctx
-        .caches
-        .routes
-        .list(|r| r.metadata.namespace.as_deref() == Some(ns.as_str()) && r.spec.app == name);
+    let routes = ctx.caches.routes.of_app(&ns, &name)?;
     // Whether this pass wrote a child: its watch event will trigger the next pass.
     let mut wrote = apply_default_route(&app, &ctx, &ns, &routes).await?;
 
     let mut formation = None;
     if let Some(target) = &app.spec.release {
         let Some(current) = ctx.release(&ns, target).await? else {
-            let known = app_releases(&ctx, &ns, &name)
+            let known = app_releases(&ctx, &ns, &name)?
                 .iter()
                 .map(|r| r.name_any())
                 .collect::<Vec<_>>();
@@ -73,7 +71,7 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         formation = ctx
             .caches
             .formations
-            .get(&ObjectRef::new(&names::formation_name(&name)).within(&ns));
+            .get(&ObjectRef::new(&names::formation_name(&name)).within(&ns))?;
         if formation.as_ref().is_none_or(|f| {
             f.spec != desired.spec || f.owner_references() != desired.owner_references()
         }) {
@@ -154,10 +152,8 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 /// The App's Releases, from the cache.
-fn app_releases(ctx: &Context, ns: &str, app: &str) -> Vec<Arc<Release>> {
-    ctx.caches
-        .releases
-        .list(|r| r.metadata.namespace.as_deref() == Some(ns) && r.spec.app == app)
+fn app_releases(ctx: &Context, ns: &str, app: &str) -> Result<Vec<Arc<Release>>> {
+    ctx.caches.releases.of_app(ns, app)
 }
 
 /// `spec.env` differs from the current Release's: make the next Release with the new
@@ -171,7 +167,7 @@ async fn new_config_release(
     let releases: Api<Release> =
         Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
     let ns = app.namespace().unwrap_or_default();
-    let existing = app_releases(ctx, &ns, &app.name_any());
+    let existing = app_releases(ctx, &ns, &app.name_any())?;
     let version = build::next_version(existing.iter().map(AsRef::as_ref));
     let release = build::config_release(app, current, version);
     let release_name = release.name_any();
@@ -378,7 +374,7 @@ async fn write_status(app: &App, ctx: &Context, status: &flynn_crds::AppStatus) 
 /// Deletes the oldest Releases beyond the history setting, never the target or the
 /// running one.
 async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>) -> Result<()> {
-    let releases = app_releases(ctx, ns, &app.name_any());
+    let releases = app_releases(ctx, ns, &app.name_any())?;
     if releases.len() <= ctx.settings.release_history {
         return Ok(());
     }
@@ -408,17 +404,7 @@ async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>
     Ok(())
 }
 
-/// Maps a Formation to its App (they share the name).
-pub fn app_for_formation(f: &Formation) -> Option<ObjectRef<App>> {
-    Some(ObjectRef::new(&f.spec.app).within(&f.namespace()?))
-}
-
-/// Maps a Release to its App.
-pub fn app_for_release(r: &Release) -> Option<ObjectRef<App>> {
-    Some(ObjectRef::new(&r.spec.app).within(&r.namespace()?))
-}
-
-/// Maps a Route to its App (its URLs are the App's).
-pub fn app_for_route(r: &Route) -> Option<ObjectRef<App>> {
-    Some(ObjectRef::new(&r.spec.app).within(&r.namespace()?))
+/// The App an object belongs to (a Formation, Release or Route of it), to trigger.
+pub fn app_for<K: Cached>(obj: &Packed<K>) -> Option<ObjectRef<Packed<App>>> {
+    Some(ObjectRef::new(obj.app()?).within(obj.meta().namespace.as_deref()?))
 }

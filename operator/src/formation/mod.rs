@@ -17,10 +17,8 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Cached, Packed};
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
 use crate::rollout::{DeploymentRollout, deployment_rollout};
 use crate::{Context, FIELD_MANAGER};
@@ -32,8 +30,8 @@ pub const CONTROLLER: &str = "formation";
 pub const APPLIED_HASH: &str = "flynn.io/applied-hash";
 
 #[tracing::instrument(skip_all, fields(formation = %formation.name_any(), namespace = formation.namespace().unwrap_or_default()))]
-pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<Action> {
-    let formation = ctx.caches.formations.fresh(formation);
+pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> Result<Action> {
+    let formation = ctx.caches.formations.fresh(&formation)?;
     let ns = formation.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -84,15 +82,8 @@ pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<A
     // From the caches: every change to a child triggers a reconcile (owns), so what is
     // read here is never older than the trigger, and our own writes are in them.
     let app = formation.spec.app.as_str();
-    let of_app = |m: &kube::core::ObjectMeta| {
-        m.namespace.as_deref() == Some(ns.as_str())
-            && m.labels
-                .as_ref()
-                .and_then(|l| l.get(labels::APP))
-                .is_some_and(|a| a == app)
-    };
-    let existing_deployments = ctx.caches.deployments.list(|d| of_app(&d.metadata));
-    let existing_services = ctx.caches.services.list(|s| of_app(&s.metadata));
+    let existing_deployments = ctx.caches.deployments.of_app(&ns, app)?;
+    let existing_services = ctx.caches.services.of_app(&ns, app)?;
     let uid = formation.metadata.uid.clone().unwrap_or_default();
     let wanted_deployments: BTreeSet<String> = desired
         .deployments
@@ -168,20 +159,13 @@ struct StatusHold {
 
 /// Server-side applies `obj` unless the cached copy carries the same applied hash;
 /// whether it wrote.
-async fn apply_if_changed<K>(
+async fn apply_if_changed<K: Cached>(
     ctx: &Context,
     cache: &Cache<K>,
     ns: &str,
     mut obj: K,
     existing: &[Arc<K>],
-) -> Result<bool>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
+) -> Result<bool> {
     let name = obj.name_any();
     let body = serde_json::to_vec(&obj).map_err(|e| Error::Serialize(name.clone(), e))?;
     let hash = format!("{:016x}", fnv1a(&body));
@@ -210,20 +194,14 @@ where
 
 /// Deletes children of this Formation (by owner uid) that are no longer wanted: a process
 /// type dropped from the Release or the counts, a process that stopped listening.
-async fn prune<K>(
+async fn prune<K: Cached>(
     ctx: &Context,
     cache: &Cache<K>,
     ns: &str,
     owner_uid: &str,
     wanted: &BTreeSet<String>,
     existing: &[Arc<K>],
-) -> Result<bool>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
+) -> Result<bool> {
     let stale: Vec<String> = existing
         .iter()
         .filter(|o| o.owner_references().iter().any(|r| r.uid == owner_uid))
@@ -414,12 +392,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Maps a Release to the Formation that may be waiting for it (same app, same namespace).
-pub fn formation_for_release(
-    r: &Release,
-) -> Option<kube::runtime::reflector::ObjectRef<Formation>> {
+/// The Formation an object of its App belongs to (a Release, Deployment or Service), to
+/// trigger: Formations are named after their App.
+pub fn formation_for<K: Cached>(obj: &Packed<K>) -> Option<ObjectRef<Packed<Formation>>> {
     Some(
-        kube::runtime::reflector::ObjectRef::new(&flynn_crds::names::formation_name(&r.spec.app))
-            .within(&r.namespace()?),
+        ObjectRef::new(&flynn_crds::names::formation_name(obj.app()?))
+            .within(obj.meta().namespace.as_deref()?),
     )
 }

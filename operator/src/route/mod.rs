@@ -9,9 +9,9 @@ use flynn_crds::{Route, RouteStatus, RouteType};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 
 use crate::Context;
+use crate::cache::{Cached, Packed};
 use crate::error::Result;
 
 pub const CONTROLLER: &str = "route";
@@ -153,8 +153,8 @@ pub fn desired_status(route: &Route, all: &[Arc<Route>], now: Time) -> RouteStat
 }
 
 #[tracing::instrument(skip_all, fields(route = %route.name_any(), namespace = route.namespace().unwrap_or_default()))]
-pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
-    let route = ctx.caches.routes.fresh(route);
+pub async fn reconcile(route: Arc<Packed<Route>>, ctx: Arc<Context>) -> Result<Action> {
+    let route = ctx.caches.routes.fresh(&route)?;
     let ns = route.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -162,7 +162,11 @@ pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
     if route.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let all = ctx.caches.routes.list(|_| true);
+    // The Routes contending for its key (only those are unpacked).
+    let all = match route.tag() {
+        Some(key) => ctx.caches.routes.tagged(&key)?,
+        None => Vec::new(),
+    };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = desired_status(&route, &all, now);
     let old = route.status.clone().unwrap_or_default();
@@ -200,16 +204,6 @@ pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
     ctx.apply_status(&ctx.caches.routes, route.as_ref(), patch)
         .await?;
     Ok(Action::await_change())
-}
-
-/// Routes to re-check when `changed` changes: those sharing its key (a deleted winner
-/// hands the key to the next oldest).
-pub fn contenders(changed: &Route, all: &[Arc<Route>]) -> Vec<ObjectRef<Route>> {
-    let Some(k) = key(changed) else { return vec![] };
-    all.iter()
-        .filter(|r| key(r).as_ref() == Some(&k))
-        .map(|r| ObjectRef::from_obj(r.as_ref()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -292,7 +286,9 @@ mod tests {
             &desired_status(&b, &all, now()).conditions,
             types::CONFLICT
         ));
-        assert_eq!(contenders(&a, &all).len(), 2);
+        // Both are found by the key they contend for (what a change re-checks).
+        assert_eq!(a.tag().as_deref(), Some("TCP port 5432"));
+        assert_eq!(a.tag(), b.tag());
         let all = vec![b.clone()];
         let s = desired_status(&b, &all, now());
         assert!(conditions::is_true(&s.conditions, types::ACCEPTED));
