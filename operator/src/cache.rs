@@ -37,7 +37,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{Lookup, ObjectRef, Store};
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -49,12 +49,12 @@ use crate::error::{Error, Result};
 pub struct Caches {
     pub apps: Cache<App>,
     pub formations: Cache<Formation>,
-    pub releases: Cache<Release>,
+    pub releases: Cache<Release, Slim<Release>>,
     /// Every Route in the cluster: conflicts are cluster-wide.
     pub routes: Cache<Route>,
     /// Deployments and Services labelled as made by Flynn.
-    pub deployments: Cache<Deployment>,
-    pub services: Cache<Service>,
+    pub deployments: Cache<Deployment, Slim<Deployment>>,
+    pub services: Cache<Service, Slim<Service>>,
     /// Set once every store holds its first full list. (A store's own readiness wakes
     /// only one of several waiters, so reconciles wait on this instead.)
     pub synced: tokio::sync::watch::Sender<bool>,
@@ -178,12 +178,12 @@ pub enum UnpackError {
     Decode(#[from] serde_json::Error),
 }
 
-/// An object as a cache holds it: its trimmed JSON, LZ4-compressed against its kind's
-/// [`Dictionary`], beside what the store keys on (name, namespace, resourceVersion)
-/// and what lists select on (App, tag). About 150–250 bytes of payload where the
-/// struct took 3–7 KB.
-pub struct Packed<K> {
-    meta: ObjectMeta,
+/// An object packed: its trimmed JSON, LZ4-compressed against its kind's
+/// [`Dictionary`] (about 150–250 bytes where the struct took 3–7 KB), and what lists
+/// select on without unpacking it (App, tag).
+pub struct Payload<K> {
+    /// The resourceVersion as etcd's revision (see [`newer`]).
+    version: Option<u64>,
     app: Option<Box<str>>,
     tag: Option<Box<str>>,
     bytes: Box<[u8]>,
@@ -191,24 +191,17 @@ pub struct Packed<K> {
     kind: PhantomData<fn() -> K>,
 }
 
-impl<K: Cached> Packed<K> {
-    /// Trims and packs `obj`.
-    pub fn pack(mut obj: K, dictionary: &Dictionary) -> Self {
-        obj.trim();
+impl<K: Cached> Payload<K> {
+    /// Packs `obj`, trimmed already.
+    fn new(obj: &K, dictionary: &Dictionary) -> Self {
         // Serializing these types cannot fail (their maps have string keys); were it to,
         // the empty body would fail to unpack, with an error naming the object.
-        let json = serde_json::to_vec(&obj).unwrap_or_default();
+        let json = serde_json::to_vec(obj).unwrap_or_default();
         let dictionary = dictionary.get_or_init(&json);
         let bytes =
             lz4_flex::block::compress_prepend_size_with_dict(&json, &dictionary).into_boxed_slice();
-        let meta = obj.meta();
         Self {
-            meta: ObjectMeta {
-                name: meta.name.clone(),
-                namespace: meta.namespace.clone(),
-                resource_version: meta.resource_version.clone(),
-                ..ObjectMeta::default()
-            },
+            version: revision(obj.meta()),
             app: obj.app().map(Into::into),
             tag: obj.tag().map(Into::into),
             bytes,
@@ -216,52 +209,195 @@ impl<K: Cached> Packed<K> {
             kind: PhantomData,
         }
     }
+}
+
+impl<K> Clone for Payload<K> {
+    fn clone(&self) -> Self {
+        Self {
+            version: self.version,
+            app: self.app.clone(),
+            tag: self.tag.clone(),
+            bytes: self.bytes.clone(),
+            dictionary: self.dictionary.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+/// How a cache stores its objects: [`Packed`] for the kinds a controller polls (kube's
+/// controller wants them to be `Resource`s), [`Slim`] for the others.
+pub trait Stored<K: Cached>: Lookup<DynamicType = ()> + Clone + Send + Sync + 'static {
+    /// Trims and packs `obj`.
+    fn pack(obj: K, dictionary: &Dictionary) -> Self;
+
+    fn payload(&self) -> &Payload<K>;
+
+    /// The object's namespace, borrowed.
+    fn namespace_str(&self) -> Option<&str>;
+
+    /// The unpacked object's reference.
+    fn reference(&self) -> ObjectRef<K>;
+
+    /// The App the object belongs to.
+    fn app(&self) -> Option<&str> {
+        self.payload().app.as_deref()
+    }
+
+    /// The key lists select it by (see [`Cached::tag`]).
+    fn tag(&self) -> Option<&str> {
+        self.payload().tag.as_deref()
+    }
 
     /// The object, trimmed.
-    pub fn unpack(&self) -> Result<K> {
+    fn unpack(&self) -> Result<K> {
+        let payload = self.payload();
         let unpack = || -> Result<K, UnpackError> {
             let json = lz4_flex::block::decompress_size_prepended_with_dict(
-                &self.bytes,
-                &self.dictionary,
+                &payload.bytes,
+                &payload.dictionary,
             )?;
             Ok(serde_json::from_slice(&json)?)
         };
         unpack().map_err(|e| Error::Unpack(self.reference().to_string(), e))
     }
+}
 
-    pub fn app(&self) -> Option<&str> {
-        self.app.as_deref()
+/// A packed object that is a `Resource` (with a metadata holding only its name and
+/// namespace, what the store keys on): the type a controller polls.
+pub struct Packed<K> {
+    meta: ObjectMeta,
+    payload: Payload<K>,
+}
+
+impl<K: Cached> Stored<K> for Packed<K> {
+    fn pack(mut obj: K, dictionary: &Dictionary) -> Self {
+        obj.trim();
+        let payload = Payload::new(&obj, dictionary);
+        let meta = obj.meta();
+        Self {
+            // Not the resourceVersion: the store would copy it into every key.
+            meta: ObjectMeta {
+                name: meta.name.clone(),
+                namespace: meta.namespace.clone(),
+                ..ObjectMeta::default()
+            },
+            payload,
+        }
     }
 
-    pub fn tag(&self) -> Option<&str> {
-        self.tag.as_deref()
+    fn payload(&self) -> &Payload<K> {
+        &self.payload
     }
 
-    /// The unpacked object's reference.
-    pub fn reference(&self) -> ObjectRef<K> {
-        reference(&self.meta)
+    fn namespace_str(&self) -> Option<&str> {
+        self.meta.namespace.as_deref()
+    }
+
+    fn reference(&self) -> ObjectRef<K> {
+        reference(self.meta.name.as_deref(), self.meta.namespace.as_deref())
     }
 }
 
-fn reference<K: Cached>(meta: &ObjectMeta) -> ObjectRef<K> {
-    let r = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
-    match &meta.namespace {
+/// A packed object with just its name and namespace beside: a third of a [`Packed`]
+/// one's size before the payload (an `ObjectMeta` is 360 bytes however empty). For the
+/// kinds only read (Releases, Deployments, Services).
+pub struct Slim<K> {
+    name: Box<str>,
+    namespace: Option<Box<str>>,
+    payload: Payload<K>,
+}
+
+impl<K: Cached> Stored<K> for Slim<K> {
+    fn pack(mut obj: K, dictionary: &Dictionary) -> Self {
+        obj.trim();
+        let payload = Payload::new(&obj, dictionary);
+        let meta = obj.meta();
+        Self {
+            name: meta.name.as_deref().unwrap_or_default().into(),
+            namespace: meta.namespace.as_deref().map(Into::into),
+            payload,
+        }
+    }
+
+    fn payload(&self) -> &Payload<K> {
+        &self.payload
+    }
+
+    fn namespace_str(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    fn reference(&self) -> ObjectRef<K> {
+        reference(Some(&self.name), self.namespace.as_deref())
+    }
+}
+
+impl<K: Cached> Lookup for Slim<K> {
+    type DynamicType = ();
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.name))
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        self.namespace.as_deref().map(Cow::Borrowed)
+    }
+
+    // Neither is needed to find an object, and the store would copy both into its key.
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        None
+    }
+}
+
+impl<K> Clone for Slim<K> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+fn reference<K: Cached>(name: Option<&str>, namespace: Option<&str>) -> ObjectRef<K> {
+    let r = ObjectRef::new(name.unwrap_or_default());
+    match namespace {
         Some(ns) => r.within(ns),
         None => r,
     }
 }
 
 /// A watch event with its object packed.
-pub fn pack_event<K: Cached>(
+pub fn pack_event<K: Cached, S: Stored<K>>(
     event: watcher::Event<K>,
     dictionary: &Dictionary,
-) -> watcher::Event<Packed<K>> {
+) -> watcher::Event<S> {
     use watcher::Event;
     match event {
-        Event::Apply(obj) => Event::Apply(Packed::pack(obj, dictionary)),
-        Event::Delete(obj) => Event::Delete(Packed::pack(obj, dictionary)),
+        Event::Apply(obj) => Event::Apply(S::pack(obj, dictionary)),
+        Event::Delete(obj) => Event::Delete(S::pack(obj, dictionary)),
         Event::Init => Event::Init,
-        Event::InitApply(obj) => Event::InitApply(Packed::pack(obj, dictionary)),
+        Event::InitApply(obj) => Event::InitApply(S::pack(obj, dictionary)),
         Event::InitDone => Event::InitDone,
     }
 }
@@ -299,11 +435,7 @@ impl<K> Clone for Packed<K> {
     fn clone(&self) -> Self {
         Self {
             meta: self.meta.clone(),
-            app: self.app.clone(),
-            tag: self.tag.clone(),
-            bytes: self.bytes.clone(),
-            dictionary: self.dictionary.clone(),
-            kind: PhantomData,
+            payload: self.payload.clone(),
         }
     }
 }
@@ -313,7 +445,27 @@ impl<K> fmt::Debug for Packed<K> {
         f.debug_struct("Packed")
             .field("namespace", &self.meta.namespace)
             .field("name", &self.meta.name)
-            .field("resource_version", &self.meta.resource_version)
+            .field("payload", &self.payload)
+            .finish()
+    }
+}
+
+impl<K> fmt::Debug for Slim<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slim")
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("payload", &self.payload)
+            .finish()
+    }
+}
+
+impl<K> fmt::Debug for Payload<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Payload")
+            .field("version", &self.version)
+            .field("app", &self.app)
+            .field("tag", &self.tag)
             .field("bytes", &self.bytes.len())
             .finish()
     }
@@ -339,13 +491,13 @@ type Written<K> = HashMap<ObjectRef<K>, (Arc<K>, Instant)>;
 /// A reflector store of packed objects and the objects written since (see the module
 /// docs).
 #[allow(missing_debug_implementations)] // Stores have no useful Debug.
-pub struct Cache<K: Cached> {
-    store: Store<Packed<K>>,
+pub struct Cache<K: Cached, S: Stored<K> = Packed<K>> {
+    store: Store<S>,
     written: Arc<Mutex<Written<K>>>,
 }
 
-impl<K: Cached> Cache<K> {
-    pub fn new(store: Store<Packed<K>>) -> Self {
+impl<K: Cached, S: Stored<K>> Cache<K, S> {
+    pub fn new(store: Store<S>) -> Self {
         Self {
             store,
             written: Arc::default(),
@@ -354,7 +506,7 @@ impl<K: Cached> Cache<K> {
 
     /// What the watch calls with each deleted object, so a copy we wrote before the
     /// deletion cannot stand in for it.
-    pub fn on_delete(&self) -> impl Fn(&Packed<K>) + Send + Sync + 'static + use<K> {
+    pub fn on_delete(&self) -> impl Fn(&S) + Send + Sync + 'static + use<K, S> {
         let written = self.written.clone();
         move |obj| {
             written
@@ -365,7 +517,7 @@ impl<K: Cached> Cache<K> {
     }
 
     /// The watch's own copy, without our writes (for the controller it triggers).
-    pub fn store(&self) -> &Store<Packed<K>> {
+    pub fn store(&self) -> &Store<S> {
         &self.store
     }
 
@@ -382,7 +534,7 @@ impl<K: Cached> Cache<K> {
     }
 
     /// `obj` (the copy a reconcile was handed) unpacked, or the newer one we wrote.
-    pub fn fresh(&self, obj: &Packed<K>) -> Result<Arc<K>> {
+    pub fn fresh(&self, obj: &S) -> Result<Arc<K>> {
         match self.freshest(&obj.reference(), Some(obj))? {
             Some(fresh) => Ok(fresh),
             None => obj.unpack().map(Arc::new),
@@ -401,12 +553,12 @@ impl<K: Cached> Cache<K> {
     }
 
     /// References to the stored objects tagged `tag`, without unpacking them.
-    pub fn tagged_refs(&self, tag: &str) -> Vec<ObjectRef<Packed<K>>> {
+    pub fn tagged_refs(&self, tag: &str) -> Vec<ObjectRef<S>> {
         self.store
             .state()
             .iter()
             .filter(|p| p.tag() == Some(tag))
-            .map(|p| ObjectRef::from_obj(p.as_ref()))
+            .map(|p| p.as_ref().to_object_ref(()))
             .collect()
     }
 
@@ -437,7 +589,7 @@ impl<K: Cached> Cache<K> {
                 }
                 None => {}
             }
-            if matches(cached.meta.namespace.as_deref(), cached.app(), cached.tag()) {
+            if matches(cached.namespace_str(), cached.app(), cached.tag()) {
                 out.push(Arc::new(cached.unpack()?));
             }
         }
@@ -481,7 +633,7 @@ impl<K: Cached> Cache<K> {
         self.lock().remove(r);
     }
 
-    fn freshest(&self, r: &ObjectRef<K>, cached: Option<&Packed<K>>) -> Result<Option<Arc<K>>> {
+    fn freshest(&self, r: &ObjectRef<K>, cached: Option<&S>) -> Result<Option<Arc<K>>> {
         let mut written = self.lock();
         if let Some((mine, at)) = written.get(r) {
             let use_mine =
@@ -502,7 +654,7 @@ impl<K: Cached> Cache<K> {
 }
 
 /// The store's key for an object reference.
-fn packed_ref<K: Cached>(r: &ObjectRef<K>) -> ObjectRef<Packed<K>> {
+fn packed_ref<K: Cached, S: Stored<K>>(r: &ObjectRef<K>) -> ObjectRef<S> {
     let packed = ObjectRef::new(&r.name);
     match &r.namespace {
         Some(ns) => packed.within(ns),
@@ -510,21 +662,20 @@ fn packed_ref<K: Cached>(r: &ObjectRef<K>) -> ObjectRef<Packed<K>> {
     }
 }
 
-/// Whether `a` is a later version of the object than `b`.
+/// Whether `mine` is a later version of the object than the store's `cached`.
 ///
 /// resourceVersions are opaque by contract, but on every API server backed by etcd they
 /// are its revision numbers, which only grow. Should one not parse, the store is trusted:
 /// a wrong answer costs one redundant (idempotent) write, never a lost one.
-fn newer(a: &impl Resource, b: &impl Resource) -> bool {
-    let rv = |m: &ObjectMeta| {
-        m.resource_version
-            .as_deref()
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    match (rv(a.meta()), rv(b.meta())) {
+fn newer<K: Cached>(mine: &K, cached: &impl Stored<K>) -> bool {
+    match (revision(mine.meta()), cached.payload().version) {
         (Some(a), Some(b)) => a > b,
         _ => false,
     }
+}
+
+fn revision(meta: &ObjectMeta) -> Option<u64> {
+    meta.resource_version.as_deref()?.parse().ok()
 }
 
 /// The trims: fields the reconcilers never read, dropped before an object is stored.
@@ -619,10 +770,31 @@ mod tests {
         assert_eq!(packed.tag(), Some("domain blog.example.com path /"));
         let json = serde_json::to_vec(&trimmed).unwrap().len();
         assert!(
-            packed.bytes.len() * 2 < json,
+            packed.payload.bytes.len() * 2 < json,
             "{} packed bytes for {json} bytes of JSON",
-            packed.bytes.len()
+            packed.payload.bytes.len()
         );
+    }
+
+    #[test]
+    fn a_slim_object_keys_the_store_by_name_and_namespace_only() {
+        let (store, mut w) = reflector::store::<Slim<Route>>();
+        let d = Dictionary::default();
+        let slim = Slim::pack(route("a", "shop", "12", "shop.example.com"), &d);
+        let key = slim.to_object_ref(());
+        assert_eq!(
+            (key.name.as_str(), key.namespace.as_deref()),
+            ("shop", Some("a"))
+        );
+        assert!(key.extra.resource_version.is_none() && key.extra.uid.is_none());
+        w.apply_watcher_event(&watcher::Event::Apply(slim));
+        let cache = Cache::new(store);
+        let got = cache
+            .get(&ObjectRef::new("shop").within("a"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.metadata.resource_version.as_deref(), Some("12"));
+        assert_eq!(got.spec.app, "shop");
     }
 
     #[test]

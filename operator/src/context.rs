@@ -13,7 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::FIELD_MANAGER;
-use crate::cache::{Cache, Cached, Caches};
+use crate::cache::{Cache, Cached, Caches, Stored};
 use crate::error::{KubeResultExt, Result};
 use crate::{Settings, metrics::Metrics};
 
@@ -126,9 +126,9 @@ impl Context {
 
     /// Server-side applies the operator's `status` fields to `obj` and keeps the answer in
     /// `cache`, so the next reconcile sees them before the watch delivers them.
-    pub async fn apply_status<K: Cached>(
+    pub async fn apply_status<K: Cached, S: Stored<K>>(
         &self,
-        cache: &Cache<K>,
+        cache: &Cache<K, S>,
         obj: &K,
         status: serde_json::Value,
     ) -> Result<()> {

@@ -29,7 +29,7 @@ use kube::runtime::watcher::{self, Config as WatcherConfig};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{self, Cache, Cached, Caches, Dictionary, Packed};
+use crate::cache::{self, Cache, Cached, Caches, Dictionary, Packed, Slim, Stored};
 use crate::metrics::Metrics;
 use crate::server::Health;
 use crate::{Context, Error, Settings, app, formation, route};
@@ -46,39 +46,42 @@ where
 
 /// A watch that fills a cache (objects trimmed and packed) as the controller it
 /// triggers polls it.
-fn cached_watch<K: Cached>(
+fn cached_watch<K: Cached, S: Stored<K>>(
     api: Api<K>,
     config: WatcherConfig,
 ) -> (
-    Cache<K>,
-    impl Stream<Item = Result<Packed<K>, watcher::Error>> + Send + 'static,
+    Cache<K, S>,
+    impl Stream<Item = Result<S, watcher::Error>> + Send + 'static,
 ) {
-    let (store, writer) = reflector::store();
+    let (store, mut writer) = reflector::store::<S>();
     let cache = Cache::new(store);
     let on_delete = cache.on_delete();
     let dictionary = Dictionary::default();
     let stream = watcher::watcher(api, config)
         .default_backoff()
-        .map_ok(move |event| cache::pack_event(event, &dictionary))
-        .reflect(writer)
-        .inspect_ok(move |event| {
-            if let watcher::Event::Delete(obj) = event {
+        .map_ok(move |event| {
+            let event = cache::pack_event::<K, S>(event, &dictionary);
+            // What `reflect` does, for stored types that are not `Resource`s.
+            writer.apply_watcher_event(&event);
+            if let watcher::Event::Delete(obj) = &event {
                 on_delete(obj);
             }
+            event
         })
         // Deletions too: a deleted child is re-made, a deleted Route hands its key on.
         .touched_objects();
     (cache, stream)
 }
 
-/// A child's changes trigger its Formation, found by the child's App label (a packed
-/// copy keeps no owner references; the Formation is named after the App).
-fn formation_triggers<K: Cached>(
-    children: impl Stream<Item = Result<Packed<K>, watcher::Error>> + Send + 'static,
+/// Changes to an App's Release, Deployments or Services trigger its Formation, found by
+/// the App (a packed copy keeps no owner references; the Formation is named after the
+/// App).
+fn formation_triggers<K: Cached, S: Stored<K>>(
+    objects: impl Stream<Item = Result<S, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = ObjectRef<Packed<Formation>>> + Send + 'static {
-    children.filter_map(|child| {
-        futures::future::ready(match child {
-            Ok(child) => formation::formation_for(&child),
+    objects.filter_map(|obj| {
+        futures::future::ready(match obj {
+            Ok(obj) => formation::formation_for(&obj),
             Err(e) => {
                 tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
                 None
@@ -103,25 +106,28 @@ pub async fn run(
     let stop_namespaces = CancellationToken::new();
     let _stop_namespaces_on_return = stop_namespaces.clone().drop_guard();
     // Small pages: a relist buffers a second copy of the store (kube.rs, "reflector memory").
-    let wc = WatcherConfig::default().page_size(100).any_semantic();
+    let wc = WatcherConfig::default().page_size(25).any_semantic();
     let managed = wc.clone().labels(&format!(
         "{}={}",
         labels::MANAGED_BY,
         labels::MANAGED_BY_FLYNN
     ));
 
-    let (apps, app_stream) = cached_watch::<App>(api(&client, &settings), wc.clone());
+    let (apps, app_stream) = cached_watch::<App, Packed<_>>(api(&client, &settings), wc.clone());
     let app_store = apps.store().clone();
     let (formations, formation_stream) =
-        cached_watch::<Formation>(api(&client, &settings), wc.clone());
+        cached_watch::<Formation, Packed<_>>(api(&client, &settings), wc.clone());
     let formation_store = formations.store().clone();
-    let (releases, release_stream) = cached_watch::<Release>(api(&client, &settings), wc.clone());
+    let (releases, release_stream) =
+        cached_watch::<Release, Slim<_>>(api(&client, &settings), wc.clone());
     // Routes from every namespace: conflicts are cluster-wide.
-    let (routes, route_stream) = cached_watch::<Route>(Api::all(client.clone()), wc.clone());
+    let (routes, route_stream) =
+        cached_watch::<Route, Packed<_>>(Api::all(client.clone()), wc.clone());
     let route_store = routes.store().clone();
     let (deployments, deployment_stream) =
-        cached_watch::<Deployment>(api(&client, &settings), managed.clone());
-    let (services, service_stream) = cached_watch::<Service>(api(&client, &settings), managed);
+        cached_watch::<Deployment, Slim<_>>(api(&client, &settings), managed.clone());
+    let (services, service_stream) =
+        cached_watch::<Service, Slim<_>>(api(&client, &settings), managed);
     let caches = Caches {
         apps,
         formations,
@@ -209,9 +215,9 @@ pub async fn run(
         .for_each(log_outcome);
     let formation_ctl = Controller::for_stream(formation_stream, formation_store)
         .with_config(config.clone())
-        .reconcile_on(formation_triggers(deployment_stream))
-        .reconcile_on(formation_triggers(service_stream))
-        .watches_stream(release_stream, |r| formation::formation_for(&r))
+        .reconcile_on(formation_triggers::<Deployment, _>(deployment_stream))
+        .reconcile_on(formation_triggers::<Service, _>(service_stream))
+        .reconcile_on(formation_triggers::<Release, _>(release_stream))
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
             instrumented(formation::CONTROLLER, formation::reconcile),

@@ -14,9 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 
-use crate::cache::{Cached, Packed};
+use crate::cache::{Cached, Packed, Stored};
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
 use crate::rollout::diagnose;
 use crate::{Context, FIELD_MANAGER};
@@ -405,6 +405,6 @@ async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>
 }
 
 /// The App an object belongs to (a Formation, Release or Route of it), to trigger.
-pub fn app_for<K: Cached>(obj: &Packed<K>) -> Option<ObjectRef<Packed<App>>> {
-    Some(ObjectRef::new(obj.app()?).within(obj.meta().namespace.as_deref()?))
+pub fn app_for<K: Cached>(obj: &impl Stored<K>) -> Option<ObjectRef<Packed<App>>> {
+    Some(ObjectRef::new(obj.app()?).within(obj.namespace_str()?))
 }

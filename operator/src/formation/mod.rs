@@ -16,9 +16,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 
-use crate::cache::{Cache, Cached, Packed};
+use crate::cache::{Cache, Cached, Packed, Slim, Stored};
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
 use crate::rollout::{DeploymentRollout, deployment_rollout};
 use crate::{Context, FIELD_MANAGER};
@@ -161,7 +161,7 @@ struct StatusHold {
 /// whether it wrote.
 async fn apply_if_changed<K: Cached>(
     ctx: &Context,
-    cache: &Cache<K>,
+    cache: &Cache<K, Slim<K>>,
     ns: &str,
     mut obj: K,
     existing: &[Arc<K>],
@@ -196,7 +196,7 @@ async fn apply_if_changed<K: Cached>(
 /// type dropped from the Release or the counts, a process that stopped listening.
 async fn prune<K: Cached>(
     ctx: &Context,
-    cache: &Cache<K>,
+    cache: &Cache<K, Slim<K>>,
     ns: &str,
     owner_uid: &str,
     wanted: &BTreeSet<String>,
@@ -394,9 +394,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The Formation an object of its App belongs to (a Release, Deployment or Service), to
 /// trigger: Formations are named after their App.
-pub fn formation_for<K: Cached>(obj: &Packed<K>) -> Option<ObjectRef<Packed<Formation>>> {
+pub fn formation_for<K: Cached>(obj: &impl Stored<K>) -> Option<ObjectRef<Packed<Formation>>> {
     Some(
-        ObjectRef::new(&flynn_crds::names::formation_name(obj.app()?))
-            .within(obj.meta().namespace.as_deref()?),
+        ObjectRef::new(&flynn_crds::names::formation_name(obj.app()?)).within(obj.namespace_str()?),
     )
 }
