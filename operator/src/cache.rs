@@ -178,6 +178,28 @@ pub enum UnpackError {
     Decode(#[from] serde_json::Error),
 }
 
+/// A stored type names the kind of the object it holds (the store's keys and kube's
+/// controller ask).
+macro_rules! kind_of_k {
+    () => {
+        fn kind(dt: &()) -> Cow<'_, str> {
+            K::kind(dt)
+        }
+
+        fn group(dt: &()) -> Cow<'_, str> {
+            K::group(dt)
+        }
+
+        fn version(dt: &()) -> Cow<'_, str> {
+            K::version(dt)
+        }
+
+        fn plural(dt: &()) -> Cow<'_, str> {
+            K::plural(dt)
+        }
+    };
+}
+
 /// An object packed: its trimmed JSON, LZ4-compressed against its kind's
 /// [`Dictionary`] (about 150–250 bytes where the struct took 3–7 KB), and what lists
 /// select on without unpacking it (App, tag).
@@ -335,21 +357,7 @@ impl<K: Cached> Stored<K> for Slim<K> {
 impl<K: Cached> Lookup for Slim<K> {
     type DynamicType = ();
 
-    fn kind(dt: &()) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        K::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        K::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        K::plural(dt)
-    }
+    kind_of_k!();
 
     fn name(&self) -> Option<Cow<'_, str>> {
         Some(Cow::Borrowed(&self.name))
@@ -406,21 +414,7 @@ impl<K: Cached> Resource for Packed<K> {
     type DynamicType = ();
     type Scope = NamespaceResourceScope;
 
-    fn kind(dt: &()) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        K::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        K::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        K::plural(dt)
-    }
+    kind_of_k!();
 
     fn meta(&self) -> &ObjectMeta {
         &self.meta
