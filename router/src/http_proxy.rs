@@ -289,17 +289,16 @@ impl Proxy {
         fwd: &ForwardHeaders,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let upgrade = is_upgrade(&req);
-        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        prepare_request(&mut req, fwd, upgrade);
-
         let sticky = if entry.sticky {
             self.sticky.from_headers(req.headers())
         } else {
             None
         };
         if !upgrade && req.body().is_end_stream() {
-            return self.forward_bodiless(entry, &req, sticky).await;
+            return self.forward_bodiless(entry, &req, fwd, sticky).await;
         }
+        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        prepare_request(&mut req, fwd, upgrade);
         let mut req = req.map(Either::Left);
         // A safe request without a body can be sent again when a connection breaks after it
         // was written but before any answer (a backend closing an idle keep-alive connection,
@@ -392,12 +391,14 @@ impl Proxy {
     }
 
     /// [`Proxy::forward`] for a request without a body (and no upgrade), on the router's own
-    /// HTTP/1 client. The request is only read, never consumed, so sending it again needs
-    /// no copy.
+    /// HTTP/1 client. The request is only read, never consumed or rewritten: its head is
+    /// written for the backend straight from the client's ([`encode_forwarded_head`]), and
+    /// sending it again needs no copy.
     async fn forward_bodiless(
         &self,
         entry: &HttpEntry,
         req: &Request<Incoming>,
+        fwd: &ForwardHeaders,
         sticky: Option<SocketAddr>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         // RFC 9110 9.2.1: a proxy may repeat a safe request the client did not see fail.
@@ -405,6 +406,11 @@ impl Proxy {
             *req.method(),
             http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
         );
+        let head_request = req.method() == http::Method::HEAD;
+        // One id and start time per request, whichever attempt carries it.
+        let id = (!req.headers().contains_key(&X_REQUEST_ID)).then(request_id);
+        let start = request_start();
+        let encode = |out: &mut Vec<u8>| encode_forwarded_head(out, req, fwd, id.as_ref(), &start);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_error = None;
         for attempt in 0..self.opts.max_attempts.max(1) {
@@ -422,7 +428,7 @@ impl Proxy {
             // (the keep-alive race), the request either never left (write failed) or got no
             // answer; a safe one is sent again on a fresh connection below.
             if let Some(mut conn) = endpoint.conns.checkout(self.opts.pool_idle_timeout) {
-                match backend::exchange(&mut conn, req).await {
+                match backend::exchange(&mut conn, head_request, encode).await {
                     Ok(head) => {
                         return self.respond_raw(entry, head, conn, &endpoint, in_flight, sticky);
                     }
@@ -457,7 +463,7 @@ impl Proxy {
                     continue;
                 }
             };
-            match backend::exchange(&mut conn, req).await {
+            match backend::exchange(&mut conn, head_request, encode).await {
                 Ok(head) => {
                     return self.respond_raw(entry, head, conn, &endpoint, in_flight, sticky);
                 }
@@ -520,7 +526,7 @@ impl Proxy {
             keep_alive,
             ..
         } = head;
-        strip_hop_by_hop(&mut headers, false);
+        // The backend module left hop-by-hop headers out already.
         if entry.sticky
             && sticky != Some(endpoint.addr)
             && let Ok(v) = HeaderValue::from_str(&self.sticky.set_cookie(endpoint.addr))
@@ -762,6 +768,85 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Writes the head [`prepare_request`] would make of `req` (no upgrade), in one pass over the
+/// client's headers and without touching the request: hop-by-hop headers (and those
+/// `Connection` names) are skipped, `X-Forwarded-*`, `X-Request-Id` (`id`, when the client
+/// sent none) and `X-Request-Start` are written after the client's headers.
+fn encode_forwarded_head<B>(
+    out: &mut Vec<u8>,
+    req: &Request<B>,
+    fwd: &ForwardHeaders,
+    id: Option<&HeaderValue>,
+    start: &HeaderValue,
+) {
+    fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    // Backends get origin-form (`/path?query`), whatever form the client used.
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let headers = req.headers();
+    // HTTP/2 carries the host in `:authority`; HTTP/1 backends need a Host header.
+    if !headers.contains_key(HOST)
+        && let Some(authority) = req.uri().authority()
+    {
+        line(out, b"host", authority.as_str().as_bytes());
+    }
+    // Headers a `Connection` header names are hop-by-hop too (allocates only if there are).
+    let named: Vec<&[u8]> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| backend::hop::tokens(v.as_bytes()))
+        .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"upgrade"))
+        .collect();
+    let mut forwarded_for = false;
+    for (name, value) in headers {
+        let n = name.as_str().as_bytes();
+        if backend::hop::is_hop_by_hop(n) || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        if *name == X_FORWARDED_FOR {
+            // The first value, extended with the client (as `prepare_request` does).
+            if !forwarded_for {
+                forwarded_for = true;
+                out.extend_from_slice(b"x-forwarded-for: ");
+                if value.to_str().is_ok() {
+                    out.extend_from_slice(value.as_bytes());
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(fwd.client_ip.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
+        if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_PORT || *name == X_REQUEST_START {
+            continue;
+        }
+        line(out, n, value.as_bytes());
+    }
+    if !forwarded_for {
+        line(out, b"x-forwarded-for", fwd.client_ip.as_bytes());
+    }
+    line(out, b"x-forwarded-proto", fwd.proto.as_bytes());
+    line(out, b"x-forwarded-port", fwd.port.as_bytes());
+    if let Some(id) = id {
+        line(out, b"x-request-id", id.as_bytes());
+    }
+    line(out, b"x-request-start", start.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Rewrites a downstream request into the request sent to the backend.
@@ -1060,6 +1145,73 @@ mod tests {
         for gone in ["connection", "x-private", "keep-alive", "te"] {
             assert!(!h.contains_key(gone), "{gone} was forwarded");
         }
+    }
+
+    /// The one-pass head of a request without a body says what `prepare_request` says.
+    #[test]
+    fn forwarded_heads_match_prepared_requests() {
+        let build = || {
+            let mut req = Request::builder()
+                .method("GET")
+                .uri("https://example.com/a?b=c")
+                .header("connection", "keep-alive, x-private, close")
+                .header("x-private", "1")
+                .header("close", "1")
+                .header("keep-alive", "timeout=5")
+                .header("x-forwarded-for", "192.0.2.1")
+                .header("x-forwarded-for", "192.0.2.9")
+                .header("x-forwarded-proto", "gopher")
+                .header("te", "trailers")
+                .header("upgrade", "h2c")
+                .header("accept", "a")
+                .header("accept", "b")
+                .header("x-request-id", "given")
+                .body(())
+                .unwrap();
+            *req.version_mut() = Version::HTTP_2;
+            req
+        };
+        let fwd = ForwardHeaders::new(&info());
+        let start = request_start();
+        let mut out = Vec::new();
+        encode_forwarded_head(&mut out, &build(), &fwd, None, &start);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert!(parsed.parse(&out).unwrap().is_complete());
+        assert_eq!(parsed.method, Some("GET"));
+        assert_eq!(parsed.path, Some("/a?b=c"));
+        let mut fast: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let mut prepared = build();
+        prepare_request(&mut prepared, &fwd, false);
+        prepared
+            .headers_mut()
+            .insert(X_REQUEST_START.clone(), start.clone());
+        let mut slow: Vec<(String, String)> = prepared
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        fast.sort();
+        slow.sort();
+        assert_eq!(fast, slow);
+        // No id from the client: the generated one.
+        let mut req = build();
+        req.headers_mut().remove("x-request-id");
+        let id = request_id();
+        let mut out = Vec::new();
+        encode_forwarded_head(&mut out, &req, &fwd, Some(&id), &start);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(&format!("x-request-id: {}\r\n", id.to_str().unwrap())));
+        assert!(text.ends_with("\r\n\r\n"));
     }
 
     #[test]

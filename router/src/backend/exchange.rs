@@ -2,7 +2,6 @@
 
 use std::io;
 
-use http::{Method, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
@@ -49,18 +48,20 @@ impl ExchangeError {
     }
 }
 
-/// Writes `req`'s head (the request has no body) and reads the response head. The body, if
-/// any, is left in `conn.read` and on the socket for [`super::ResponseBody`].
-pub async fn exchange<B>(
+/// Writes a request head without a body (`encode` writes it into the connection's buffer)
+/// and reads the response head. The body, if any, is left in `conn.read` and on the socket
+/// for [`super::ResponseBody`]. `head_request`: the request is HEAD (no response body).
+pub async fn exchange(
     conn: &mut BackendConn,
-    req: &Request<B>,
+    head_request: bool,
+    encode: impl FnOnce(&mut Vec<u8>),
 ) -> Result<ResponseHead, ExchangeError> {
-    encode_head(&mut conn.write, req);
+    conn.write.clear();
+    encode(&mut conn.write);
     conn.stream
         .write_all(&conn.write)
         .await
         .map_err(ExchangeError::Write)?;
-    let head_request = req.method() == Method::HEAD;
     let mut received = false;
     loop {
         if received && let Some(head) = response::parse(&mut conn.read, head_request, false)? {
@@ -94,58 +95,4 @@ fn is_reset(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
     )
-}
-
-/// `METHOD /path?query HTTP/1.1`, the headers as they are, and the blank line, into `out`
-/// (cleared first; its capacity is kept for the next request on the connection).
-pub fn encode_head<B>(out: &mut Vec<u8>, req: &Request<B>) {
-    out.clear();
-    out.extend_from_slice(req.method().as_str().as_bytes());
-    out.push(b' ');
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .filter(|p| !p.is_empty())
-        .unwrap_or("/");
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_heads() {
-        let req = Request::builder()
-            .method("GET")
-            .uri("/a/b?c=d")
-            .header("host", "example.com")
-            .header("accept", "1")
-            .header("accept", "2")
-            .body(())
-            .unwrap();
-        let mut out = b"left over".to_vec();
-        encode_head(&mut out, &req);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "GET /a/b?c=d HTTP/1.1\r\nhost: example.com\r\naccept: 1\r\naccept: 2\r\n\r\n"
-        );
-        let req = Request::builder()
-            .method("OPTIONS")
-            .uri("*")
-            .body(())
-            .unwrap();
-        let mut out = Vec::new();
-        encode_head(&mut out, &req);
-        assert_eq!(out, b"OPTIONS * HTTP/1.1\r\n\r\n");
-    }
 }

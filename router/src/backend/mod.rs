@@ -13,6 +13,7 @@ mod body;
 mod chunked;
 mod conn;
 mod exchange;
+pub mod hop;
 mod pool;
 mod response;
 

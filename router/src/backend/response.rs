@@ -3,6 +3,8 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 
+use super::hop;
+
 /// Headers accepted in one response head (hyper's client default too).
 pub const MAX_HEADERS: usize = 100;
 
@@ -101,21 +103,99 @@ pub fn parse(
             continue;
         }
         let head: Bytes = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(ns, ne, vs, ve) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| {
-                HeadError::InvalidHeader(String::from_utf8_lossy(&head[ns..ne]).into_owned())
-            })?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-                .map_err(|_| HeadError::InvalidHeader(name.as_str().to_owned()))?;
-            headers.append(name, value);
-        }
         let version = if minor == 0 {
             Version::HTTP_10
         } else {
             Version::HTTP_11
         };
-        return Ok(Some(frame(status, version, headers, head_request)?));
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        // Hop-by-hop headers are read for framing and keep-alive, and left out of the map:
+        // the head is ready to forward as it is.
+        let mut hop = Hop::default();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(ns, ne, vs, ve) in &spans[..count] {
+            let (name, value) = (&head[ns..ne], &head[vs..ve]);
+            if hop::is_hop_by_hop(name) {
+                hop.read(name, value);
+                // A protocol switch keeps its `Upgrade` and `Connection: upgrade`.
+                if !(switching
+                    && (name.eq_ignore_ascii_case(b"upgrade")
+                        || name.eq_ignore_ascii_case(b"connection")))
+                {
+                    continue;
+                }
+            }
+            let name = HeaderName::from_bytes(name).map_err(|_| {
+                HeadError::InvalidHeader(String::from_utf8_lossy(name).into_owned())
+            })?;
+            if name == header::CONTENT_LENGTH {
+                hop.content_length(value)?;
+            }
+            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+                .map_err(|_| HeadError::InvalidHeader(name.as_str().to_owned()))?;
+            headers.append(name, value);
+        }
+        if hop.names_others {
+            // `Connection: x-foo` makes `x-foo` hop-by-hop too (rare: a second pass).
+            for &(ns, ne, vs, ve) in &spans[..count] {
+                if head[ns..ne].eq_ignore_ascii_case(b"connection") {
+                    for token in hop::tokens(&head[vs..ve]) {
+                        if let Ok(name) = HeaderName::from_bytes(token) {
+                            headers.remove(name);
+                        }
+                    }
+                }
+            }
+        }
+        return Ok(Some(frame(status, version, headers, &hop, head_request)));
+    }
+}
+
+/// What a head's hop-by-hop and length headers say.
+#[derive(Debug, Default)]
+struct Hop {
+    close: bool,
+    keep_alive: bool,
+    /// `Connection` names other headers, to be removed.
+    names_others: bool,
+    /// `Transfer-Encoding` is present; whether its last coding is `chunked`.
+    transfer_encoding: Option<bool>,
+    content_length: Option<u64>,
+}
+
+impl Hop {
+    fn read(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(b"connection") {
+            for token in hop::tokens(value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if !token.eq_ignore_ascii_case(b"upgrade") {
+                    self.names_others = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = hop::tokens(value).last();
+            let chunked = last.map(|t| t.eq_ignore_ascii_case(b"chunked"));
+            self.transfer_encoding = chunked.or(self.transfer_encoding).or(Some(false));
+        }
+    }
+
+    /// One `Content-Length` header: (possibly comma-listed) values that must all agree.
+    fn content_length(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        for part in value.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::InvalidContentLength);
+            }
+            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if self.content_length.is_some_and(|l| l != n) {
+                return Err(HeadError::InvalidContentLength);
+            }
+            self.content_length = Some(n);
+        }
+        Ok(())
     }
 }
 
@@ -124,11 +204,12 @@ fn frame(
     status: StatusCode,
     version: Version,
     headers: HeaderMap,
+    hop: &Hop,
     head_request: bool,
-) -> Result<ResponseHead, HeadError> {
+) -> ResponseHead {
     let mut keep_alive = match version {
-        Version::HTTP_10 => connection_has(&headers, "keep-alive"),
-        _ => !connection_has(&headers, "close"),
+        Version::HTTP_10 => hop.keep_alive,
+        _ => !hop.close,
     };
     let no_body = head_request
         || status.is_informational()
@@ -136,65 +217,29 @@ fn frame(
         || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body {
         Framing::Empty
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if let Some(chunked) = hop.transfer_encoding {
         // Transfer-Encoding overrides Content-Length (RFC 9112 6.3 item 3); only a final
         // `chunked` says where the body ends, anything else runs until the close.
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
-        if last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        if chunked {
             Framing::Chunked
         } else {
             Framing::UntilClose
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        Framing::Length(content_length(&headers)?)
+    } else if let Some(n) = hop.content_length {
+        Framing::Length(n)
     } else {
         Framing::UntilClose
     };
     if framing == Framing::UntilClose {
         keep_alive = false;
     }
-    Ok(ResponseHead {
+    ResponseHead {
         status,
         version,
         headers,
         framing,
         keep_alive,
-    })
-}
-
-/// The one value of (possibly repeated, possibly comma-listed) `Content-Length` headers.
-fn content_length(headers: &HeaderMap) -> Result<u64, HeadError> {
-    let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::InvalidContentLength);
-            }
-            let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::InvalidContentLength);
-            }
-            length = Some(n);
-        }
     }
-    length.ok_or(HeadError::InvalidContentLength)
-}
-
-/// Whether a `Connection` header lists `token`.
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
@@ -302,6 +347,22 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_headers_are_left_out() {
+        let (h, _) = parsed(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n\
+             X-Private: 1\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\nUpgrade: h2c\r\n\
+             Proxy-Authenticate: Basic\r\nX-Kept: 1\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(h.keep_alive);
+        assert_eq!(
+            h.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
+    }
+
+    #[test]
     fn switching_protocols_only_when_asked() {
         let raw = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n";
         let mut buf = BytesMut::from(raw);
@@ -313,6 +374,7 @@ mod tests {
         let h = parse(&mut buf, false, true).unwrap().unwrap();
         assert_eq!(h.status, StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(h.framing, Framing::Empty);
+        assert_eq!(h.headers["upgrade"], "websocket");
     }
 
     #[test]
