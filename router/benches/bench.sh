@@ -130,13 +130,13 @@ RUST_LOG=warn taskset -c 1 "$ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:1
 PIDS+=($!); ROUTER_PID=$!
 TARGETS="direct router nginx haproxy"
 if [ -n "${BASE_ROUTER_BIN:-}" ]; then
-  RUST_LOG=warn taskset -c 1 "$BASE_ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:18090 \
-    --https-addr 127.0.0.1:18444 --default-cert "$WORK/crt.pem" --default-key "$WORK/key.pem" \
-    --admin-addr 127.0.0.1:19091 --workers 1 ${BASE_ROUTER_ARGS-${ROUTER_ARGS:-}} &
+  RUST_LOG=warn taskset -c 1 "$BASE_ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:18190 \
+    --https-addr 127.0.0.1:18544 --default-cert "$WORK/crt.pem" --default-key "$WORK/key.pem" \
+    --admin-addr 127.0.0.1:19191 --workers 1 ${BASE_ROUTER_ARGS-${ROUTER_ARGS:-}} &
   PIDS+=($!); BASE_PID=$!
   TARGETS="direct router base nginx haproxy"
   for _ in $(seq 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' http://127.0.0.1:18090/)" = 200 ] && break
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' http://127.0.0.1:18190/)" = 200 ] && break
     sleep 0.1
   done
 fi
@@ -147,7 +147,7 @@ done
 
 declare -A URL=([direct]=http://$BACKEND/ [router]=http://127.0.0.1:18080/ \
   [nginx]=http://127.0.0.1:18081/ [haproxy]=http://127.0.0.1:18082/)
-[ -n "${BASE_PID:-}" ] && URL[base]=http://127.0.0.1:18090/
+[ -n "${BASE_PID:-}" ] && URL[base]=http://127.0.0.1:18190/
 declare -A PID=([router]=$ROUTER_PID [nginx]=$(cat "$WORK/proxy/nginx.pid" 2>/dev/null || echo $NGINX_PID) \
   [haproxy]=$HAPROXY_PID)
 # nginx's master forks one worker: measure the worker.
