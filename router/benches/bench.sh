@@ -15,6 +15,9 @@
 # PHASES="1 2 3" (default all). They use examples/bench_driver.rs.
 #
 # Usage: router/benches/bench.sh [ROUNDS (5)] [SECONDS per run (5)] [CONNECTIONS (50)]
+# A/B: BASE_ROUTER_BIN=/path/to/another/flynn-router adds target `base` (that binary, same
+# routes, same pinning) to every round of benchmark 1, with router/base ratios; its flags are
+# BASE_ROUTER_ARGS if set, else ROUTER_ARGS.
 set -euo pipefail
 [ -n "${BENCH_TRACE:-}" ] && set -x
 cd "$(dirname "$0")/../.."
@@ -125,6 +128,18 @@ RUST_LOG=warn taskset -c 1 "$ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:1
   --https-addr 127.0.0.1:18443 --default-cert "$WORK/crt.pem" --default-key "$WORK/key.pem" \
   --admin-addr 127.0.0.1:19090 --workers 1 ${ROUTER_ARGS:-} &
 PIDS+=($!); ROUTER_PID=$!
+TARGETS="direct router nginx haproxy"
+if [ -n "${BASE_ROUTER_BIN:-}" ]; then
+  RUST_LOG=warn taskset -c 1 "$BASE_ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:18190 \
+    --https-addr 127.0.0.1:18544 --default-cert "$WORK/crt.pem" --default-key "$WORK/key.pem" \
+    --admin-addr 127.0.0.1:19191 --workers 1 ${BASE_ROUTER_ARGS-${ROUTER_ARGS:-}} &
+  PIDS+=($!); BASE_PID=$!
+  TARGETS="direct router base nginx haproxy"
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' http://127.0.0.1:18190/)" = 200 ] && break
+    sleep 0.1
+  done
+fi
 for _ in $(seq 100); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' http://127.0.0.1:18080/)" = 200 ] && break
   sleep 0.1
@@ -132,41 +147,48 @@ done
 
 declare -A URL=([direct]=http://$BACKEND/ [router]=http://127.0.0.1:18080/ \
   [nginx]=http://127.0.0.1:18081/ [haproxy]=http://127.0.0.1:18082/)
+[ -n "${BASE_PID:-}" ] && URL[base]=http://127.0.0.1:18190/
 declare -A PID=([router]=$ROUTER_PID [nginx]=$(cat "$WORK/proxy/nginx.pid" 2>/dev/null || echo $NGINX_PID) \
   [haproxy]=$HAPROXY_PID)
 # nginx's master forks one worker: measure the worker.
 NGINX_WORKER=$(pgrep -P "${PID[nginx]}" | head -1); PID[nginx]=${NGINX_WORKER:-${PID[nginx]}}
-for name in direct router nginx haproxy; do
+[ -n "${BASE_PID:-}" ] && PID[base]=$BASE_PID
+for name in $TARGETS; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' "${URL[$name]}" || true)
   [ "$code" = 200 ] || { echo "$name does not answer 200 (got $code)" >&2; exit 1; }
 done
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# "busy total" jiffies of CPU $1 (busy = everything but idle and iowait).
+cpu_busy() { awk -v c="cpu$1" '$1==c {t=0; for (i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
+busy_pct() { awk -v a="$1" -v b="$2" 'BEGIN{split(a,x," "); split(b,y," "); printf "%.0f", 100*(y[1]-x[1])/(y[2]-x[2])}'; }
 TCK=$(getconf CLK_TCK)
 
-# run NAME → "rps p50_us p99_us cpu_us_per_req"
+# run NAME → "rps p50_us p99_us cpu_us_per_req cpu0_busy% cpu1_busy%"
 run() {
-  local name=$1 before after out
+  local name=$1 before after out c0 c1 c0b c1b
   [ -n "${PID[$name]:-}" ] && before=$(cpu_ticks "${PID[$name]}")
+  c0=$(cpu_busy 0); c1=$(cpu_busy 1)
   out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H 'Host: bench.test' "${URL[$name]}")
+  c0b=$(cpu_busy 0); c1b=$(cpu_busy 1)
   [ -n "${PID[$name]:-}" ] && after=$(cpu_ticks "${PID[$name]}")
   local rps p50 p99 reqs cpu=-
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out"); p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   if [ -n "${before:-}" ]; then cpu=$(awk -v d=$((after-before)) -v t="$TCK" -v n="$reqs" 'BEGIN{printf "%.1f", d/t*1e6/n}'); fi
-  echo "$rps $(to_us "$p50") $(to_us "$p99") $cpu"
+  echo "$rps $(to_us "$p50") $(to_us "$p99") $cpu $(busy_pct "$c0" "$c0b") $(busy_pct "$c1" "$c1b")"
 }
 to_us() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v+0} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1e6} }'; }
 
 if [[ " $PHASES " == *" 1 "* ]]; then
 echo "# wrk -t1 -c$CONNS -d${SECS}s; proxy on CPU1, backend + wrk on CPU0; $ROUNDS rounds"
-printf "%-6s %-8s %10s %9s %9s %12s\n" round target rps p50_us p99_us cpu_us/req
+printf "%-6s %-8s %10s %9s %9s %12s %6s %6s\n" round target rps p50_us p99_us cpu_us/req cpu0% cpu1%
 declare -A RESULTS
 for r in $(seq "$ROUNDS"); do
-  for name in direct router nginx haproxy; do
+  for name in $TARGETS; do
     res=$(run $name); RESULTS[$r,$name]=$res
-    printf "%-6s %-8s %10s %9s %9s %12s\n" "$r" "$name" $res
+    printf "%-6s %-8s %10s %9s %9s %12s %6s %6s\n" "$r" "$name" $res
   done
 done
 
@@ -180,12 +202,16 @@ med() { for r in $(seq "$ROUNDS"); do cut -d' ' -f"$1" <<<"${RESULTS[$r,$2]}"; d
 echo
 echo "# medians"
 printf "%-8s %10s %9s %9s %12s\n" target rps p50_us p99_us cpu_us/req
-for name in direct router nginx haproxy; do
+for name in $TARGETS; do
   printf "%-8s %10s %9s %9s %12s\n" $name "$(med 1 $name)" "$(med 2 $name)" "$(med 3 $name)" "$(med 4 $name)"
 done
 echo
 echo "# median per-round ratios"
 echo "router/nginx   rps $(ratio 1 router nginx)   p99 $(ratio 3 router nginx)   cpu/req $(ratio 4 router nginx)"
+if [ -n "${BASE_PID:-}" ]; then
+  echo "base/nginx     rps $(ratio 1 base nginx)   p99 $(ratio 3 base nginx)   cpu/req $(ratio 4 base nginx)"
+  echo "router/base    rps $(ratio 1 router base)   p99 $(ratio 3 router base)   cpu/req $(ratio 4 router base)"
+fi
 echo "router/haproxy rps $(ratio 1 router haproxy)   p99 $(ratio 3 router haproxy)"
 echo "router/direct  rps $(ratio 1 router direct)"
 echo "nginx/direct   rps $(ratio 1 nginx direct)"
@@ -194,7 +220,7 @@ echo "nginx/direct   rps $(ratio 1 nginx direct)"
 # ratio between proxies is what matters).
 echo
 echo "# syscalls per request (strace -c -f, 3 s of wrk -c$CONNS)"
-for name in router nginx; do
+for name in router ${BASE_PID:+base} nginx; do
   strace -c -f -p "${PID[$name]}" -o "$WORK/strace.$name" &
   spid=$!; sleep 0.5
   reqs=$(taskset -c 0 wrk -t1 -c"$CONNS" -d3s -H 'Host: bench.test' "${URL[$name]}" | awk '/requests in/ {print $1}')

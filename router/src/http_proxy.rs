@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::{
+    backend::{self, BackendConn, ConnectError, ExchangeError, ResponseBody, ResponseHead},
     metrics::SharedMetrics,
     sticky::Sticky,
     table::{Endpoint, HttpEntry, InFlight, TableHandle, UpstreamRequestBody},
@@ -122,6 +123,16 @@ pub enum ProxyError {
         /// The limit.
         timeout: Duration,
     },
+    /// The backend's answer was unusable, or its connection broke before the answer
+    /// (the router's own HTTP/1 client).
+    #[error("backend {addr}: {source}")]
+    Exchange {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: ExchangeError,
+    },
     /// The backend failed the request or its connection broke.
     #[error("backend {addr}: {source}")]
     Backend {
@@ -131,6 +142,15 @@ pub enum ProxyError {
         #[source]
         source: hyper::Error,
     },
+}
+
+impl From<ConnectError> for ProxyError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Io { addr, source } => Self::Connect { addr, source },
+            ConnectError::Timeout { addr, timeout } => Self::ConnectTimeout { addr, timeout },
+        }
+    }
 }
 
 /// The HTTP proxy shared by every connection.
@@ -269,14 +289,16 @@ impl Proxy {
         fwd: &ForwardHeaders,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let upgrade = is_upgrade(&req);
-        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        prepare_request(&mut req, fwd, upgrade);
-
         let sticky = if entry.sticky {
             self.sticky.from_headers(req.headers())
         } else {
             None
         };
+        if !upgrade && req.body().is_end_stream() {
+            return self.forward_bodiless(entry, &req, fwd, sticky).await;
+        }
+        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        prepare_request(&mut req, fwd, upgrade);
         let mut req = req.map(Either::Left);
         // A safe request without a body can be sent again when a connection breaks after it
         // was written but before any answer (a backend closing an idle keep-alive connection,
@@ -297,10 +319,7 @@ impl Proxy {
 
             // An idle pooled connection first. If it turns out closed before our request was
             // written, hyper hands the request back and we open a fresh connection below.
-            if !upgrade
-                && let Some(mut tx) = endpoint.checkout(self.opts.pool_idle_timeout)
-                && tx.ready().await.is_ok()
-            {
+            if !upgrade && let Some(mut tx) = self.pooled_sender(&endpoint).await {
                 match tx.try_send_request(req).await {
                     Ok(resp) => {
                         return self.respond(entry, resp, &endpoint, tx, in_flight, sticky);
@@ -368,6 +387,113 @@ impl Proxy {
             }
             return self.respond(entry, resp, &endpoint, tx, in_flight, sticky);
         }
+        self.no_endpoint(entry, last_error)
+    }
+
+    /// [`Proxy::forward`] for a request without a body (and no upgrade), on the router's own
+    /// HTTP/1 client. The request is only read, never consumed or rewritten: its head is
+    /// written for the backend straight from the client's ([`encode_forwarded_head`]), and
+    /// sending it again needs no copy.
+    async fn forward_bodiless(
+        &self,
+        entry: &HttpEntry,
+        req: &Request<Incoming>,
+        fwd: &ForwardHeaders,
+        sticky: Option<SocketAddr>,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        // RFC 9110 9.2.1: a proxy may repeat a safe request the client did not see fail.
+        let safe = matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+        );
+        let head_request = req.method() == http::Method::HEAD;
+        // One id and start time per request, whichever attempt carries it.
+        let id = (!req.headers().contains_key(&X_REQUEST_ID)).then(request_id);
+        let start = request_start();
+        let encode = |out: &mut Vec<u8>| encode_forwarded_head(out, req, fwd, id.as_ref(), &start);
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last_error = None;
+        for attempt in 0..self.opts.max_attempts.max(1) {
+            let pinned = if attempt == 0 {
+                sticky.and_then(|a| entry.backend.find(a))
+            } else {
+                None
+            };
+            let Some(endpoint) = pinned.or_else(|| entry.backend.pick(&tried)).cloned() else {
+                break;
+            };
+            let in_flight = endpoint.start();
+
+            // An idle pooled connection first. If the backend closed it while it was idle
+            // (the keep-alive race), the request either never left (write failed) or got no
+            // answer; a safe one is sent again on a fresh connection below.
+            if let Some(mut conn) = endpoint.conns.checkout(self.opts.pool_idle_timeout) {
+                match backend::exchange(&mut conn, head_request, encode).await {
+                    Ok(head) => {
+                        return self.respond_raw(entry, head, conn, &endpoint, in_flight, sticky);
+                    }
+                    Err(e) if e.never_sent() => {
+                        debug!(route = %entry.key, backend = %endpoint.addr, error = %e,
+                            "pooled connection was closed; opening a new one");
+                    }
+                    Err(e) if e.no_response() && safe => {
+                        debug!(route = %entry.key, backend = %endpoint.addr, error = %e,
+                            "pooled connection broke under a safe request; sending it again");
+                        entry.metrics.replay();
+                    }
+                    Err(source) => {
+                        let addr = endpoint.addr;
+                        return self.backend_failed(entry, ProxyError::Exchange { addr, source });
+                    }
+                }
+            }
+
+            // Boxed: a rare path, kept out of the future every request builds and moves.
+            let connecting = Box::pin(BackendConn::connect(
+                endpoint.addr,
+                self.opts.connect_timeout,
+            ));
+            let mut conn = match connecting.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    debug!(route = %entry.key, error = %e, "backend connect failed; trying another");
+                    entry.metrics.connect_error();
+                    tried.push(endpoint.addr);
+                    last_error = Some(e.into());
+                    continue;
+                }
+            };
+            match backend::exchange(&mut conn, head_request, encode).await {
+                Ok(head) => {
+                    return self.respond_raw(entry, head, conn, &endpoint, in_flight, sticky);
+                }
+                // The endpoint accepted and then dropped the connection (exiting): another
+                // endpoint gets the request, if it surely never arrived or may be repeated.
+                Err(source) if source.never_sent() || (source.no_response() && safe) => {
+                    let error = ProxyError::Exchange {
+                        addr: endpoint.addr,
+                        source,
+                    };
+                    debug!(route = %entry.key, %error, "backend dropped the request; trying another");
+                    entry.metrics.replay();
+                    tried.push(endpoint.addr);
+                    last_error = Some(error);
+                }
+                Err(source) => {
+                    let addr = endpoint.addr;
+                    return self.backend_failed(entry, ProxyError::Exchange { addr, source });
+                }
+            }
+        }
+        self.no_endpoint(entry, last_error)
+    }
+
+    /// A 502 naming the last failure, or a 503 when the route has no endpoint to try.
+    fn no_endpoint(
+        &self,
+        entry: &HttpEntry,
+        last_error: Option<ProxyError>,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         match last_error {
             Some(e) => self.backend_failed(entry, e),
             None => (
@@ -381,6 +507,60 @@ impl Proxy {
                 None,
             ),
         }
+    }
+
+    /// The client's response from a backend's response head; its body streams from `conn`.
+    fn respond_raw(
+        &self,
+        entry: &HttpEntry,
+        head: ResponseHead,
+        conn: BackendConn,
+        endpoint: &Arc<Endpoint>,
+        in_flight: InFlight,
+        sticky: Option<SocketAddr>,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        let ResponseHead {
+            status,
+            mut headers,
+            framing,
+            keep_alive,
+            ..
+        } = head;
+        // The backend module left hop-by-hop headers out already.
+        if entry.sticky
+            && sticky != Some(endpoint.addr)
+            && let Ok(v) = HeaderValue::from_str(&self.sticky.set_cookie(endpoint.addr))
+        {
+            headers.append(header::SET_COOKIE, v);
+        }
+        let body = UpstreamBody {
+            inner: Upstream::Raw(ResponseBody::new(
+                conn,
+                framing,
+                keep_alive,
+                endpoint.clone(),
+            )),
+            in_flight: Some(in_flight),
+        };
+        let mut resp = Response::new(Either::Left(body));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        (resp, Some(endpoint.addr))
+    }
+
+    /// An idle keep-alive connection to `endpoint` for hyper's client: one of its own, else
+    /// one of the router's client (a request with a body must not open a new connection
+    /// while idle ones wait, and must see the keep-alive race like any other request).
+    async fn pooled_sender(&self, endpoint: &Endpoint) -> Option<SendRequest<UpstreamRequestBody>> {
+        if let Some(mut tx) = endpoint.checkout(self.opts.pool_idle_timeout)
+            && tx.ready().await.is_ok()
+        {
+            return Some(tx);
+        }
+        let conn = endpoint.conns.checkout(self.opts.pool_idle_timeout)?;
+        let mut tx = handshake(conn.stream, endpoint.addr, false).await.ok()?;
+        tx.ready().await.ok()?;
+        Some(tx)
     }
 
     fn backend_failed(
@@ -416,8 +596,10 @@ impl Proxy {
             parts.headers.append(header::SET_COOKIE, v);
         }
         let body = UpstreamBody {
-            inner: body,
-            pool: Some((endpoint.clone(), tx)),
+            inner: Upstream::Hyper {
+                body,
+                pool: Some((endpoint.clone(), tx)),
+            },
             in_flight: Some(in_flight),
         };
         (
@@ -439,8 +621,7 @@ impl Proxy {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers, false);
             let body = UpstreamBody {
-                inner: body,
-                pool: None,
+                inner: Upstream::Hyper { body, pool: None },
                 in_flight: Some(in_flight),
             };
             return Response::from_parts(parts, Either::Left(body));
@@ -539,13 +720,16 @@ async fn connect(
     timeout: Duration,
     upgrades: bool,
 ) -> Result<SendRequest<UpstreamRequestBody>, ProxyError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(ProxyError::Connect { addr, source }),
-        Err(_) => return Err(ProxyError::ConnectTimeout { addr, timeout }),
-    };
-    // Small requests and responses must not wait for Nagle.
-    let _ = stream.set_nodelay(true);
+    let conn = BackendConn::connect(addr, timeout).await?;
+    handshake(conn.stream, addr, upgrades).await
+}
+
+/// Starts hyper's client on an open connection, its connection task spawned.
+async fn handshake(
+    stream: TcpStream,
+    addr: SocketAddr,
+    upgrades: bool,
+) -> Result<SendRequest<UpstreamRequestBody>, ProxyError> {
     let (tx, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -584,6 +768,85 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Writes the head [`prepare_request`] would make of `req` (no upgrade), in one pass over the
+/// client's headers and without touching the request: hop-by-hop headers (and those
+/// `Connection` names) are skipped, `X-Forwarded-*`, `X-Request-Id` (`id`, when the client
+/// sent none) and `X-Request-Start` are written after the client's headers.
+fn encode_forwarded_head<B>(
+    out: &mut Vec<u8>,
+    req: &Request<B>,
+    fwd: &ForwardHeaders,
+    id: Option<&HeaderValue>,
+    start: &HeaderValue,
+) {
+    fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    // Backends get origin-form (`/path?query`), whatever form the client used.
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let headers = req.headers();
+    // HTTP/2 carries the host in `:authority`; HTTP/1 backends need a Host header.
+    if !headers.contains_key(HOST)
+        && let Some(authority) = req.uri().authority()
+    {
+        line(out, b"host", authority.as_str().as_bytes());
+    }
+    // Headers a `Connection` header names are hop-by-hop too (allocates only if there are).
+    let named: Vec<&[u8]> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| backend::hop::tokens(v.as_bytes()))
+        .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"upgrade"))
+        .collect();
+    let mut forwarded_for = false;
+    for (name, value) in headers {
+        let n = name.as_str().as_bytes();
+        if backend::hop::is_hop_by_hop(n) || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        if *name == X_FORWARDED_FOR {
+            // The first value, extended with the client (as `prepare_request` does).
+            if !forwarded_for {
+                forwarded_for = true;
+                out.extend_from_slice(b"x-forwarded-for: ");
+                if value.to_str().is_ok() {
+                    out.extend_from_slice(value.as_bytes());
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(fwd.client_ip.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
+        if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_PORT || *name == X_REQUEST_START {
+            continue;
+        }
+        line(out, n, value.as_bytes());
+    }
+    if !forwarded_for {
+        line(out, b"x-forwarded-for", fwd.client_ip.as_bytes());
+    }
+    line(out, b"x-forwarded-proto", fwd.proto.as_bytes());
+    line(out, b"x-forwarded-port", fwd.port.as_bytes());
+    if let Some(id) = id {
+        line(out, b"x-request-id", id.as_bytes());
+    }
+    line(out, b"x-request-start", start.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Rewrites a downstream request into the request sent to the backend.
@@ -760,14 +1023,38 @@ pub fn text_response(status: StatusCode, body: String) -> Response<ProxyBody> {
 /// back to the endpoint's pool, and the endpoint's in-flight count drops.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
-    pool: Option<(Arc<Endpoint>, SendRequest<UpstreamRequestBody>)>,
+    inner: Upstream,
     in_flight: Option<InFlight>,
+}
+
+/// Which client fetched the response.
+#[derive(Debug)]
+enum Upstream {
+    /// hyper's (requests with a body, upgrades): the connection goes back to the pool here.
+    Hyper {
+        body: Incoming,
+        pool: Option<(Arc<Endpoint>, SendRequest<UpstreamRequestBody>)>,
+    },
+    /// The router's own, which pools its connection itself.
+    Raw(ResponseBody),
+}
+
+/// Why a backend's response body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBodyError {
+    /// hyper's client.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// The router's own.
+    #[error(transparent)]
+    Raw(#[from] backend::BodyError),
 }
 
 impl UpstreamBody {
     fn finish(&mut self) {
-        if let Some((endpoint, tx)) = self.pool.take() {
+        if let Upstream::Hyper { pool, .. } = &mut self.inner
+            && let Some((endpoint, tx)) = pool.take()
+        {
             endpoint.checkin(tx);
         }
         self.in_flight = None;
@@ -776,13 +1063,20 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        let polled = match &mut self.inner {
+            Upstream::Hyper { body, .. } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(UpstreamBodyError::from))),
+            Upstream::Raw(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(UpstreamBodyError::from))),
+        };
         if let Poll::Ready(None) = polled {
             self.finish();
         }
@@ -790,11 +1084,17 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Upstream::Hyper { body, .. } => body.is_end_stream(),
+            Upstream::Raw(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Upstream::Hyper { body, .. } => body.size_hint(),
+            Upstream::Raw(body) => body.size_hint(),
+        }
     }
 }
 
@@ -802,7 +1102,7 @@ impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // hyper does not poll a body it knows is empty (204, HEAD, Content-Length: 0), and a
         // client may go away mid-body: pool the connection only if the response was complete.
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             self.finish();
         }
     }
@@ -845,6 +1145,73 @@ mod tests {
         for gone in ["connection", "x-private", "keep-alive", "te"] {
             assert!(!h.contains_key(gone), "{gone} was forwarded");
         }
+    }
+
+    /// The one-pass head of a request without a body says what `prepare_request` says.
+    #[test]
+    fn forwarded_heads_match_prepared_requests() {
+        let build = || {
+            let mut req = Request::builder()
+                .method("GET")
+                .uri("https://example.com/a?b=c")
+                .header("connection", "keep-alive, x-private, close")
+                .header("x-private", "1")
+                .header("close", "1")
+                .header("keep-alive", "timeout=5")
+                .header("x-forwarded-for", "192.0.2.1")
+                .header("x-forwarded-for", "192.0.2.9")
+                .header("x-forwarded-proto", "gopher")
+                .header("te", "trailers")
+                .header("upgrade", "h2c")
+                .header("accept", "a")
+                .header("accept", "b")
+                .header("x-request-id", "given")
+                .body(())
+                .unwrap();
+            *req.version_mut() = Version::HTTP_2;
+            req
+        };
+        let fwd = ForwardHeaders::new(&info());
+        let start = request_start();
+        let mut out = Vec::new();
+        encode_forwarded_head(&mut out, &build(), &fwd, None, &start);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        assert!(parsed.parse(&out).unwrap().is_complete());
+        assert_eq!(parsed.method, Some("GET"));
+        assert_eq!(parsed.path, Some("/a?b=c"));
+        let mut fast: Vec<(String, String)> = parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect();
+        let mut prepared = build();
+        prepare_request(&mut prepared, &fwd, false);
+        prepared
+            .headers_mut()
+            .insert(X_REQUEST_START.clone(), start.clone());
+        let mut slow: Vec<(String, String)> = prepared
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        fast.sort();
+        slow.sort();
+        assert_eq!(fast, slow);
+        // No id from the client: the generated one.
+        let mut req = build();
+        req.headers_mut().remove("x-request-id");
+        let id = request_id();
+        let mut out = Vec::new();
+        encode_forwarded_head(&mut out, &req, &fwd, Some(&id), &start);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(&format!("x-request-id: {}\r\n", id.to_str().unwrap())));
+        assert!(text.ends_with("\r\n\r\n"));
     }
 
     #[test]

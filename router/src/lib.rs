@@ -10,6 +10,8 @@
 //! (Route `Programmed` condition); [`metrics`] and [`admin`].
 
 pub mod admin;
+pub mod backend;
+pub mod head_timer;
 pub mod http_proxy;
 pub mod matcher;
 pub mod metrics;

@@ -13,7 +13,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::http_proxy::{ConnInfo, ForwardHeaders, Proxy};
+use crate::{
+    head_timer::HeadTimer,
+    http_proxy::{ConnInfo, ForwardHeaders, Proxy},
+};
 
 /// Downstream protocol settings.
 #[derive(Debug, Clone)]
@@ -193,8 +196,8 @@ async fn serve_connection(
 
 fn http1_builder(opts: &ServerOptions) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
-    // Zero disables the timer: re-arming it costs a clock read per request head.
-    b.timer(TokioTimer::new())
+    // Zero disables the timer. One `HeadTimer` per connection (this builder serves one).
+    b.timer(HeadTimer::default())
         .header_read_timeout(Some(opts.header_timeout).filter(|t| !t.is_zero()))
         .max_buf_size(opts.max_header_bytes.max(8192));
     b
@@ -203,11 +206,80 @@ fn http1_builder(opts: &ServerOptions) -> hyper::server::conn::http1::Builder {
 fn auto_builder(opts: &ServerOptions) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
+        .timer(HeadTimer::default())
         .header_read_timeout(opts.header_timeout)
         .max_buf_size(opts.max_header_bytes.max(8192));
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The header read timeout (on [`HeadTimer`]) closes a connection whose next head does
+    /// not arrive in time, after a request served on it, and a head that stalls halfway.
+    #[tokio::test]
+    async fn heads_must_arrive_within_the_header_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opts = ServerOptions {
+            header_timeout: Duration::from_millis(150),
+            ..ServerOptions::default()
+        };
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let b = http1_builder(&opts);
+                tokio::spawn(async move {
+                    let svc = service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        for partial in [false, true] {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut buf = [0u8; 1024];
+            let mut answered = Instant::now();
+            for _ in 0..3 {
+                c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                    .await
+                    .unwrap();
+                let n = c.read(&mut buf).await.unwrap();
+                assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+                answered = Instant::now();
+                // Within the timeout between requests: the connection stays.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if partial {
+                c.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                .await
+                .expect("the connection was not closed")
+                .unwrap_or(0);
+            // hyper starts the clock when it starts reading the next head.
+            let waited = answered.elapsed();
+            assert!(
+                n == 0 || buf[..n].starts_with(b"HTTP/1.1 408"),
+                "partial {partial}"
+            );
+            assert!(
+                waited >= Duration::from_millis(100),
+                "closed after {waited:?}"
+            );
+        }
+    }
 }

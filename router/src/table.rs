@@ -24,6 +24,7 @@ use rand::Rng;
 use rustls::sign::CertifiedKey;
 
 use crate::{
+    backend::ConnPool,
     matcher::{HostMatcher, NameMap},
     metrics::RouteMetrics,
 };
@@ -57,6 +58,8 @@ pub struct Endpoint {
     /// Idle keep-alive connections, most recently used last (LIFO keeps few connections warm).
     /// The lock is held for one push or pop, never across I/O.
     idle: Mutex<Vec<IdleConn>>,
+    /// Idle connections of the router's own HTTP/1 client (requests without a body).
+    pub conns: ConnPool,
 }
 
 #[derive(Debug)]
@@ -75,6 +78,7 @@ impl Endpoint {
             addr,
             in_flight: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
+            conns: ConnPool::default(),
         }
     }
 
@@ -117,6 +121,7 @@ impl Endpoint {
     /// Drops every idle connection (the endpoint left the table).
     pub fn close_idle(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.conns.clear();
     }
 }
 

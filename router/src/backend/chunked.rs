@@ -1,0 +1,212 @@
+//! Decoding a `Transfer-Encoding: chunked` body (RFC 9112 7.1) straight out of the
+//! connection's read buffer: data is cut from the buffer, not copied.
+
+use bytes::{Bytes, BytesMut};
+
+/// Longest chunk extension or trailer section accepted (bytes); both are dropped.
+const MAX_SKIPPED: usize = 64 * 1024;
+
+/// Why a chunked body was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChunkedError {
+    /// A chunk size that is not hex, is empty, or does not fit in 64 bits.
+    #[error("invalid chunk size")]
+    InvalidSize,
+    /// A chunk not followed by CRLF, or a bare LF.
+    #[error("invalid chunk framing")]
+    InvalidFraming,
+    /// Chunk extensions or trailers longer than we keep reading.
+    #[error("chunk extensions or trailers over {MAX_SKIPPED} bytes")]
+    TooLong,
+}
+
+/// What [`ChunkedDecoder::decode`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The buffer ran out: read more and call again.
+    NeedMore,
+    /// The last chunk and trailers were read: the body is complete.
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// The position within a chunked body.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: State,
+    /// The current chunk's size while reading it, then what is left of its data.
+    size: u64,
+    digits: u8,
+    /// Bytes of extensions or trailers skipped so far.
+    skipped: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self {
+            state: State::Size,
+            size: 0,
+            digits: 0,
+            skipped: 0,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// Consumes framing from the front of `buf` until it yields data, needs more bytes or
+    /// finds the end. Extensions and trailers are skipped (the router forwards no trailers).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkedError> {
+        loop {
+            if self.state == State::Done {
+                return Ok(Decoded::End);
+            }
+            if self.state == State::Data {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                let n = usize::try_from(self.size)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                self.size -= n as u64;
+                if self.size == 0 {
+                    self.state = State::DataCr;
+                }
+                return Ok(Decoded::Data(buf.split_to(n).freeze()));
+            }
+            let Some(&b) = buf.first() else {
+                return Ok(Decoded::NeedMore);
+            };
+            let _ = buf.split_to(1);
+            self.state = self.step(b)?;
+        }
+    }
+
+    /// One framing byte.
+    fn step(&mut self, b: u8) -> Result<State, ChunkedError> {
+        use State::*;
+        Ok(match (self.state, b) {
+            (Size, b) if b.is_ascii_hexdigit() => {
+                if self.digits == 16 {
+                    return Err(ChunkedError::InvalidSize);
+                }
+                self.digits += 1;
+                self.size = self.size << 4 | u64::from(hex(b));
+                Size
+            }
+            (Size, b';' | b' ' | b'\t') if self.digits > 0 => Extension,
+            (Size, b'\r') if self.digits > 0 => SizeLf,
+            (Size, _) => return Err(ChunkedError::InvalidSize),
+            (Extension, b'\r') => SizeLf,
+            (Extension, b'\n') => return Err(ChunkedError::InvalidFraming),
+            (TrailerLine, b'\r') => TrailerLf,
+            (Extension | TrailerLine, _) => {
+                self.skipped += 1;
+                if self.skipped > MAX_SKIPPED {
+                    return Err(ChunkedError::TooLong);
+                }
+                self.state
+            }
+            (SizeLf, b'\n') => {
+                self.digits = 0;
+                if self.size == 0 { TrailerStart } else { Data }
+            }
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => Size,
+            (TrailerStart, b'\r') => EndLf,
+            (TrailerStart, b'\n') => return Err(ChunkedError::InvalidFraming),
+            (TrailerStart, _) => {
+                self.skipped += 1;
+                TrailerLine
+            }
+            (TrailerLf, b'\n') => TrailerStart,
+            (EndLf, b'\n') => Done,
+            _ => return Err(ChunkedError::InvalidFraming),
+        })
+    }
+}
+
+fn hex(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => b - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `step` bytes; returns the body or the error.
+    fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, BytesMut), ChunkedError> {
+        let mut d = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut fed = 0;
+        loop {
+            match d.decode(&mut buf)? {
+                Decoded::Data(b) => body.extend_from_slice(&b),
+                Decoded::End => return Ok((body, buf)),
+                Decoded::NeedMore => {
+                    assert!(fed < input.len(), "input ended mid-body");
+                    let end = (fed + step).min(input.len());
+                    buf.extend_from_slice(&input[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_in_any_split() {
+        let input = b"5\r\nhello\r\n1A;name=value\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
+        for step in [1, 2, 3, 7, input.len()] {
+            let (body, rest) = decode_all(input, step).unwrap();
+            assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz", "step {step}");
+            assert!(rest.is_empty());
+        }
+    }
+
+    #[test]
+    fn trailers_are_skipped_and_what_follows_is_left() {
+        let (body, rest) =
+            decode_all(b"3\r\nabc\r\n0\r\nx-sum: 1\r\nx-b: 2\r\n\r\nNEXT", 100).unwrap();
+        assert_eq!(body, b"abc");
+        assert_eq!(&rest[..], b"NEXT");
+    }
+
+    #[test]
+    fn malformed_bodies() {
+        for (bad, want) in [
+            (&b"x\r\n"[..], ChunkedError::InvalidSize),
+            (b"\r\n", ChunkedError::InvalidSize),
+            (b"11111111111111111\r\n", ChunkedError::InvalidSize),
+            (b"3\r\nabcX\r\n", ChunkedError::InvalidFraming),
+            (b"3\nabc\r\n", ChunkedError::InvalidSize),
+            (b"3\r\nabc\r\n0\r\n\n", ChunkedError::InvalidFraming),
+        ] {
+            assert_eq!(decode_all(bad, 100).unwrap_err(), want, "{bad:?}");
+        }
+        let long = format!("1;{}\r\n", "e".repeat(MAX_SKIPPED + 1));
+        assert_eq!(
+            decode_all(long.as_bytes(), 1000).unwrap_err(),
+            ChunkedError::TooLong
+        );
+    }
+}
