@@ -54,3 +54,19 @@ image_present() {
   refs=$(ctr_k8s images ls -q) || return 1
   grep -Fx -- "$1" <<<"$refs" >/dev/null
 }
+
+# One cluster operation (up, down, restart) at a time. Two `up`s started together both
+# found no cluster, raced for the ports and left a half-started one whose API server
+# no pid file knew. The lock is released when the holder exits; the components it
+# starts do not inherit it (proc_start closes fd 9), and scripts it runs (`up` runs
+# `down` to clean up a crashed cluster) see FLYNN_CLUSTER_LOCKED and do not wait for it.
+cluster_lock() {
+  [ -n "${FLYNN_CLUSTER_LOCKED:-}" ] && return 0
+  mkdir -p "$(dirname "$STATE_DIR")"
+  exec 9>"$STATE_DIR.lock"
+  if ! flock -n 9; then
+    log "another e2e/cluster up/down/restart is running; waiting for it (lock $STATE_DIR.lock)"
+    flock 9
+  fi
+  export FLYNN_CLUSTER_LOCKED=1
+}

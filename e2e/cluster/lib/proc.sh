@@ -7,7 +7,8 @@ proc_start() { # proc_start NAME CMD...
   mkdir -p "$STATE_DIR/logs" "$STATE_DIR/pids" "$STATE_DIR/cmds"
   # Kept so `restart` can start it again exactly as `up` did.
   printf '%q ' "$@" > "$STATE_DIR/cmds/$name"
-  setsid "$@" >>"$STATE_DIR/logs/$name.log" 2>&1 < /dev/null &
+  # 9>&-: a component must not hold the cluster lock (see cluster_lock) for its lifetime.
+  setsid "$@" >>"$STATE_DIR/logs/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$STATE_DIR/pids/$name.pid"
 }
 
