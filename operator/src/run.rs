@@ -105,7 +105,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let stop_namespaces = CancellationToken::new();
     let _stop_namespaces_on_return = stop_namespaces.clone().drop_guard();
-    // Small pages: a relist buffers a second copy of the store (kube.rs, "reflector memory").
+    // Small pages: a page's objects are deserialized whole before they are packed, and
+    // that high-water mark stays as RSS (pages of 100 held about 3 MB above the live heap
+    // with 1,000 Apps; kube.rs, "reflector memory", on the same effect).
     let wc = WatcherConfig::default().page_size(25).any_semantic();
     let managed = wc.clone().labels(&format!(
         "{}={}",
