@@ -307,12 +307,7 @@ impl Proxy {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_error = None;
         for attempt in 0..self.opts.max_attempts.max(1) {
-            let pinned = if attempt == 0 {
-                sticky.and_then(|a| entry.backend.find(a))
-            } else {
-                None
-            };
-            let Some(endpoint) = pinned.or_else(|| entry.backend.pick(&tried)).cloned() else {
+            let Some(endpoint) = attempt_endpoint(entry, attempt, sticky, &tried) else {
                 break;
             };
             let in_flight = endpoint.start();
@@ -402,10 +397,7 @@ impl Proxy {
         sticky: Option<SocketAddr>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         // RFC 9110 9.2.1: a proxy may repeat a safe request the client did not see fail.
-        let safe = matches!(
-            *req.method(),
-            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
-        );
+        let safe = is_safe(req.method());
         let head_request = req.method() == http::Method::HEAD;
         // One id and start time per request, whichever attempt carries it.
         let id = (!req.headers().contains_key(&X_REQUEST_ID)).then(request_id);
@@ -414,12 +406,7 @@ impl Proxy {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_error = None;
         for attempt in 0..self.opts.max_attempts.max(1) {
-            let pinned = if attempt == 0 {
-                sticky.and_then(|a| entry.backend.find(a))
-            } else {
-                None
-            };
-            let Some(endpoint) = pinned.or_else(|| entry.backend.pick(&tried)).cloned() else {
+            let Some(endpoint) = attempt_endpoint(entry, attempt, sticky, &tried) else {
                 break;
             };
             let in_flight = endpoint.start();
@@ -657,6 +644,31 @@ struct Replay {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// Methods RFC 9110 calls safe (9.2.1): a proxy may repeat them without the client's
+/// consent.
+fn is_safe(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    )
+}
+
+/// The endpoint an attempt goes to: the sticky one on the first attempt (if it is still
+/// ready), otherwise the balancer's pick among those not tried yet.
+fn attempt_endpoint(
+    entry: &HttpEntry,
+    attempt: usize,
+    sticky: Option<SocketAddr>,
+    tried: &[SocketAddr],
+) -> Option<Arc<Endpoint>> {
+    let pinned = if attempt == 0 {
+        sticky.and_then(|a| entry.backend.find(a))
+    } else {
+        None
+    };
+    pinned.or_else(|| entry.backend.pick(tried)).cloned()
+}
+
 thread_local! {
     /// Header lists of finished replays, for the next ones.
     static REPLAY_HEADERS: RefCell<Vec<Vec<(HeaderName, HeaderValue)>>> =
@@ -667,11 +679,7 @@ impl Replay {
     /// Only methods RFC 9110 calls safe (9.2.1), and only without a body: those a proxy may
     /// repeat without the client's consent.
     fn of(req: &Request<UpstreamRequestBody>) -> Option<Self> {
-        let safe = matches!(
-            *req.method(),
-            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
-        );
-        if !(safe && req.body().is_end_stream()) {
+        if !(is_safe(req.method()) && req.body().is_end_stream()) {
             return None;
         }
         let mut headers = REPLAY_HEADERS
