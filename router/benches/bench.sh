@@ -233,6 +233,35 @@ echo
 echo "# RSS: router $(awk '/VmRSS/ {print $2, $3}' /proc/$ROUTER_PID/status), nginx worker $(awk '/VmRSS/ {print $2, $3}' /proc/${PID[nginx]}/status)"
 fi
 
+# --- profile: where each proxy spends its CPU (PHASES=profile; not a benchmark figure) -----
+# perf stat splits user and kernel time per request; perf record keeps call graphs in
+# PROFILE_DIR (default /tmp/flynn-router-profile) for `perf report -i PROFILE_DIR/NAME.data`.
+if [[ " $PHASES " == *" profile "* ]]; then
+  PROFILE_DIR=${PROFILE_DIR:-/tmp/flynn-router-profile}; mkdir -p "$PROFILE_DIR"
+  command -v perf >/dev/null || { echo "missing perf: apt-get install -y linux-perf" >&2; exit 1; }
+  echo
+  echo "# profile: perf stat, then perf record -g, each over 5 s of wrk -c$CONNS"
+  for name in router ${BASE_PID:+base} nginx; do
+    perf stat -x, -e task-clock,context-switches -p "${PID[$name]}" -o "$PROFILE_DIR/$name.stat" &
+    spid=$!; sleep 0.3
+    nstat -n >/dev/null 2>&1 || true
+    reqs=$(taskset -c 0 wrk -t1 -c"$CONNS" -d5s -H 'Host: bench.test' "${URL[$name]}" | awk '/requests in/ {print $1}')
+    segs=$(nstat 2>/dev/null | awk '$1 ~ /^(TcpInSegs|TcpOutSegs|TcpExtDelayedACKs|TcpExtTCPPureAcks|TcpExtTCPHPAcks)$/ {printf "%s=%s ", $1, $2}')
+    kill -INT $spid; wait $spid 2>/dev/null || true
+    echo "$name: $reqs requests; whole machine: $segs"
+    echo "$name: per request:"
+    awk -F, -v n="$reqs" '$3 ~ /^[a-z]/ && $1 ~ /^[0-9.]+$/ {
+        v = $1 / n; u = ($2 == "msec" || $3 ~ /time/) ? "us" : ""
+        if ($3 == "task-clock") v = v * 1000; else if ($3 ~ /_time$/) v = v / 1000
+        printf "    %-22s %10.2f %s\n", $3, v, u }' "$PROFILE_DIR/$name.stat"
+    perf record -q -F 999 --call-graph dwarf,16384 -p "${PID[$name]}" -o "$PROFILE_DIR/$name.data" -- sleep 5 >/dev/null 2>&1 &
+    spid=$!; sleep 0.3
+    taskset -c 0 wrk -t1 -c"$CONNS" -d5s -H 'Host: bench.test' "${URL[$name]}" >/dev/null
+    wait $spid 2>/dev/null || true
+  done
+  echo "call graphs: perf report -i $PROFILE_DIR/{router,nginx}.data"
+fi
+
 # --- benchmark 2: reconfiguration under load ------------------------------------------------
 if [[ " $PHASES " == *" 2 "* ]]; then
   echo

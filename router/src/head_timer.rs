@@ -22,14 +22,46 @@ use hyper::rt::{Sleep, Timer};
 /// The timer of one connection (make one per connection).
 #[derive(Debug, Clone, Default)]
 pub struct HeadTimer {
-    armed: Arc<Mutex<Option<Armed>>>,
+    armed: Arc<Mutex<Deadline>>,
 }
 
-/// The connection's one tokio sleep and the deadline it is armed for.
-#[derive(Debug)]
-struct Armed {
-    at: Instant,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+/// A connection's one tokio sleep and the deadline it is armed for: the head deadlines of
+/// one connection, polled one after the other (also used directly by the router's own
+/// HTTP/1 server, [`crate::h1`]).
+#[derive(Debug, Default)]
+pub struct Deadline {
+    armed: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl Deadline {
+    /// Ready once `deadline` has passed. Registers for a wake-up only when the sleep is
+    /// first armed or moves: the sleep stays armed for an earlier deadline, and when that
+    /// fires before `deadline` it is moved to `deadline`.
+    pub fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let (at, sleep) = self.armed.get_or_insert_with(|| {
+            (
+                deadline,
+                Box::pin(tokio::time::sleep_until(deadline.into())),
+            )
+        });
+        if *at > deadline {
+            // An earlier deadline than the armed one (not seen in practice): honour it.
+            sleep.as_mut().reset(deadline.into());
+            *at = deadline;
+        }
+        loop {
+            match sleep.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                // The armed deadline is this one (or later): it has passed.
+                Poll::Ready(()) if *at >= deadline => return Poll::Ready(()),
+                // An older head's deadline passed: move on to this one (and register).
+                Poll::Ready(()) => {
+                    sleep.as_mut().reset(deadline.into());
+                    *at = deadline;
+                }
+            }
+        }
+    }
 }
 
 impl Timer for HeadTimer {
@@ -48,7 +80,7 @@ impl Timer for HeadTimer {
 /// One head's deadline.
 #[derive(Debug)]
 struct HeadSleep {
-    armed: Arc<Mutex<Option<Armed>>>,
+    armed: Arc<Mutex<Deadline>>,
     deadline: Instant,
 }
 
@@ -58,27 +90,7 @@ impl Future for HeadSleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let deadline = self.deadline;
         let mut armed = self.armed.lock().unwrap_or_else(|e| e.into_inner());
-        let armed = armed.get_or_insert_with(|| Armed {
-            at: deadline,
-            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
-        });
-        if armed.at > deadline {
-            // An earlier deadline than the armed one (not seen in practice): honour it.
-            armed.sleep.as_mut().reset(deadline.into());
-            armed.at = deadline;
-        }
-        loop {
-            match armed.sleep.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                // The armed deadline is this one (or later): it has passed.
-                Poll::Ready(()) if armed.at >= deadline => return Poll::Ready(()),
-                // An older head's deadline passed: move on to this one (and register).
-                Poll::Ready(()) => {
-                    armed.sleep.as_mut().reset(deadline.into());
-                    armed.at = deadline;
-                }
-            }
-        }
+        armed.poll_until(cx, deadline)
     }
 }
 

@@ -156,10 +156,10 @@ impl From<ConnectError> for ProxyError {
 /// The HTTP proxy shared by every connection.
 #[derive(Debug)]
 pub struct Proxy {
-    table: TableHandle,
-    metrics: SharedMetrics,
-    sticky: Sticky,
-    opts: ProxyOptions,
+    pub(crate) table: TableHandle,
+    pub(crate) metrics: SharedMetrics,
+    pub(crate) sticky: Sticky,
+    pub(crate) opts: ProxyOptions,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -403,6 +403,28 @@ impl Proxy {
         let id = (!req.headers().contains_key(&X_REQUEST_ID)).then(request_id);
         let start = request_start();
         let encode = |out: &mut Vec<u8>| encode_forwarded_head(out, req, fwd, id.as_ref(), &start);
+        let parse = |buf: &mut BytesMut| backend::response::parse(buf, head_request, false);
+        let answered = self.exchange_any(entry, sticky, safe, encode, parse).await;
+        match answered {
+            Ok(a) => self.respond_raw(entry, a.head, a.conn, &a.endpoint, a.in_flight, sticky),
+            Err(last_error) => (self.failure(entry, last_error).into_response(), None),
+        }
+    }
+
+    /// Sends a request without a body to one of `entry`'s endpoints on the router's own
+    /// HTTP/1 client (`encode` writes its head, `parse` reads the response head, as in
+    /// [`backend::exchange_with`]) and returns the first answer. A request that never reached a backend goes to another
+    /// endpoint; so does a `safe` one whose connection broke before any answer (RFC 9110
+    /// 9.2.1: a proxy may repeat a safe request the client did not see fail). Otherwise the
+    /// error: `None` when there was no endpoint to try.
+    pub(crate) async fn exchange_any<T>(
+        &self,
+        entry: &HttpEntry,
+        sticky: Option<SocketAddr>,
+        safe: bool,
+        encode: impl Fn(&mut Vec<u8>),
+        mut parse: impl FnMut(&mut BytesMut) -> Result<Option<T>, backend::HeadError>,
+    ) -> Result<Answered<T>, Option<ProxyError>> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_error = None;
         for attempt in 0..self.opts.max_attempts.max(1) {
@@ -415,9 +437,14 @@ impl Proxy {
             // (the keep-alive race), the request either never left (write failed) or got no
             // answer; a safe one is sent again on a fresh connection below.
             if let Some(mut conn) = endpoint.conns.checkout(self.opts.pool_idle_timeout) {
-                match backend::exchange(&mut conn, head_request, encode).await {
+                match backend::exchange_with(&mut conn, &encode, &mut parse).await {
                     Ok(head) => {
-                        return self.respond_raw(entry, head, conn, &endpoint, in_flight, sticky);
+                        return Ok(Answered {
+                            head,
+                            conn,
+                            endpoint,
+                            in_flight,
+                        });
                     }
                     Err(e) if e.never_sent() => {
                         debug!(route = %entry.key, backend = %endpoint.addr, error = %e,
@@ -430,7 +457,7 @@ impl Proxy {
                     }
                     Err(source) => {
                         let addr = endpoint.addr;
-                        return self.backend_failed(entry, ProxyError::Exchange { addr, source });
+                        return Err(Some(ProxyError::Exchange { addr, source }));
                     }
                 }
             }
@@ -450,9 +477,14 @@ impl Proxy {
                     continue;
                 }
             };
-            match backend::exchange(&mut conn, head_request, encode).await {
+            match backend::exchange_with(&mut conn, &encode, &mut parse).await {
                 Ok(head) => {
-                    return self.respond_raw(entry, head, conn, &endpoint, in_flight, sticky);
+                    return Ok(Answered {
+                        head,
+                        conn,
+                        endpoint,
+                        in_flight,
+                    });
                 }
                 // The endpoint accepted and then dropped the connection (exiting): another
                 // endpoint gets the request, if it surely never arrived or may be repeated.
@@ -468,11 +500,32 @@ impl Proxy {
                 }
                 Err(source) => {
                     let addr = endpoint.addr;
-                    return self.backend_failed(entry, ProxyError::Exchange { addr, source });
+                    return Err(Some(ProxyError::Exchange { addr, source }));
                 }
             }
         }
-        self.no_endpoint(entry, last_error)
+        Err(last_error)
+    }
+
+    /// The response to a request that got no backend answer: a 502 naming the failure, or a
+    /// 503 when the route had no endpoint to try.
+    pub(crate) fn failure(&self, entry: &HttpEntry, error: Option<ProxyError>) -> Local {
+        match error {
+            Some(error) => {
+                warn!(route = %entry.key, %error, "backend failed");
+                Local::text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("502 Bad Gateway: {error}\n"),
+                )
+            }
+            None => Local::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "503 Service Unavailable: no ready endpoint for route {} (service {})\n",
+                    entry.key, entry.backend.service
+                ),
+            ),
+        }
     }
 
     /// A 502 naming the last failure, or a 503 when the route has no endpoint to try.
@@ -481,19 +534,7 @@ impl Proxy {
         entry: &HttpEntry,
         last_error: Option<ProxyError>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-        match last_error {
-            Some(e) => self.backend_failed(entry, e),
-            None => (
-                text_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "503 Service Unavailable: no ready endpoint for route {} (service {})\n",
-                        entry.key, entry.backend.service
-                    ),
-                ),
-                None,
-            ),
-        }
+        (self.failure(entry, last_error).into_response(), None)
     }
 
     /// The client's response from a backend's response head; its body streams from `conn`.
@@ -555,14 +596,7 @@ impl Proxy {
         entry: &HttpEntry,
         error: ProxyError,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-        warn!(route = %entry.key, %error, "backend failed");
-        (
-            text_response(
-                StatusCode::BAD_GATEWAY,
-                format!("502 Bad Gateway: {error}\n"),
-            ),
-            None,
-        )
+        self.no_endpoint(entry, Some(error))
     }
 
     fn respond(
@@ -778,13 +812,52 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Writes the head [`prepare_request`] would make of `req` (no upgrade), in one pass over the
-/// client's headers and without touching the request: hop-by-hop headers (and those
-/// `Connection` names) are skipped, `X-Forwarded-*`, `X-Request-Id` (`id`, when the client
-/// sent none) and `X-Request-Start` are written after the client's headers.
+/// Writes the head [`prepare_request`] would make of `req` (no upgrade), without touching the
+/// request ([`encode_forwarded`] over its headers).
 fn encode_forwarded_head<B>(
     out: &mut Vec<u8>,
     req: &Request<B>,
+    fwd: &ForwardHeaders,
+    id: Option<&HeaderValue>,
+    start: &HeaderValue,
+) {
+    // Backends get origin-form (`/path?query`), whatever form the client used.
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/");
+    let headers = || {
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    };
+    let authority = req.uri().authority().map(|a| a.as_str());
+    encode_forwarded(
+        out,
+        req.method().as_str(),
+        target,
+        authority,
+        headers,
+        fwd,
+        id,
+        start,
+    );
+}
+
+/// Writes the head of a request without a body as the backend gets it, in one pass over the
+/// client's headers (names in any case; `headers` makes an iterator over them): hop-by-hop headers (and those `Connection` names)
+/// are skipped, `X-Forwarded-*`, `X-Request-Id` (`id`, when the client sent none) and
+/// `X-Request-Start` are written after the client's headers. `authority` becomes the
+/// `Host` header when the client sent none (HTTP/2's `:authority`, an absolute-form target).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_forwarded<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    authority: Option<&str>,
+    headers: impl Fn() -> I,
     fwd: &ForwardHeaders,
     id: Option<&HeaderValue>,
     start: &HeaderValue,
@@ -795,44 +868,37 @@ fn encode_forwarded_head<B>(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    // Backends get origin-form (`/path?query`), whatever form the client used.
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .filter(|p| !p.is_empty())
-        .unwrap_or("/");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let headers = req.headers();
-    // HTTP/2 carries the host in `:authority`; HTTP/1 backends need a Host header.
-    if !headers.contains_key(HOST)
-        && let Some(authority) = req.uri().authority()
+    // HTTP/1 backends need a Host header.
+    if let Some(authority) = authority
+        && !headers().any(|(n, _)| n.eq_ignore_ascii_case(b"host"))
     {
-        line(out, b"host", authority.as_str().as_bytes());
+        line(out, b"host", authority.as_bytes());
     }
     // Headers a `Connection` header names are hop-by-hop too (allocates only if there are).
-    let named: Vec<&[u8]> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| backend::hop::tokens(v.as_bytes()))
+    let named: Vec<&[u8]> = headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| backend::hop::tokens(v))
         .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"upgrade"))
         .collect();
     let mut forwarded_for = false;
-    for (name, value) in headers {
-        let n = name.as_str().as_bytes();
-        if backend::hop::is_hop_by_hop(n) || named.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+    for (name, value) in headers() {
+        if backend::hop::is_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
             continue;
         }
-        if *name == X_FORWARDED_FOR {
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             // The first value, extended with the client (as `prepare_request` does).
             if !forwarded_for {
                 forwarded_for = true;
                 out.extend_from_slice(b"x-forwarded-for: ");
-                if value.to_str().is_ok() {
-                    out.extend_from_slice(value.as_bytes());
+                if value
+                    .iter()
+                    .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+                {
+                    out.extend_from_slice(value);
                     out.extend_from_slice(b", ");
                 }
                 out.extend_from_slice(fwd.client_ip.as_bytes());
@@ -840,10 +906,13 @@ fn encode_forwarded_head<B>(
             }
             continue;
         }
-        if *name == X_FORWARDED_PROTO || *name == X_FORWARDED_PORT || *name == X_REQUEST_START {
+        if name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || name.eq_ignore_ascii_case(b"x-forwarded-port")
+            || name.eq_ignore_ascii_case(b"x-request-start")
+        {
             continue;
         }
-        line(out, n, value.as_bytes());
+        line(out, name, value);
     }
     if !forwarded_for {
         line(out, b"x-forwarded-for", fwd.client_ip.as_bytes());
@@ -933,7 +1002,7 @@ fn scratch_value(write: impl FnOnce(&mut BytesMut)) -> HeaderValue {
 }
 
 /// A new random request id: 32 lower-case hex digits.
-fn request_id() -> HeaderValue {
+pub(crate) fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let id = rand::random::<u128>();
     let mut digits = [0u8; 32];
@@ -944,7 +1013,7 @@ fn request_id() -> HeaderValue {
 }
 
 /// `t=<milliseconds since the epoch>`.
-fn request_start() -> HeaderValue {
+pub(crate) fn request_start() -> HeaderValue {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -1003,28 +1072,98 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 
 /// A `308` to the same host and path over HTTPS.
 fn redirect_to_https(host: &str, uri: &Uri) -> Response<ProxyBody> {
-    let host = crate::matcher::strip_port(host);
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let location = format!("https://{host}{pq}");
-    let mut resp = text_response(
-        StatusCode::PERMANENT_REDIRECT,
-        format!("308 Permanent Redirect: {location}\n"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
+    Local::redirect_to_https(host, pq).into_response()
 }
 
 /// A plain-text response generated by the router.
 pub fn text_response(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
+    Local::text(status, body).into_response()
+}
+
+/// A response the router makes itself (404, 502, 503, the HTTPS redirect), for either
+/// server: hyper's ([`Local::into_response`]) or the router's own HTTP/1 one
+/// ([`Local::encode`]).
+#[derive(Debug)]
+pub struct Local {
+    /// The status.
+    pub status: StatusCode,
+    /// A plain-text body saying what happened.
+    pub body: String,
+    /// `Location`, for redirects.
+    pub location: Option<String>,
+}
+
+impl Local {
+    /// A plain-text response.
+    pub fn text(status: StatusCode, body: String) -> Self {
+        Self {
+            status,
+            body,
+            location: None,
+        }
+    }
+
+    /// `308` to the same host (without its port) and path over HTTPS.
+    pub fn redirect_to_https(host: &str, path_and_query: &str) -> Self {
+        let host = crate::matcher::strip_port(host);
+        let location = format!("https://{host}{path_and_query}");
+        Self {
+            status: StatusCode::PERMANENT_REDIRECT,
+            body: format!("308 Permanent Redirect: {location}\n"),
+            location: Some(location),
+        }
+    }
+
+    /// As a response for hyper's server.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(self.body))));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let Some(v) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        resp
+    }
+
+    /// As HTTP/1.1 bytes, appended to `out`; `close` adds `Connection: close`.
+    pub fn encode(&self, out: &mut Vec<u8>, close: bool) {
+        use std::io::Write as _;
+        let status = self.status;
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.body.len()
+        );
+        if let Some(location) = self
+            .location
+            .as_deref()
+            .filter(|l| HeaderValue::from_str(l).is_ok())
+        {
+            let _ = write!(out, "location: {location}\r\n");
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(self.body.as_bytes());
+    }
+}
+
+/// A backend's answer to a request sent on the router's own HTTP/1 client
+/// ([`Proxy::exchange_any`]): the response head, the connection its body follows on, and
+/// who answered.
+#[derive(Debug)]
+pub(crate) struct Answered<T> {
+    pub head: T,
+    pub conn: BackendConn,
+    pub endpoint: Arc<Endpoint>,
+    pub in_flight: InFlight,
 }
 
 /// A backend's response body, streamed; when it has been read to the end the connection goes

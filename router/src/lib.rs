@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod h1;
 pub mod head_timer;
 pub mod http_proxy;
 pub mod matcher;

@@ -41,6 +41,10 @@ struct Args {
     /// Accept HTTP/2 with prior knowledge (h2c) on the plain listener.
     #[arg(long, env = "FLYNN_ROUTER_H2C")]
     h2c: bool,
+    /// Serve every HTTP/1 request with hyper's server instead of the router's own (which
+    /// hands hyper only requests with a body, upgrades and HTTP/1.0).
+    #[arg(long, env = "FLYNN_ROUTER_HYPER_HTTP1")]
+    hyper_http1: bool,
     /// Do not write Route status.
     #[arg(long)]
     no_status: bool,
@@ -124,6 +128,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             header_timeout: Duration::from_secs_f64(args.header_timeout),
             max_header_bytes: args.max_header_bytes,
             h2c: args.h2c,
+            own_http1: !args.hyper_http1,
         },
         ..Config::default()
     };

@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use bytes::BytesMut;
+
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -14,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::{
+    h1,
     head_timer::HeadTimer,
     http_proxy::{ConnInfo, ForwardHeaders, Proxy},
 };
@@ -29,6 +32,9 @@ pub struct ServerOptions {
     pub max_header_bytes: usize,
     /// Accept HTTP/2 with prior knowledge on plain-text listeners (h2c).
     pub h2c: bool,
+    /// Serve HTTP/1.1 requests without a body with the router's own server ([`h1`]);
+    /// otherwise hyper's server takes every request.
+    pub own_http1: bool,
 }
 
 impl Default for ServerOptions {
@@ -37,6 +43,7 @@ impl Default for ServerOptions {
             header_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             h2c: false,
+            own_http1: true,
         }
     }
 }
@@ -104,6 +111,33 @@ pub async fn serve_http(
     }
 }
 
+/// Serves an HTTP/1 connection: with the router's own server first if enabled, then (for
+/// what it hands over) hyper's.
+macro_rules! serve_http1 {
+    ($stream:expr, $own:expr, $svc:expr, $opts:expr, $drain:expr, $peer:expr) => {{
+        let mut stream = Some($stream);
+        let mut read = BytesMut::new();
+        if $opts.own_http1 {
+            match h1::serve(stream.take().expect("set above"), $own, &$opts, &$drain).await {
+                h1::Ended::Closed => {}
+                h1::Ended::Hand(s, buffered) => {
+                    stream = Some(s);
+                    read = buffered;
+                }
+            }
+        }
+        if let Some(stream) = stream {
+            drive!(
+                http1_builder(&$opts)
+                    .serve_connection(TokioIo::new(h1::Rewind::new(stream, read)), $svc)
+                    .with_upgrades(),
+                $drain,
+                $peer
+            );
+        }
+    }};
+}
+
 /// Drives a hyper connection until it ends, or until draining starts; then asks it to finish
 /// the request in flight and close (HTTP/1: `Connection: close`; HTTP/2: GOAWAY).
 macro_rules! drive {
@@ -138,20 +172,20 @@ async fn serve_connection(
     // What every request on this connection shares, built once: one reference count per
     // request instead of per-request header allocations.
     let shared = Arc::new((proxy, ForwardHeaders::new(&info)));
+    let own_shared = shared.clone();
+    let own = h1::Conn {
+        proxy: &own_shared.0,
+        info,
+        fwd: &own_shared.1,
+    };
     let svc = service_fn(move |req| {
         let shared = shared.clone();
         async move { shared.0.handle_with(req, info, &shared.1).await }
     });
     match tls {
         None if !opts.h2c => {
-            // HTTP/1 only: hyper's http1 builder directly, without auto's protocol sniffing.
-            drive!(
-                http1_builder(&opts)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades(),
-                drain,
-                peer
-            );
+            // HTTP/1 only: no protocol sniffing.
+            serve_http1!(stream, own, svc, opts, drain, peer);
         }
         None => {
             let b = auto_builder(&opts);
@@ -182,13 +216,7 @@ async fn serve_connection(
                     .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
                 drive!(b.serve_connection(TokioIo::new(stream), svc), drain, peer);
             } else {
-                drive!(
-                    http1_builder(&opts)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades(),
-                    drain,
-                    peer
-                );
+                serve_http1!(stream, own, svc, opts, drain, peer);
             }
         }
     }

@@ -53,10 +53,18 @@ impl Sticky {
 
     /// The backend named by a valid sticky cookie in `headers`.
     pub fn from_headers(&self, headers: &HeaderMap) -> Option<SocketAddr> {
-        headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+        self.from_cookies(
+            headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes()),
+        )
+    }
+
+    /// The backend named by a valid sticky cookie among `Cookie` header values.
+    pub fn from_cookies<'a>(&self, values: impl Iterator<Item = &'a [u8]>) -> Option<SocketAddr> {
+        values
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|kv| kv.trim().split_once('='))
             .find(|(k, _)| *k == COOKIE)

@@ -46,6 +46,15 @@ enum State {
     Done,
 }
 
+/// What [`ChunkedDecoder::scan`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Bytes from the start of the scanned slice that belong to the body.
+    pub body: usize,
+    /// The body ends after them.
+    pub done: bool,
+}
+
 /// The position within a chunked body.
 #[derive(Debug)]
 pub struct ChunkedDecoder {
@@ -95,6 +104,36 @@ impl ChunkedDecoder {
             let _ = buf.split_to(1);
             self.state = self.step(b)?;
         }
+    }
+
+    /// Walks the chunked body at the front of `buf` without changing it, for a proxy that
+    /// forwards the framing (and trailers) as received: how many of `buf`'s bytes belong to
+    /// the body, and whether the body ends there. Call again with the bytes that follow.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Scanned, ChunkedError> {
+        let mut at = 0;
+        while at < buf.len() {
+            match self.state {
+                State::Done => break,
+                State::Data => {
+                    let n = usize::try_from(self.size)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len() - at);
+                    self.size -= n as u64;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                    at += n;
+                }
+                _ => {
+                    self.state = self.step(buf[at])?;
+                    at += 1;
+                }
+            }
+        }
+        Ok(Scanned {
+            body: at,
+            done: self.state == State::Done,
+        })
     }
 
     /// One framing byte.
@@ -189,6 +228,37 @@ mod tests {
             decode_all(b"3\r\nabc\r\n0\r\nx-sum: 1\r\nx-b: 2\r\n\r\nNEXT", 100).unwrap();
         assert_eq!(body, b"abc");
         assert_eq!(&rest[..], b"NEXT");
+    }
+
+    #[test]
+    fn scans_in_any_split_and_stops_at_the_end() {
+        let input =
+            b"5\r\nhello\r\n1A;name=value\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 1\r\n\r\n";
+        let mut with_next = input.to_vec();
+        with_next.extend_from_slice(b"NEXT");
+        for step in [1, 2, 3, 7, with_next.len()] {
+            let mut d = ChunkedDecoder::default();
+            let mut at = 0;
+            let end = loop {
+                let piece = &with_next[at..(at + step).min(with_next.len())];
+                let s = d.scan(piece).unwrap();
+                at += s.body;
+                if s.done {
+                    break at;
+                }
+                assert_eq!(s.body, piece.len(), "step {step}: stopped early");
+            };
+            assert_eq!(end, input.len(), "step {step}");
+        }
+        let mut d = ChunkedDecoder::default();
+        assert_eq!(
+            d.scan(b"3\r\nabc").unwrap(),
+            Scanned {
+                body: 6,
+                done: false
+            }
+        );
+        assert_eq!(d.scan(b"X\r\n").unwrap_err(), ChunkedError::InvalidFraming);
     }
 
     #[test]

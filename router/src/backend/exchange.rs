@@ -56,6 +56,19 @@ pub async fn exchange(
     head_request: bool,
     encode: impl FnOnce(&mut Vec<u8>),
 ) -> Result<ResponseHead, ExchangeError> {
+    exchange_with(conn, encode, |buf| {
+        response::parse(buf, head_request, false)
+    })
+    .await
+}
+
+/// [`exchange`] with the response head parsed by `parse` (`Ok(None)`: not complete yet),
+/// e.g. [`response::parse_raw`].
+pub async fn exchange_with<T>(
+    conn: &mut BackendConn,
+    encode: impl FnOnce(&mut Vec<u8>),
+    mut parse: impl FnMut(&mut bytes::BytesMut) -> Result<Option<T>, HeadError>,
+) -> Result<T, ExchangeError> {
     conn.write.clear();
     encode(&mut conn.write);
     conn.stream
@@ -64,7 +77,7 @@ pub async fn exchange(
         .map_err(ExchangeError::Write)?;
     let mut received = false;
     loop {
-        if received && let Some(head) = response::parse(&mut conn.read, head_request, false)? {
+        if received && let Some(head) = parse(&mut conn.read)? {
             return Ok(head);
         }
         if conn.read.len() >= MAX_HEAD_BYTES {

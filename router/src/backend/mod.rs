@@ -15,13 +15,14 @@ mod conn;
 mod exchange;
 pub mod hop;
 mod pool;
-mod response;
+pub mod response;
 
 pub use body::{BodyError, ResponseBody};
-pub use conn::{BackendConn, ConnectError};
-pub use exchange::{ExchangeError, MAX_HEAD_BYTES, exchange};
+pub use chunked::{ChunkedDecoder, ChunkedError, Scanned};
+pub use conn::{BackendConn, ConnectError, READ_CHUNK};
+pub use exchange::{ExchangeError, MAX_HEAD_BYTES, exchange, exchange_with};
 pub use pool::ConnPool;
-pub use response::{Framing, HeadError, ResponseHead};
+pub use response::{Framing, HeadError, RawHead, ResponseHead, parse_raw};
 
 #[cfg(test)]
 mod tests {

@@ -71,10 +71,8 @@ pub fn parse(
         let (len, code, minor, count) = {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut resp = httparse::Response::new(&mut headers);
-            let len = match resp.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) => return Ok(None),
-                Err(e) => return Err(HeadError::Malformed(e)),
+            let Some(len) = head_len(&mut resp, buf)? else {
+                return Ok(None);
             };
             let base = buf.as_ptr() as usize;
             let mut count = 0;
@@ -151,6 +149,18 @@ pub fn parse(
     }
 }
 
+/// Parses a response head from `buf` into `resp`: its length, or `None` if incomplete.
+fn head_len<'b>(
+    resp: &mut httparse::Response<'_, 'b>,
+    buf: &'b [u8],
+) -> Result<Option<usize>, HeadError> {
+    match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(HeadError::Malformed(e)),
+    }
+}
+
 /// What a head's hop-by-hop and length headers say.
 #[derive(Debug, Default)]
 struct Hop {
@@ -207,14 +217,25 @@ fn frame(
     hop: &Hop,
     head_request: bool,
 ) -> ResponseHead {
-    let mut keep_alive = match version {
-        Version::HTTP_10 => hop.keep_alive,
-        _ => !hop.close,
-    };
-    let no_body = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let (framing, keep_alive) = framing(
+        status.as_u16(),
+        version == Version::HTTP_10,
+        hop,
+        head_request,
+    );
+    ResponseHead {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }
+}
+
+/// How the body of a final response ends, and whether its connection can be reused.
+fn framing(status: u16, http10: bool, hop: &Hop, head_request: bool) -> (Framing, bool) {
+    let mut keep_alive = if http10 { hop.keep_alive } else { !hop.close };
+    let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
     let framing = if no_body {
         Framing::Empty
     } else if let Some(chunked) = hop.transfer_encoding {
@@ -233,13 +254,99 @@ fn frame(
     if framing == Framing::UntilClose {
         keep_alive = false;
     }
-    ResponseHead {
-        status,
-        version,
-        headers,
-        framing,
-        keep_alive,
+    (framing, keep_alive)
+}
+
+/// A final response head that was forwarded as bytes ([`parse_raw`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHead {
+    /// The status code.
+    pub status: u16,
+    /// How the body ends.
+    pub framing: Framing,
+    /// Whether the connection may carry another request once this body was read in full.
+    pub keep_alive: bool,
+}
+
+/// [`parse`] for a proxy that forwards the head as bytes (the router's own HTTP/1 server):
+/// on success `out` holds the client's head (an HTTP/1.1 status line and every header
+/// except the hop-by-hop ones) without the blank line that ends it, so that the caller can
+/// add headers. `Transfer-Encoding` and `Trailer` stay: the body is forwarded with its
+/// framing, and any trailers, as received. Interim (1xx) responses are skipped; nothing is
+/// written to `out` unless a final head is complete.
+pub fn parse_raw(
+    buf: &mut BytesMut,
+    head_request: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<RawHead>, HeadError> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        let Some(len) = head_len(&mut resp, buf)? else {
+            return Ok(None);
+        };
+        let status = resp.code.unwrap_or_default();
+        if !(100..1000).contains(&status) {
+            return Err(HeadError::Malformed(httparse::Error::Status));
+        }
+        if status < 200 {
+            if status == 101 {
+                return Err(HeadError::UnexpectedSwitch);
+            }
+            // Not forwarded, as in `parse`; the final response follows.
+            let _ = buf.split_to(len);
+            continue;
+        }
+        let mut hop = Hop::default();
+        for h in resp.headers.iter() {
+            let name = h.name.as_bytes();
+            if hop::is_hop_by_hop(name) {
+                hop.read(name, h.value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                hop.content_length(h.value)?;
+            }
+        }
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(&[
+            b'0' + (status / 100) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+            b' ',
+        ]);
+        out.extend_from_slice(resp.reason.unwrap_or_default().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for h in resp.headers.iter() {
+            let name = h.name.as_bytes();
+            let framing_header = name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"trailer");
+            if (hop::is_hop_by_hop(name) && !framing_header)
+                || (hop.names_others && connection_names(resp.headers, name))
+            {
+                continue;
+            }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        let (framing, keep_alive) = framing(status, resp.version == Some(0), &hop, head_request);
+        let _ = buf.split_to(len);
+        return Ok(Some(RawHead {
+            status,
+            framing,
+            keep_alive,
+        }));
     }
+}
+
+/// Whether a `Connection` header among `headers` names `name` (making it hop-by-hop).
+fn connection_names(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| hop::tokens(h.value))
+        .any(|t| t.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -359,6 +466,74 @@ mod tests {
         assert_eq!(
             h.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["x-kept"]
+        );
+    }
+
+    /// `parse_raw` frames like `parse` and forwards the same headers, as bytes, plus the
+    /// framing ones.
+    #[test]
+    fn raw_heads_keep_framing_headers_and_drop_other_hop_by_hop_ones() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Private\r\n\
+             Keep-Alive: timeout=5\r\nX-Private: 1\r\nTransfer-Encoding: chunked\r\n\
+             Trailer: x-sum\r\nProxy-Authenticate: Basic\r\nX-Kept: 1\r\n\r\nbody",
+        );
+        let mut out = Vec::new();
+        let head = parse_raw(&mut buf, false, &mut out).unwrap().unwrap();
+        assert_eq!(
+            head,
+            RawHead {
+                status: 200,
+                framing: Framing::Chunked,
+                keep_alive: true
+            }
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\nX-Kept: 1\r\n"
+        );
+        assert_eq!(&buf[..], b"body");
+        for (raw, head_request, want) in [
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\n",
+                false,
+                (Framing::Length(3), false),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n",
+                true,
+                (Framing::Empty, true),
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\n\r\n",
+                false,
+                (Framing::Empty, true),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\n\r\n",
+                false,
+                (Framing::UntilClose, false),
+            ),
+        ] {
+            let mut buf = BytesMut::from(raw);
+            let h = parse_raw(&mut buf, head_request, &mut Vec::new())
+                .unwrap()
+                .unwrap();
+            assert_eq!((h.framing, h.keep_alive), want, "{raw:?}");
+        }
+        let mut out = b"untouched".to_vec();
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\ncontent-le");
+        assert!(parse_raw(&mut buf, false, &mut out).unwrap().is_none());
+        assert_eq!(out, b"untouched");
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n");
+        assert_eq!(
+            parse_raw(&mut buf, false, &mut out).unwrap_err(),
+            HeadError::InvalidContentLength
+        );
+        let mut buf = BytesMut::from("HTTP/1.1 101 Switching Protocols\r\n\r\n");
+        assert_eq!(
+            parse_raw(&mut buf, false, &mut out).unwrap_err(),
+            HeadError::UnexpectedSwitch
         );
     }
 

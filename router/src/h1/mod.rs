@@ -1,0 +1,192 @@
+//! The router's own HTTP/1.1 server for the request almost every client sends: HTTP/1.1,
+//! no body, no upgrade. One task per client connection reads the head into a buffer the
+//! connection keeps, writes the backend's request head straight from it (with the
+//! router's own client, [`crate::backend`]), and writes the backend's response head, with
+//! hop-by-hop headers left out, and its body, with its framing as received, back to the
+//! client: a small response costs one read and one write on each side.
+//!
+//! Why not hyper's server here: per request it builds a `Request` (a `HeaderMap`, an
+//! `Incoming` body), hands it to the service as a future it moves into place, and encodes
+//! the response from another `HeaderMap`. For a proxy that only looks at a few headers,
+//! that was a third of its own CPU per request (perf, `router/benches/bench.sh` with
+//! `PHASES=profile`).
+//!
+//! Anything else (a request with a body, an upgrade, `Expect`, HTTP/1.0, an absolute-form
+//! target, a head that is not valid HTTP/1 or is too large) hands the connection, with the
+//! bytes already read, to hyper's server ([`Ended::Hand`]), which serves it from then on.
+
+mod request;
+mod respond;
+mod rewind;
+
+use std::{
+    future::Future,
+    pin::pin,
+    task::Poll,
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+pub use rewind::Rewind;
+
+use crate::{
+    backend::READ_CHUNK,
+    head_timer::Deadline,
+    http_proxy::{ConnInfo, ForwardHeaders, Proxy},
+    server::{DrainSignal, ServerOptions},
+};
+
+/// How serving a connection ended.
+#[derive(Debug)]
+pub enum Ended<S> {
+    /// The connection is closed (or to be dropped).
+    Closed,
+    /// hyper's server takes over the connection; the bytes already read come first.
+    Hand(S, BytesMut),
+}
+
+/// The connection-level context of every request.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn<'a> {
+    /// The proxy.
+    pub proxy: &'a Proxy,
+    /// The client and the listener.
+    pub info: ConnInfo,
+    /// The forwarding headers of this connection.
+    pub fwd: &'a ForwardHeaders,
+}
+
+/// Serves HTTP/1.1 requests on `io` until the client closes, a head times out, draining
+/// starts, or a request needs hyper.
+pub async fn serve<S>(
+    mut io: S,
+    conn: Conn<'_>,
+    opts: &ServerOptions,
+    drain: &DrainSignal,
+) -> Ended<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut read = BytesMut::with_capacity(READ_CHUNK);
+    let mut write = Vec::with_capacity(READ_CHUNK);
+    let mut deadline = Deadline::default();
+    // One drain future for the connection's life: polled only while the connection waits
+    // for a head, it stays registered instead of registering for every request.
+    let mut drained_rx = drain.clone();
+    let mut drained = pin!(drained_rx.signaled());
+    let mut waiting_since = Instant::now();
+    loop {
+        let wait = Wait {
+            timeout: opts.header_timeout,
+            since: waiting_since,
+            max_bytes: opts.max_header_bytes,
+        };
+        match fill_head(&mut io, &mut read, &wait, &mut deadline, drained.as_mut()).await {
+            Filled::Head => {}
+            Filled::Hand => return Ended::Hand(io, read),
+            Filled::Closed => return Ended::Closed,
+        }
+        let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+        let (head, len) = match request::parse(&read, &mut headers) {
+            request::Parsed::Serve(head, len) => (head, len),
+            // `head_complete` saw the blank line; httparse disagrees only on broken heads.
+            request::Parsed::Partial | request::Parsed::Hand => return Ended::Hand(io, read),
+        };
+        let close = !head.keep_alive || drain.is_draining();
+        let done = respond::respond(&mut io, &mut write, conn, &head, close).await;
+        let _ = read.split_to(len);
+        match done {
+            Some(at) if !close => waiting_since = at,
+            _ => {
+                let _ = io.shutdown().await;
+                return Ended::Closed;
+            }
+        }
+    }
+}
+
+/// The limits on reading one head.
+struct Wait {
+    /// Zero: no limit.
+    timeout: Duration,
+    /// When the connection started waiting for this head.
+    since: Instant,
+    max_bytes: usize,
+}
+
+enum Filled {
+    /// `read` starts with a complete head.
+    Head,
+    /// hyper takes the connection (the head is too large for us: hyper answers 431).
+    Hand,
+    Closed,
+}
+
+/// Reads until `read` holds a complete head. A connection idle between requests is closed
+/// when draining starts; one whose head does not arrive in time is closed (with a `408` if
+/// part of the head came).
+async fn fill_head<S>(
+    io: &mut S,
+    read: &mut BytesMut,
+    wait: &Wait,
+    deadline: &mut Deadline,
+    mut drained: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Filled
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut searched = 0;
+    loop {
+        if !read.is_empty() && request::head_complete(read, &mut searched) {
+            return Filled::Head;
+        }
+        if read.len() >= wait.max_bytes {
+            return Filled::Hand;
+        }
+        if read.capacity() - read.len() < READ_CHUNK / 4 {
+            read.reserve(READ_CHUNK);
+        }
+        let idle = read.is_empty();
+        let limit = (!wait.timeout.is_zero()).then(|| wait.since + wait.timeout);
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) =
+                tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *io), cx, read)
+            {
+                return Poll::Ready(Event::Read(r));
+            }
+            if idle && drained.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Drained);
+            }
+            if let Some(limit) = limit
+                && deadline.poll_until(cx, limit).is_ready()
+            {
+                return Poll::Ready(Event::TimedOut);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Read(Ok(0) | Err(_)) | Event::Drained => return Filled::Closed,
+            Event::Read(Ok(_)) => {}
+            Event::TimedOut => {
+                if !idle {
+                    let _ = io
+                        .write_all(
+                            b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\
+                              content-length: 0\r\n\r\n",
+                        )
+                        .await;
+                }
+                return Filled::Closed;
+            }
+        }
+    }
+}
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Drained,
+    TimedOut,
+}

@@ -1,0 +1,263 @@
+//! Answering one request on the router's own server: route it, forward it, and copy the
+//! backend's response to the client with its framing as received.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::{debug, info};
+
+use super::{Conn, request::Head};
+use crate::{
+    backend::{self, BackendConn, ChunkedDecoder, Framing, READ_CHUNK, RawHead},
+    http_proxy::{Local, encode_forwarded, request_id, request_start},
+    table::{Endpoint, HttpEntry},
+};
+
+/// Writes the response to `head` to `io` (`out` is the connection's write buffer).
+/// `close`: the connection closes after this response, so it says `Connection: close`.
+/// Returns when the response was complete, or `None` when the connection must close
+/// (the backend's response broke off, or the client went away).
+pub async fn respond<S>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    conn: Conn<'_>,
+    head: &Head<'_>,
+    close: bool,
+) -> Option<Instant>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let proxy = conn.proxy;
+    let entry = proxy
+        .table
+        .load()
+        .http
+        .lookup(head.host, head.path())
+        .cloned();
+    let Some(entry) = entry else {
+        proxy.metrics.no_route.inc();
+        let local = Local::text(
+            StatusCode::NOT_FOUND,
+            format!("404 Not Found: no route for host {:?}\n", head.host),
+        );
+        return local_response(io, out, conn, head, None, local, close, start).await;
+    };
+    if entry.https_redirect && !conn.info.tls {
+        let local = Local::redirect_to_https(head.host, head.target);
+        entry.metrics.record(local.status.as_u16(), 0.0);
+        return local_response(io, out, conn, head, Some(&entry), local, close, start).await;
+    }
+    let sticky = if entry.sticky {
+        proxy.sticky.from_cookies(head.cookies())
+    } else {
+        None
+    };
+    // One id and start time per request, whichever attempt carries it.
+    let id = (!head.has_request_id).then(request_id);
+    let request_start = request_start();
+    let encode = |buf: &mut Vec<u8>| {
+        encode_forwarded(
+            buf,
+            head.method,
+            head.target,
+            None,
+            || head.header_bytes(),
+            conn.fwd,
+            id.as_ref(),
+            &request_start,
+        );
+    };
+    let is_head = head.is_head();
+    let parse = |buf: &mut BytesMut| backend::parse_raw(buf, is_head, out);
+    let answered = proxy
+        .exchange_any(&entry, sticky, head.is_safe(), encode, parse)
+        .await;
+    let a = match answered {
+        Ok(a) => a,
+        Err(error) => {
+            let local = proxy.failure(&entry, error);
+            entry
+                .metrics
+                .record(local.status.as_u16(), start.elapsed().as_secs_f64());
+            return local_response(io, out, conn, head, Some(&entry), local, close, start).await;
+        }
+    };
+    let RawHead {
+        status,
+        framing,
+        keep_alive,
+    } = a.head;
+    let answered_at = Instant::now();
+    entry
+        .metrics
+        .record(status, (answered_at - start).as_secs_f64());
+    // The head is in `out` (from `parse_raw`), without its blank line.
+    if entry.sticky && sticky != Some(a.endpoint.addr) {
+        out.extend_from_slice(b"set-cookie: ");
+        out.extend_from_slice(proxy.sticky.set_cookie(a.endpoint.addr).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // A body that ends with the backend's connection ends the client's too.
+    let close = close || framing == Framing::UntilClose;
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let addr = a.endpoint.addr;
+    let copied = copy_body(io, out, a.conn, framing, keep_alive, &a.endpoint).await;
+    drop(a.in_flight);
+    if let Err(e) = &copied {
+        debug!(route = %entry.key, backend = %addr, error = %e, "response body broke off");
+    }
+    access_log(conn, head, Some(&entry), Some(addr), status, start);
+    // A response written in one go ends about when it was answered: no clock read.
+    copied.ok().map(|in_one_write| {
+        if in_one_write {
+            answered_at
+        } else {
+            Instant::now()
+        }
+    })
+}
+
+/// Writes one of the router's own responses.
+#[allow(clippy::too_many_arguments)]
+async fn local_response<S>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    conn: Conn<'_>,
+    head: &Head<'_>,
+    entry: Option<&HttpEntry>,
+    local: Local,
+    close: bool,
+    start: Instant,
+) -> Option<Instant>
+where
+    S: AsyncWrite + Unpin,
+{
+    out.clear();
+    local.encode(out, close);
+    access_log(conn, head, entry, None, local.status.as_u16(), start);
+    let written = io.write_all(out).await.and(io.flush().await);
+    out.clear();
+    written.ok().map(|()| Instant::now())
+}
+
+fn access_log(
+    conn: Conn<'_>,
+    head: &Head<'_>,
+    entry: Option<&HttpEntry>,
+    backend: Option<SocketAddr>,
+    status: u16,
+    start: Instant,
+) {
+    if conn.proxy.opts.access_log {
+        info!(
+            target: "flynn_router::access",
+            method = %head.method, host = %head.host, path = %head.path(), status,
+            route = ?entry.map(|e| e.key.to_string()), backend = ?backend,
+            duration_us = start.elapsed().as_micros() as u64,
+            client = %conn.info.peer.ip(),
+        );
+    }
+}
+
+/// Why a response body could not be copied to its end.
+#[derive(Debug, thiserror::Error)]
+enum CopyError {
+    #[error("reading from the backend: {0}")]
+    Backend(#[source] std::io::Error),
+    #[error("the backend closed the connection before the end of the body")]
+    Truncated,
+    #[error("response body: {0}")]
+    Chunked(#[from] backend::ChunkedError),
+    #[error("writing to the client: {0}")]
+    Client(#[source] std::io::Error),
+}
+
+/// What is left of a body.
+enum Left {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+/// Copies the response body from `backend` to the client, after the head waiting in `out`:
+/// the head and what of the body came with it go in one write. The connection goes back to
+/// the endpoint's pool when the body was read in full and nothing follows it. Returns
+/// whether the whole response went in that first write.
+async fn copy_body<S>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    mut backend: BackendConn,
+    framing: Framing,
+    keep_alive: bool,
+    endpoint: &Arc<Endpoint>,
+) -> Result<bool, CopyError>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut left = match framing {
+        Framing::Empty | Framing::Length(0) => Left::Done,
+        Framing::Length(n) => Left::Length(n),
+        Framing::Chunked => Left::Chunked(ChunkedDecoder::default()),
+        Framing::UntilClose => Left::UntilClose,
+    };
+    let mut first = true;
+    loop {
+        // The body's share of what is buffered.
+        let take = match &mut left {
+            Left::Done => 0,
+            Left::Length(n) => {
+                let take = usize::try_from(*n)
+                    .unwrap_or(usize::MAX)
+                    .min(backend.read.len());
+                *n -= take as u64;
+                if *n == 0 {
+                    left = Left::Done;
+                }
+                take
+            }
+            Left::Chunked(decoder) => {
+                let scanned = decoder.scan(&backend.read)?;
+                if scanned.done {
+                    left = Left::Done;
+                }
+                scanned.body
+            }
+            Left::UntilClose => backend.read.len(),
+        };
+        let written = if first {
+            // The head and the first of the body: one write.
+            out.extend_from_slice(&backend.read[..take]);
+            let w = io.write_all(out).await;
+            out.clear();
+            w
+        } else {
+            io.write_all(&backend.read[..take]).await
+        };
+        written.map_err(CopyError::Client)?;
+        backend.read.advance(take);
+        if matches!(left, Left::Done) {
+            io.flush().await.map_err(CopyError::Client)?;
+            if keep_alive && backend.read.is_empty() {
+                endpoint.conns.checkin(backend);
+            }
+            return Ok(first);
+        }
+        first = false;
+        if backend.read.capacity() - backend.read.len() < READ_CHUNK / 2 {
+            backend.read.reserve(READ_CHUNK);
+        }
+        match backend.stream.read_buf(&mut backend.read).await {
+            Ok(0) if matches!(left, Left::UntilClose) => left = Left::Done,
+            Ok(0) => return Err(CopyError::Truncated),
+            Ok(_) => {}
+            Err(e) => return Err(CopyError::Backend(e)),
+        }
+    }
+}
