@@ -404,7 +404,9 @@ impl Proxy {
         let start = request_start();
         let encode = |out: &mut Vec<u8>| encode_forwarded_head(out, req, fwd, id.as_ref(), &start);
         let parse = |buf: &mut BytesMut| backend::response::parse(buf, head_request, false);
-        let answered = self.exchange_any(entry, sticky, safe, encode, parse).await;
+        let answered = self
+            .exchange_any(entry, sticky, safe, Instant::now(), encode, parse)
+            .await;
         match answered {
             Ok(a) => self.respond_raw(entry, a.head, a.conn, &a.endpoint, a.in_flight, sticky),
             Err(last_error) => (self.failure(entry, last_error).into_response(), None),
@@ -413,15 +415,17 @@ impl Proxy {
 
     /// Sends a request without a body to one of `entry`'s endpoints on the router's own
     /// HTTP/1 client (`encode` writes its head, `parse` reads the response head, as in
-    /// [`backend::exchange_with`]) and returns the first answer. A request that never reached a backend goes to another
-    /// endpoint; so does a `safe` one whose connection broke before any answer (RFC 9110
-    /// 9.2.1: a proxy may repeat a safe request the client did not see fail). Otherwise the
-    /// error: `None` when there was no endpoint to try.
+    /// [`backend::exchange_with`]) and returns the first answer; `now` is about the time of
+    /// the request. A request that never reached a backend goes to another endpoint; so
+    /// does a `safe` one whose connection broke before any answer (RFC 9110 9.2.1: a proxy
+    /// may repeat a safe request the client did not see fail). Otherwise the error: `None`
+    /// when there was no endpoint to try.
     pub(crate) async fn exchange_any<T>(
         &self,
         entry: &HttpEntry,
         sticky: Option<SocketAddr>,
         safe: bool,
+        now: Instant,
         encode: impl Fn(&mut Vec<u8>),
         mut parse: impl FnMut(&mut BytesMut) -> Result<Option<T>, backend::HeadError>,
     ) -> Result<Answered<T>, Option<ProxyError>> {
@@ -436,7 +440,7 @@ impl Proxy {
             // An idle pooled connection first. If the backend closed it while it was idle
             // (the keep-alive race), the request either never left (write failed) or got no
             // answer; a safe one is sent again on a fresh connection below.
-            if let Some(mut conn) = endpoint.conns.checkout(self.opts.pool_idle_timeout) {
+            if let Some(mut conn) = endpoint.conns.checkout(self.opts.pool_idle_timeout, now) {
                 match backend::exchange_with(&mut conn, &encode, &mut parse).await {
                     Ok(head) => {
                         return Ok(Answered {
@@ -585,7 +589,9 @@ impl Proxy {
         {
             return Some(tx);
         }
-        let conn = endpoint.conns.checkout(self.opts.pool_idle_timeout)?;
+        let conn = endpoint
+            .conns
+            .checkout(self.opts.pool_idle_timeout, Instant::now())?;
         let mut tx = handshake(conn.stream, endpoint.addr, false).await.ok()?;
         tx.ready().await.ok()?;
         Some(tx)
@@ -984,6 +990,9 @@ thread_local! {
     /// Small header values are cut from one shared buffer, so that making one costs a copy
     /// into it rather than an allocation (the buffer is freed once no value points into it).
     static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// A monotonic time and the wall-clock time since the epoch read with it.
+    static EPOCH_ANCHOR: std::cell::Cell<Option<(Instant, Duration)>> =
+        const { std::cell::Cell::new(None) };
     /// The last `X-Request-Start` value: requests in the same millisecond share it.
     static REQUEST_START: RefCell<(u128, HeaderValue)> =
         const { RefCell::new((0, HeaderValue::from_static("t=0"))) };
@@ -1012,12 +1021,29 @@ pub(crate) fn request_id() -> HeaderValue {
     scratch_value(|buf| buf.extend_from_slice(&digits))
 }
 
-/// `t=<milliseconds since the epoch>`.
+/// `t=<milliseconds since the epoch>`, now.
 pub(crate) fn request_start() -> HeaderValue {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
+    request_start_at(Instant::now())
+}
+
+/// `t=<milliseconds since the epoch>` at `now`, a time the caller read anyway: the wall
+/// clock is read once a second per thread and the milliseconds since then are added, so a
+/// request costs no second clock read.
+pub(crate) fn request_start_at(now: Instant) -> HeaderValue {
+    let ms = EPOCH_ANCHOR.with(|anchor| {
+        let recent = anchor.get().and_then(|(at, epoch)| {
+            let since = now.checked_duration_since(at)?;
+            (since < Duration::from_secs(1)).then_some(epoch + since)
+        });
+        recent.unwrap_or_else(|| {
+            let epoch = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            anchor.set(Some((now, epoch)));
+            epoch
+        })
+    });
+    let ms = ms.as_millis();
     REQUEST_START.with_borrow_mut(|(last, value)| {
         if *last != ms {
             let mut digits = [0u8; 40];
@@ -1387,6 +1413,15 @@ mod tests {
             .parse()
             .unwrap();
         assert!(t.abs_diff(ms) < 1000, "{t} vs {ms}");
+        // From the anchored clock: a later instant is later by as much.
+        let parse = |v: HeaderValue| -> u128 { v.to_str().unwrap()[2..].parse().unwrap() };
+        let now = Instant::now();
+        let (a, b) = (
+            request_start_at(now),
+            request_start_at(now + Duration::from_millis(250)),
+        );
+        assert_eq!(parse(b) - parse(a.clone()), 250);
+        assert!(parse(a).abs_diff(ms) < 1000);
         // Many values from one scratch buffer stay intact.
         let ids: Vec<_> = (0..500).map(|_| request_id()).collect();
         let unique: std::collections::HashSet<_> = ids.iter().collect();

@@ -87,7 +87,7 @@ impl ResponseBody {
             && self.keep_alive
             && conn.read.is_empty()
         {
-            self.endpoint.conns.checkin(conn);
+            self.endpoint.conns.checkin(conn, std::time::Instant::now());
         }
     }
 

@@ -86,7 +86,12 @@ mod tests {
             .await
             .map(|b| String::from_utf8(b.to_bytes().to_vec()).unwrap())
             .map_err(|e| e.to_string());
-        let pooled = usize::from(endpoint.conns.checkout(Duration::from_secs(60)).is_some());
+        let pooled = usize::from(
+            endpoint
+                .conns
+                .checkout(Duration::from_secs(60), std::time::Instant::now())
+                .is_some(),
+        );
         (body, pooled)
     }
 

@@ -18,23 +18,24 @@ pub struct ConnPool {
 }
 
 impl ConnPool {
-    /// An idle connection younger than `max_idle` that still looks open, if any.
-    pub fn checkout(&self, max_idle: Duration) -> Option<BackendConn> {
+    /// An idle connection younger than `max_idle` at `now` that still looks open, if any.
+    /// (The time is the caller's: a request reads the clock once for all its uses.)
+    pub fn checkout(&self, max_idle: Duration, now: Instant) -> Option<BackendConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() < max_idle && conn.is_usable() {
+            if now.saturating_duration_since(since) < max_idle && conn.is_usable() {
                 return Some(conn);
             }
         }
         None
     }
 
-    /// Returns a connection whose last response was read in full.
-    pub fn checkin(&self, mut conn: BackendConn) {
+    /// Returns a connection whose last response was read in full (about `now`).
+    pub fn checkin(&self, mut conn: BackendConn, now: Instant) {
         conn.reused = true;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push((conn, Instant::now()));
+            idle.push((conn, now));
         }
     }
 

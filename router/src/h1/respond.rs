@@ -11,7 +11,7 @@ use tracing::{debug, info};
 use super::{Conn, request::Head};
 use crate::{
     backend::{self, BackendConn, ChunkedDecoder, Framing, READ_CHUNK, RawHead},
-    http_proxy::{Local, encode_forwarded, request_id, request_start},
+    http_proxy::{Local, encode_forwarded, request_id, request_start_at},
     table::{Endpoint, HttpEntry},
 };
 
@@ -57,7 +57,7 @@ where
     };
     // One id and start time per request, whichever attempt carries it.
     let id = (!head.has_request_id).then(request_id);
-    let request_start = request_start();
+    let request_start = request_start_at(start);
     let encode = |buf: &mut Vec<u8>| {
         encode_forwarded(
             buf,
@@ -73,7 +73,7 @@ where
     let is_head = head.is_head();
     let parse = |buf: &mut BytesMut| backend::parse_raw(buf, is_head, out);
     let answered = proxy
-        .exchange_any(&entry, sticky, head.is_safe(), encode, parse)
+        .exchange_any(&entry, sticky, head.is_safe(), start, encode, parse)
         .await;
     let a = match answered {
         Ok(a) => a,
@@ -107,7 +107,15 @@ where
     }
     out.extend_from_slice(b"\r\n");
     let addr = a.endpoint.addr;
-    let copied = copy_body(io, out, a.conn, framing, keep_alive, &a.endpoint).await;
+    let copied = copy_body(
+        io,
+        out,
+        a.conn,
+        (framing, keep_alive),
+        &a.endpoint,
+        answered_at,
+    )
+    .await;
     drop(a.in_flight);
     if let Err(e) = &copied {
         debug!(route = %entry.key, backend = %addr, error = %e, "response body broke off");
@@ -194,9 +202,9 @@ async fn copy_body<S>(
     io: &mut S,
     out: &mut Vec<u8>,
     mut backend: BackendConn,
-    framing: Framing,
-    keep_alive: bool,
+    (framing, keep_alive): (Framing, bool),
     endpoint: &Arc<Endpoint>,
+    answered_at: Instant,
 ) -> Result<bool, CopyError>
 where
     S: AsyncWrite + Unpin,
@@ -245,7 +253,7 @@ where
         if matches!(left, Left::Done) {
             io.flush().await.map_err(CopyError::Client)?;
             if keep_alive && backend.read.is_empty() {
-                endpoint.conns.checkin(backend);
+                endpoint.conns.checkin(backend, answered_at);
             }
             return Ok(first);
         }
