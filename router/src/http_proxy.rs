@@ -52,6 +52,10 @@ pub struct ProxyOptions {
     pub pool_idle_timeout: Duration,
     /// Endpoints tried per request when connecting fails.
     pub max_attempts: usize,
+    /// Time a backend has to send the response head of a request without a body, from
+    /// when the router got the request (zero: no limit); then the client gets a 504.
+    /// Requests with a body have none: an upload may take longer than any fixed limit.
+    pub backend_timeout: Duration,
     /// Log every request as JSON (`target: flynn_router::access`).
     pub access_log: bool,
 }
@@ -62,6 +66,7 @@ impl Default for ProxyOptions {
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(30),
             max_attempts: 3,
+            backend_timeout: Duration::from_secs(60),
             access_log: false,
         }
     }
@@ -429,6 +434,8 @@ impl Proxy {
         encode: impl Fn(&mut Vec<u8>),
         mut parse: impl FnMut(&mut BytesMut) -> Result<Option<T>, backend::HeadError>,
     ) -> Result<Answered<T>, Option<ProxyError>> {
+        let timeout = self.opts.backend_timeout;
+        let deadline = (!timeout.is_zero()).then(|| now + timeout);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_error = None;
         for attempt in 0..self.opts.max_attempts.max(1) {
@@ -441,7 +448,7 @@ impl Proxy {
             // (the keep-alive race), the request either never left (write failed) or got no
             // answer; a safe one is sent again on a fresh connection below.
             if let Some(mut conn) = endpoint.conns.checkout(self.opts.pool_idle_timeout, now) {
-                match backend::exchange_with(&mut conn, &encode, &mut parse).await {
+                match backend::exchange_with(&mut conn, &encode, &mut parse, deadline).await {
                     Ok(head) => {
                         return Ok(Answered {
                             head,
@@ -481,7 +488,7 @@ impl Proxy {
                     continue;
                 }
             };
-            match backend::exchange_with(&mut conn, &encode, &mut parse).await {
+            match backend::exchange_with(&mut conn, &encode, &mut parse, deadline).await {
                 Ok(head) => {
                     return Ok(Answered {
                         head,
@@ -511,10 +518,24 @@ impl Proxy {
         Err(last_error)
     }
 
-    /// The response to a request that got no backend answer: a 502 naming the failure, or a
-    /// 503 when the route had no endpoint to try.
+    /// The response to a request that got no backend answer: a 502 naming the failure, a 504
+    /// when the backend did not answer in time, or a 503 when the route had no endpoint to
+    /// try.
     pub(crate) fn failure(&self, entry: &HttpEntry, error: Option<ProxyError>) -> Local {
         match error {
+            Some(ProxyError::Exchange {
+                addr,
+                source: ExchangeError::TimedOut,
+            }) => {
+                warn!(route = %entry.key, backend = %addr, "backend timed out");
+                Local::text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "504 Gateway Timeout: backend {addr} sent no response within {:?}\n",
+                        self.opts.backend_timeout
+                    ),
+                )
+            }
             Some(error) => {
                 warn!(route = %entry.key, %error, "backend failed");
                 Local::text(

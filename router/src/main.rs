@@ -51,6 +51,10 @@ struct Args {
     /// Backend connect timeout, seconds.
     #[arg(long, default_value_t = 5.0)]
     connect_timeout: f64,
+    /// Time a backend has to start its response to a request without a body, seconds (then
+    /// 504); 0 for no limit.
+    #[arg(long, env = "FLYNN_ROUTER_BACKEND_TIMEOUT", default_value_t = 60.0)]
+    backend_timeout: f64,
     /// Request-head (and TLS handshake, keep-alive idle) timeout, seconds.
     #[arg(long, default_value_t = 30.0)]
     header_timeout: f64,
@@ -122,6 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         proxy: ProxyOptions {
             connect_timeout: Duration::from_secs_f64(args.connect_timeout),
             access_log: args.access_log,
+            backend_timeout: Duration::from_secs_f64(args.backend_timeout),
             ..ProxyOptions::default()
         },
         server: ServerOptions {

@@ -4,11 +4,15 @@
 
 mod support;
 
-use std::{net::SocketAddr, sync::Arc, sync::atomic::Ordering, time::Duration};
+use std::{
+    future::Future, net::SocketAddr, panic::AssertUnwindSafe, sync::Arc, sync::atomic::Ordering,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use flynn_crds::{Route, RouteSpec, conditions};
 use flynn_e2e::{TestNamespace, install_flynn_crds};
+use futures::FutureExt;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice};
@@ -688,4 +692,326 @@ async fn shutdown_drains_requests_in_flight() {
         started.elapsed() < Duration::from_secs(5),
         "drain waited for nothing else"
     );
+}
+
+/// Runs one step of a test with several: a failing step's panic is printed and the test
+/// goes on, so that one run names every step that fails.
+async fn step(failed: &mut Vec<&'static str>, name: &'static str, f: impl Future<Output = ()>) {
+    eprintln!("--- step {name}");
+    if AssertUnwindSafe(f).catch_unwind().await.is_err() {
+        failed.push(name);
+    }
+}
+
+/// A bodiless HTTP/1.1 request for `raw.test`, with `extra` header lines (CRLF-ended).
+fn raw_request(method: &str, target: &str, extra: &str) -> Vec<u8> {
+    format!("{method} {target} HTTP/1.1\r\nhost: raw.test\r\n{extra}\r\n").into_bytes()
+}
+
+/// Asserts that `r` is `200` with body `hello`, as the scripted backend's `/len` is.
+fn assert_hello(r: &RawResponse, what: &str) {
+    assert_eq!(r.status, 200, "{what}: status; got {r}");
+    assert_eq!(r.text(), "hello", "{what}: body; got {r}");
+}
+
+/// The router's own HTTP/1.1 server at the byte level, against a backend whose exact bytes
+/// the test knows: framing kept as received, hop-by-hop headers dropped, pipelining, the
+/// hand-over of a connection to hyper mid-way, and what it must refuse.
+#[tokio::test]
+async fn own_http1_server_keeps_framing_pipelines_and_hands_over_to_hyper() {
+    let ns = setup("router-own-h1").await;
+    let net = Netns::create();
+    let backend = Backend::scripted(&net, "raw", 8080).await;
+    put_slice(
+        &ns.api(),
+        "raw-web-1",
+        "raw-web",
+        8080,
+        &[(backend.addr.ip(), true)],
+    )
+    .await;
+    let router = router(ns.client().clone(), ns.name()).await;
+    create_route(&ns, "raw", RouteSpec::http("raw", "raw.test")).await;
+    let addr = router.http_addr;
+    eventually("raw.test is served", || async {
+        get(addr, "raw.test", "/len").await.status == 200
+    })
+    .await;
+    let mut failed = Vec::new();
+
+    step(
+        &mut failed,
+        "1 length body, hop-by-hop headers dropped",
+        async {
+            let mut c = RawClient::connect(addr).await;
+            c.send(&raw_request("GET", "/len", "")).await;
+            let r = c.expect("GET /len", false).await;
+            assert_hello(&r, "GET /len");
+            assert_eq!(
+                r.framing,
+                RawFraming::Length(5),
+                "GET /len framing; got {r}"
+            );
+            assert_eq!(r.header("x-kept"), Some("1"), "x-kept forwarded; got {r}");
+            for gone in ["x-private", "keep-alive"] {
+                assert!(r.header(gone).is_none(), "{gone} is hop-by-hop; got {r}");
+            }
+            assert!(
+                !r.all("connection")
+                    .iter()
+                    .any(|v| v.to_ascii_lowercase().contains("x-private")),
+                "the backend's Connection header is not forwarded; got {r}"
+            );
+        },
+    )
+    .await;
+
+    step(&mut failed, "2 pipelining", async {
+        let mut c = RawClient::connect(addr).await;
+        let mut three = Vec::new();
+        for _ in 0..3 {
+            three.extend_from_slice(&raw_request("GET", "/len", ""));
+        }
+        c.send(&three).await;
+        for i in 1..=3 {
+            let r = c.expect(&format!("pipelined GET /len #{i}"), false).await;
+            assert_hello(&r, &format!("pipelined GET /len #{i}"));
+        }
+        // Mixed framings in one write, answered in order.
+        let mut mixed = raw_request("GET", "/headers?n=1", "");
+        mixed.extend_from_slice(&raw_request("GET", "/chunked", ""));
+        mixed.extend_from_slice(&raw_request("GET", "/headers?n=3", ""));
+        c.send(&mixed).await;
+        let r = c.expect("pipelined GET /headers?n=1", false).await;
+        assert!(
+            r.text().starts_with("GET /headers?n=1 HTTP/1.1\r\n"),
+            "first pipelined answer is for /headers?n=1; got {r}"
+        );
+        let r = c.expect("pipelined GET /chunked", false).await;
+        assert_eq!(r.text(), "hello world", "pipelined GET /chunked; got {r}");
+        let r = c.expect("pipelined GET /headers?n=3", false).await;
+        assert!(
+            r.text().starts_with("GET /headers?n=3 HTTP/1.1\r\n"),
+            "third pipelined answer is for /headers?n=3; got {r}"
+        );
+    })
+    .await;
+
+    step(
+        &mut failed,
+        "3 chunked body and trailer forwarded verbatim",
+        async {
+            let mut c = RawClient::connect(addr).await;
+            c.send(&raw_request("GET", "/chunked", "")).await;
+            let r = c.expect("GET /chunked", false).await;
+            assert_eq!(r.status, 200, "GET /chunked status; got {r}");
+            assert_eq!(
+                r.header("transfer-encoding"),
+                Some("chunked"),
+                "GET /chunked keeps its framing; got {r}"
+            );
+            assert_eq!(r.header("trailer"), Some("x-sum"), "GET /chunked; got {r}");
+            assert!(
+                r.header("content-length").is_none(),
+                "no content-length beside chunked; got {r}"
+            );
+            assert_eq!(
+                r.wire_body, SCRIPTED_CHUNKED_BODY,
+                "GET /chunked: chunks and trailer as the backend sent them; got {r}"
+            );
+            assert_eq!(r.trailers, [("x-sum".to_owned(), "11".to_owned())], "{r}");
+            c.send(&raw_request("GET", "/len", "")).await;
+            let r = c.expect("GET /len after a chunked response", false).await;
+            assert_hello(&r, "GET /len after a chunked response");
+        },
+    )
+    .await;
+
+    step(
+        &mut failed,
+        "4 close-delimited body closes the client connection",
+        async {
+            let mut c = RawClient::connect(addr).await;
+            c.send(&raw_request("GET", "/close", "")).await;
+            // Reading a close-delimited body waits for EOF: it fails if the router keeps the
+            // connection open.
+            let r = c.expect("GET /close", false).await;
+            assert_eq!(r.status, 200, "GET /close status; got {r}");
+            assert_eq!(
+                r.header("connection"),
+                Some("close"),
+                "GET /close says connection: close; got {r}"
+            );
+            assert_eq!(r.text(), "until close", "GET /close body; got {r}");
+            assert_eq!(r.header("content-type"), Some("text/plain"), "{r}");
+        },
+    )
+    .await;
+
+    step(
+        &mut failed,
+        "5 own server, then hyper, on one connection",
+        async {
+            let mut c = RawClient::connect(addr).await;
+            c.send(&raw_request("GET", "/len", "")).await;
+            assert_hello(&c.expect("GET /len (own server)", false).await, "GET /len");
+            c.send(b"POST /post HTTP/1.1\r\nhost: raw.test\r\ncontent-length: 3\r\n\r\nabc")
+                .await;
+            let r = c.expect("POST /post (handed to hyper)", false).await;
+            assert_eq!(r.status, 200, "POST /post status; got {r}");
+            assert_eq!(r.text(), "got 3 bytes", "POST /post body; got {r}");
+            c.send(&raw_request("GET", "/len", "")).await;
+            let r = c.expect("GET /len after the POST", false).await;
+            assert_hello(&r, "GET /len after the POST");
+        },
+    )
+    .await;
+
+    step(&mut failed, "6 HTTP/1.0", async {
+        let mut c = RawClient::connect(addr).await;
+        c.send(b"GET /len HTTP/1.0\r\nhost: raw.test\r\n\r\n").await;
+        let r = c.expect("HTTP/1.0 GET /len", false).await;
+        assert_hello(&r, "HTTP/1.0 GET /len");
+    })
+    .await;
+
+    step(
+        &mut failed,
+        "7 HEAD, then GET on the same connection",
+        async {
+            let mut c = RawClient::connect(addr).await;
+            c.send(&raw_request("HEAD", "/len", "")).await;
+            let r = c.expect("HEAD /len", true).await;
+            assert_eq!(r.status, 200, "HEAD /len status; got {r}");
+            assert_eq!(
+                r.header("content-length"),
+                Some("5"),
+                "HEAD /len keeps content-length; got {r}"
+            );
+            c.send(&raw_request("GET", "/len", "")).await;
+            // A body after the HEAD response would show up at the start of this one.
+            let r = c.expect("GET /len after HEAD", false).await;
+            assert_hello(&r, "GET /len after HEAD");
+        },
+    )
+    .await;
+
+    step(&mut failed, "8 connection: close from the client", async {
+        let mut c = RawClient::connect(addr).await;
+        c.send(&raw_request("GET", "/len", "connection: close\r\n"))
+            .await;
+        let r = c.expect("GET /len with connection: close", false).await;
+        assert_hello(&r, "GET /len with connection: close");
+        assert_eq!(
+            r.header("connection"),
+            Some("close"),
+            "the response says connection: close; got {r}"
+        );
+        if let Err(e) = c.closed().await {
+            panic!("the router closes after connection: close: {e}");
+        }
+    })
+    .await;
+
+    step(&mut failed, "9 forwarded request head", async {
+        let mut c = RawClient::connect(addr).await;
+        c.send(&raw_request(
+            "GET",
+            "/headers",
+            "x-forwarded-for: 1.2.3.4\r\nconnection: keep-alive, x-drop\r\nx-drop: 1\r\n\
+             keep-alive: 300\r\n",
+        ))
+        .await;
+        let r = c.expect("GET /headers", false).await;
+        assert_eq!(r.status, 200, "GET /headers status; got {r}");
+        let seen = r.text();
+        let lines: Vec<(String, String)> = seen
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let values = |name: &str| -> Vec<&str> {
+            lines
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert!(
+            seen.starts_with("GET /headers HTTP/1.1\r\n"),
+            "backend saw: {seen:?}"
+        );
+        assert_eq!(values("host"), ["raw.test"], "backend saw: {seen:?}");
+        assert_eq!(
+            values("x-forwarded-for"),
+            ["1.2.3.4, 127.0.0.1"],
+            "backend saw: {seen:?}"
+        );
+        assert_eq!(values("x-request-id").len(), 1, "backend saw: {seen:?}");
+        assert_eq!(values("x-request-start").len(), 1, "backend saw: {seen:?}");
+        for gone in ["connection", "keep-alive", "x-drop"] {
+            assert!(
+                values(gone).is_empty(),
+                "{gone} reached the backend: {seen:?}"
+            );
+        }
+    })
+    .await;
+
+    step(&mut failed, "10 request head over 64 KiB", async {
+        let big = format!("x-big: {}\r\n", "a".repeat(70_000));
+        let request = raw_request("GET", "/len", &big);
+        // In one write, and with its end arriving after the first 65,000 bytes were read.
+        for split in [None, Some(65_000)] {
+            let what = format!("a {}-byte head, split at {split:?}", request.len());
+            let mut c = RawClient::connect(addr).await;
+            let sent = match split {
+                None => c.try_send(&request).await,
+                Some(at) => {
+                    let first = c.try_send(&request[..at]).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    match first {
+                        Ok(()) => c.try_send(&request[at..]).await,
+                        e => e,
+                    }
+                }
+            };
+            // The router may answer and close before all of it is written.
+            if let Err(e) = sent {
+                eprintln!("{what}: write: {e}");
+            }
+            match c.response(false).await {
+                Ok(r) => {
+                    eprintln!("{what}: answered {}", r.status);
+                    assert!(
+                        r.status != 200 && (400..500).contains(&r.status),
+                        "{what}: want 431 (or a close); got {r}"
+                    );
+                }
+                Err(e) => eprintln!("{what}: no response ({e})"),
+            }
+        }
+    })
+    .await;
+
+    step(&mut failed, "11 no Host header", async {
+        let mut c = RawClient::connect(addr).await;
+        c.send(b"GET /len HTTP/1.1\r\n\r\n").await;
+        let r = c.expect("GET /len without Host", false).await;
+        assert!(
+            (400..500).contains(&r.status),
+            "GET /len without Host: want a 4xx; got {r}"
+        );
+        let mut c = RawClient::connect(addr).await;
+        c.send(&raw_request("GET", "/len", "")).await;
+        let r = c
+            .expect("GET /len on a new connection after it", false)
+            .await;
+        assert_hello(&r, "GET /len on a new connection after it");
+    })
+    .await;
+
+    assert!(failed.is_empty(), "failed steps: {failed:?}");
+    router.shutdown(Duration::from_secs(5)).await;
 }

@@ -10,6 +10,8 @@ use std::{
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use crate::head_timer::Deadline;
+
 /// Read buffer reserved at a time: a typical response head and a small body in one read.
 pub const READ_CHUNK: usize = 8 * 1024;
 
@@ -25,6 +27,9 @@ pub struct BackendConn {
     /// Whether this connection already carried a request (a failure before any response
     /// on a reused connection may be the backend having closed it while idle).
     pub(crate) reused: bool,
+    /// The response-head timeout: one sleep for the connection's life, moved forward only
+    /// when it fires early, not registered per request.
+    pub(crate) answer_by: Deadline,
 }
 
 /// Why opening a connection failed.
@@ -64,6 +69,7 @@ impl BackendConn {
             read: BytesMut::new(),
             write: Vec::new(),
             reused: false,
+            answer_by: Deadline::default(),
         })
     }
 

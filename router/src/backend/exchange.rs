@@ -1,8 +1,8 @@
 //! Sending one request head on a backend connection and reading the response head.
 
-use std::io;
+use std::{io, pin::Pin, task::Poll, time::Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{
     BackendConn,
@@ -34,6 +34,10 @@ pub enum ExchangeError {
     /// The response head is larger than we read.
     #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
     HeadTooLarge,
+    /// No complete response head by the deadline (the backend may still act on the
+    /// request: not retried).
+    #[error("no response by the backend timeout")]
+    TimedOut,
 }
 
 impl ExchangeError {
@@ -56,18 +60,22 @@ pub async fn exchange(
     head_request: bool,
     encode: impl FnOnce(&mut Vec<u8>),
 ) -> Result<ResponseHead, ExchangeError> {
-    exchange_with(conn, encode, |buf| {
-        response::parse(buf, head_request, false)
-    })
+    exchange_with(
+        conn,
+        encode,
+        |buf| response::parse(buf, head_request, false),
+        None,
+    )
     .await
 }
 
 /// [`exchange`] with the response head parsed by `parse` (`Ok(None)`: not complete yet),
-/// e.g. [`response::parse_raw`].
+/// e.g. [`response::parse_raw`], and complete by `deadline` if one is given.
 pub async fn exchange_with<T>(
     conn: &mut BackendConn,
     encode: impl FnOnce(&mut Vec<u8>),
     mut parse: impl FnMut(&mut bytes::BytesMut) -> Result<Option<T>, HeadError>,
+    deadline: Option<Instant>,
 ) -> Result<T, ExchangeError> {
     conn.write.clear();
     encode(&mut conn.write);
@@ -86,7 +94,22 @@ pub async fn exchange_with<T>(
         if conn.read.capacity() - conn.read.len() < READ_CHUNK / 2 {
             conn.read.reserve(READ_CHUNK);
         }
-        match conn.stream.read_buf(&mut conn.read).await {
+        let read = std::future::poll_fn(|cx| {
+            let read =
+                tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.read);
+            if read.is_ready() {
+                return read.map(Some);
+            }
+            match deadline {
+                Some(at) if conn.answer_by.poll_until(cx, at).is_ready() => Poll::Ready(None),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        let Some(read) = read else {
+            return Err(ExchangeError::TimedOut);
+        };
+        match read {
             Ok(0) if !received => return Err(ExchangeError::Closed),
             Ok(0) => {
                 return Err(ExchangeError::Read(io::Error::new(

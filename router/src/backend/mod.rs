@@ -128,6 +128,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backend_that_does_not_answer_in_time_times_out() {
+        let addr = backend(&[], false).await;
+        let mut conn = BackendConn::connect(addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        let got = exchange_with(
+            &mut conn,
+            |out| out.extend_from_slice(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"),
+            |buf| response::parse(buf, false, false),
+            Some(start + Duration::from_millis(150)),
+        )
+        .await;
+        assert!(matches!(got, Err(ExchangeError::TimedOut)), "{got:?}");
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+    }
+
+    #[tokio::test]
     async fn truncated_and_malformed_responses_fail_clearly() {
         let addr = backend(&["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc"], true).await;
         let (body, pooled) = get(addr).await;

@@ -12,8 +12,9 @@
 //! `PHASES=profile`).
 //!
 //! Anything else (a request with a body, an upgrade, `Expect`, HTTP/1.0, an absolute-form
-//! target, a head that is not valid HTTP/1 or is too large) hands the connection, with the
-//! bytes already read, to hyper's server ([`Ended::Hand`]), which serves it from then on.
+//! target, a head that is not valid HTTP/1) hands the connection, with the bytes already
+//! read, to hyper's server ([`Ended::Hand`]), which serves it from then on. A head over the
+//! size limit gets a 431 here.
 
 mod request;
 mod respond;
@@ -27,6 +28,7 @@ use std::{
 };
 
 use bytes::BytesMut;
+use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 pub use rewind::Rewind;
@@ -34,7 +36,7 @@ pub use rewind::Rewind;
 use crate::{
     backend::READ_CHUNK,
     head_timer::Deadline,
-    http_proxy::{ConnInfo, ForwardHeaders, Proxy},
+    http_proxy::{ConnInfo, ForwardHeaders, Local, Proxy},
     server::{DrainSignal, ServerOptions},
 };
 
@@ -85,18 +87,29 @@ where
         };
         match fill_head(&mut io, &mut read, &wait, &mut deadline, drained.as_mut()).await {
             Filled::Head => {}
-            Filled::Hand => return Ended::Hand(io, read),
+            Filled::TooLarge => return too_large(io, opts.max_header_bytes).await,
             Filled::Closed => return Ended::Closed,
         }
         let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
         let (head, len) = match request::parse(&read, &mut headers) {
-            request::Parsed::Serve(head, len) => (head, len),
-            // `head_complete` saw the blank line; httparse disagrees only on broken heads.
+            request::Parsed::Serve(head, len) if len <= opts.max_header_bytes => (head, len),
+            // Complete, but over the limit (its end came in the read that crossed it).
+            request::Parsed::Serve(..) => return too_large(io, opts.max_header_bytes).await,
+            // Partial: `head_complete` saw the blank line; httparse disagrees only on
+            // broken heads, which hyper answers.
             request::Parsed::Partial | request::Parsed::Hand => return Ended::Hand(io, read),
         };
         let close = !head.keep_alive || drain.is_draining();
         let done = respond::respond(&mut io, &mut write, conn, &head, close).await;
         let _ = read.split_to(len);
+        // A large head or response grew a buffer: give it back rather than keep it for the
+        // life of an idle keep-alive connection.
+        if write.capacity() > 4 * READ_CHUNK {
+            write = Vec::with_capacity(READ_CHUNK);
+        }
+        if read.is_empty() && read.capacity() > 4 * READ_CHUNK {
+            read = BytesMut::with_capacity(READ_CHUNK);
+        }
         match done {
             Some(at) if !close => waiting_since = at,
             _ => {
@@ -119,8 +132,8 @@ struct Wait {
 enum Filled {
     /// `read` starts with a complete head.
     Head,
-    /// hyper takes the connection (the head is too large for us: hyper answers 431).
-    Hand,
+    /// Over the size limit and not complete.
+    TooLarge,
     Closed,
 }
 
@@ -143,7 +156,7 @@ where
             return Filled::Head;
         }
         if read.len() >= wait.max_bytes {
-            return Filled::Hand;
+            return Filled::TooLarge;
         }
         if read.capacity() - read.len() < READ_CHUNK / 4 {
             read.reserve(READ_CHUNK);
@@ -183,6 +196,21 @@ where
             }
         }
     }
+}
+
+/// Answers a head over `max` bytes with a 431 and closes. (Not left to hyper: its limit is
+/// on its read buffer, and a head that completes in the read crossing it gets through.)
+async fn too_large<S: AsyncWrite + Unpin>(mut io: S, max: usize) -> Ended<S> {
+    let mut out = Vec::new();
+    Local::text(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        format!("431 Request Header Fields Too Large: the request head is over {max} bytes\n"),
+    )
+    .encode(&mut out, true);
+    if io.write_all(&out).await.is_ok() {
+        let _ = io.shutdown().await;
+    }
+    Ended::Closed
 }
 
 enum Event {

@@ -17,8 +17,9 @@ use crate::{
 
 /// Writes the response to `head` to `io` (`out` is the connection's write buffer).
 /// `close`: the connection closes after this response, so it says `Connection: close`.
-/// Returns when the response was complete, or `None` when the connection must close
-/// (the backend's response broke off, or the client went away).
+/// Returns when the response was complete, or `None` when the connection must close: the
+/// backend's response broke off, the client went away, or the body ended with the
+/// backend's connection (which the client can only see as the end of its own).
 pub async fn respond<S>(
     io: &mut S,
     out: &mut Vec<u8>,
@@ -122,7 +123,7 @@ where
     }
     access_log(conn, head, Some(&entry), Some(addr), status, start);
     // A response written in one go ends about when it was answered: no clock read.
-    copied.ok().map(|in_one_write| {
+    copied.ok().filter(|_| !close).map(|in_one_write| {
         if in_one_write {
             answered_at
         } else {
