@@ -17,7 +17,8 @@
 # Usage: router/benches/bench.sh [ROUNDS (5)] [SECONDS per run (5)] [CONNECTIONS (50)]
 # A/B: BASE_ROUTER_BIN=/path/to/another/flynn-router adds target `base` (that binary, same
 # routes, same pinning) to every round of benchmark 1, with router/base ratios; its flags are
-# BASE_ROUTER_ARGS if set, else ROUTER_ARGS.
+# BASE_ROUTER_ARGS if set, else ROUTER_ARGS. FLOOR=1 adds target `floor`
+# (examples/floor_proxy.rs: the least a tokio proxy can do), the yardstick for what is left.
 set -euo pipefail
 [ -n "${BENCH_TRACE:-}" ] && set -x
 cd "$(dirname "$0")/../.."
@@ -140,6 +141,11 @@ if [ -n "${BASE_ROUTER_BIN:-}" ]; then
     sleep 0.1
   done
 fi
+if [ -n "${FLOOR:-}" ]; then
+  taskset -c 1 "$CARGO_TARGET_DIR/release/examples/floor_proxy" 127.0.0.1:18191 $BACKEND &
+  PIDS+=($!); FLOOR_PID=$!
+  TARGETS="$TARGETS floor"
+fi
 for _ in $(seq 100); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' http://127.0.0.1:18080/)" = 200 ] && break
   sleep 0.1
@@ -153,6 +159,7 @@ declare -A PID=([router]=$ROUTER_PID [nginx]=$(cat "$WORK/proxy/nginx.pid" 2>/de
 # nginx's master forks one worker: measure the worker.
 NGINX_WORKER=$(pgrep -P "${PID[nginx]}" | head -1); PID[nginx]=${NGINX_WORKER:-${PID[nginx]}}
 [ -n "${BASE_PID:-}" ] && PID[base]=$BASE_PID
+[ -n "${FLOOR_PID:-}" ] && { PID[floor]=$FLOOR_PID; URL[floor]=http://127.0.0.1:18191/; }
 for name in $TARGETS; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: bench.test' "${URL[$name]}" || true)
   [ "$code" = 200 ] || { echo "$name does not answer 200 (got $code)" >&2; exit 1; }
@@ -211,6 +218,10 @@ echo "router/nginx   rps $(ratio 1 router nginx)   p99 $(ratio 3 router nginx)  
 if [ -n "${BASE_PID:-}" ]; then
   echo "base/nginx     rps $(ratio 1 base nginx)   p99 $(ratio 3 base nginx)   cpu/req $(ratio 4 base nginx)"
   echo "router/base    rps $(ratio 1 router base)   p99 $(ratio 3 router base)   cpu/req $(ratio 4 router base)"
+fi
+if [ -n "${FLOOR_PID:-}" ]; then
+  echo "router/floor   rps $(ratio 1 router floor)   p99 $(ratio 3 router floor)   cpu/req $(ratio 4 router floor)"
+  echo "floor/nginx    rps $(ratio 1 floor nginx)   p99 $(ratio 3 floor nginx)   cpu/req $(ratio 4 floor nginx)"
 fi
 echo "router/haproxy rps $(ratio 1 router haproxy)   p99 $(ratio 3 router haproxy)"
 echo "router/direct  rps $(ratio 1 router direct)"
