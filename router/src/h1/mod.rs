@@ -8,8 +8,8 @@
 //! Why not hyper's server here: per request it builds a `Request` (a `HeaderMap`, an
 //! `Incoming` body), hands it to the service as a future it moves into place, and encodes
 //! the response from another `HeaderMap`. For a proxy that only looks at a few headers,
-//! that was a third of its own CPU per request (perf, `router/benches/bench.sh` with
-//! `PHASES=profile`).
+//! that was about a third of its user-space CPU per request (perf, `router/benches/bench.sh`
+//! with `PHASES=profile`).
 //!
 //! Anything else (a request with a body, an upgrade, `Expect`, HTTP/1.0, an absolute-form
 //! target, a head that is not valid HTTP/1) hands the connection, with the bytes already
