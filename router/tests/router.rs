@@ -1015,3 +1015,48 @@ async fn own_http1_server_keeps_framing_pipelines_and_hands_over_to_hyper() {
     assert!(failed.is_empty(), "failed steps: {failed:?}");
     router.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A backend that takes the request and never answers: the client gets a 504 naming the
+/// backend once `backend_timeout` has passed, through the own HTTP/1 server and through
+/// hyper's (HTTP/1.0), and the route keeps serving.
+#[tokio::test]
+async fn backends_that_do_not_answer_get_a_504() {
+    let ns = setup("router-timeout").await;
+    let net = Netns::create();
+    let backend = Backend::scripted(&net, "slow", 8080).await;
+    put_slice(
+        &ns.api(),
+        "slow-web-1",
+        "slow-web",
+        8080,
+        &[(backend.addr.ip(), true)],
+    )
+    .await;
+    let timeout = Duration::from_millis(500);
+    let router = router_with(ns.client().clone(), ns.name(), |c| {
+        c.proxy.backend_timeout = timeout;
+    })
+    .await;
+    create_route(&ns, "slow", RouteSpec::http("slow", "slow.test")).await;
+    let addr = router.http_addr;
+    eventually("slow.test is served", || async {
+        get(addr, "slow.test", "/len").await.status == 200
+    })
+    .await;
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let mut c = RawClient::connect(addr).await;
+        let start = std::time::Instant::now();
+        c.send(format!("GET /hang {version}\r\nhost: slow.test\r\n\r\n").as_bytes())
+            .await;
+        let r = c.expect(&format!("GET /hang {version}"), false).await;
+        let waited = start.elapsed();
+        assert_eq!(r.status, 504, "{version}: got {r}");
+        assert!(
+            r.text().contains("504 Gateway Timeout: backend")
+                && r.text().contains("sent no response within 500ms"),
+            "{version}: got {r}"
+        );
+        assert!(waited >= timeout, "{version}: answered after {waited:?}");
+    }
+    assert_eq!(get(addr, "slow.test", "/len").await.status, 200);
+}

@@ -226,7 +226,7 @@ impl Backend {
     /// `/len` [`SCRIPTED_LEN`] (hop-by-hop headers included); `/chunked` a chunked body with
     /// a trailer ([`SCRIPTED_CHUNKED_BODY`]), written in three pieces; `/close` a body that
     /// ends when it closes the connection; `/headers` the request head it received,
-    /// verbatim, as a `Content-Length` body; any other path its name. A request with a body
+    /// verbatim, as a `Content-Length` body; `/hang` nothing at all; any other path its name. A request with a body
     /// (`Content-Length` or chunked) gets `got N bytes`; a HEAD request a head saying
     /// `content-length: 5` and no body.
     pub async fn scripted(ns: &Netns, name: &str, port: u16) -> Arc<Self> {
@@ -347,6 +347,8 @@ fn scripted_response(req: &ScriptedRequest, name: &str) -> (Vec<Vec<u8>>, bool) 
             ],
             true,
         ),
+        // Never answered: the router's backend timeout must end it.
+        "/hang" => (vec![], false),
         "/headers" => (
             vec![with_length("content-type: text/plain\r\n", &req.head)],
             false,
@@ -799,8 +801,17 @@ pub async fn put_slice(
 
 /// A router on loopback ephemeral ports, watching only `namespace`.
 pub async fn router(client: kube::Client, namespace: &str) -> Router {
+    router_with(client, namespace, |_| {}).await
+}
+
+/// [`router`] with its configuration changed by `tweak` first.
+pub async fn router_with(
+    client: kube::Client,
+    namespace: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> Router {
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let config = Config {
+    let mut config = Config {
         http_addr: SocketAddr::new(lo, 0),
         https_addr: Some(SocketAddr::new(lo, 0)),
         admin_addr: SocketAddr::new(lo, 0),
@@ -809,6 +820,7 @@ pub async fn router(client: kube::Client, namespace: &str) -> Router {
         sticky_key: b"test".to_vec(),
         ..Config::default()
     };
+    tweak(&mut config);
     let r = Router::start(client, config).await.unwrap();
     assert!(
         r.wait_for(Duration::from_secs(30), |_| true).await,
