@@ -127,6 +127,9 @@ impl Weed {
                 format!("-volume.port={volume}"),
                 format!("-volume.port.grpc={volume_grpc}"),
                 "-volume.max=8".to_owned(),
+                // The default, 1 % of the disk, is 2.5 GB of a 250 GB disk: a nearly full
+                // build machine would get no writable volume ("Not enough data nodes").
+                "-volume.minFreeSpace=256MiB".to_owned(),
                 "-volume.preStopSeconds=0".to_owned(),
                 "-filer".to_owned(),
                 format!("-filer.port={filer}"),
