@@ -652,5 +652,16 @@ async fn a_slug_built_into_s3_runs_from_there() {
         wait_for_http(port, Duration::from_secs(20)).await,
         format!("Hello from a shell app on port {port}\n")
     );
-    runner.kill().await.unwrap();
+    // SIGTERM, which the runner forwards to the app's process group. (SIGKILL would leave
+    // the app, the leader of a group of its own, running after the test.)
+    let pid = nix::unistd::Pid::from_raw(runner.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), runner.wait())
+        .await
+        .expect("the runner stopped within 10 s of SIGTERM")
+        .unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the app still serves port {port} after its runner exited"
+    );
 }
