@@ -4,7 +4,9 @@
 #   apt-get install -y nginx wrk haproxy nghttp2-client strace
 #
 # Layout (2 cores): the proxy under test is pinned to CPU 1; the backend (nginx, one worker,
-# `return 200`) and wrk are pinned to CPU 0. The backend lives in a network namespace of its
+# `return 200`) and wrk are pinned to CPU 0. On a larger machine give the load side cores
+# of its own: PROXY_CPU (default 1), BACKEND_CPUS and WRK_CPUS (taskset lists, default 0);
+# wrk's thread count follows WRK_THREADS (default 1). The backend lives in a network namespace of its
 # own (10.77.250.2), because the router learns it from an EndpointSlice and the API server
 # refuses loopback addresses there. Each proxy keeps idle keep-alive connections to it.
 #
@@ -23,6 +25,8 @@ set -euo pipefail
 [ -n "${BENCH_TRACE:-}" ] && set -x
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}; SECS=${2:-5}; CONNS=${3:-50}; PHASES=${PHASES:-1 2 3 h2spec}
+PROXY_CPU=${PROXY_CPU:-1}; BACKEND_CPUS=${BACKEND_CPUS:-0}; WRK_CPUS=${WRK_CPUS:-0}
+WRK_THREADS=${WRK_THREADS:-1}
 export KUBECONFIG=${KUBECONFIG:-/var/lib/flynn-cluster/admin.kubeconfig}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/flynn/target}
 for t in nginx wrk haproxy strace taskset kubectl ip; do
@@ -60,7 +64,7 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   server { listen 8080 reuseport; location / { return 200 "hello from the backend\n"; } } }
 CONF
-ip netns exec $NETNS taskset -c 0 nginx -c "$WORK/backend/nginx.conf" -e "$WORK/backend/error.log" &
+ip netns exec $NETNS taskset -c "$BACKEND_CPUS" nginx -c "$WORK/backend/nginx.conf" -e "$WORK/backend/error.log" &
 PIDS+=($!)
 
 # --- nginx as the equivalent keep-alive reverse proxy ------------------------------------
@@ -77,7 +81,7 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Request-Id \$request_id; } } }
 CONF
-taskset -c 1 nginx -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" &
+taskset -c "$PROXY_CPU" nginx -c "$WORK/proxy/nginx.conf" -e "$WORK/proxy/error.log" &
 PIDS+=($!); NGINX_PID=$!
 
 # --- HAProxy, one thread ---------------------------------------------------------------------
@@ -99,7 +103,7 @@ frontend fe
 backend be
   server app $BACKEND
 CONF
-taskset -c 1 haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 &
+taskset -c "$PROXY_CPU" haproxy -f "$WORK/haproxy.cfg" -db >/dev/null 2>&1 &
 PIDS+=($!); HAPROXY_PID=$!
 
 # --- the router, watching the API server ---------------------------------------------------
@@ -125,13 +129,13 @@ spec: {type: http, app: bench, http: {domain: 127.0.0.1}}
 YAML
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
   -subj /CN=127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/crt.pem" >/dev/null 2>&1
-RUST_LOG=warn taskset -c 1 "$ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:18080 \
+RUST_LOG=warn taskset -c "$PROXY_CPU" "$ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:18080 \
   --https-addr 127.0.0.1:18443 --default-cert "$WORK/crt.pem" --default-key "$WORK/key.pem" \
   --admin-addr 127.0.0.1:19090 --workers 1 ${ROUTER_ARGS:-} &
 PIDS+=($!); ROUTER_PID=$!
 TARGETS="direct router nginx haproxy"
 if [ -n "${BASE_ROUTER_BIN:-}" ]; then
-  RUST_LOG=warn taskset -c 1 "$BASE_ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:18190 \
+  RUST_LOG=warn taskset -c "$PROXY_CPU" "$BASE_ROUTER_BIN" --namespace $NS --http-addr 127.0.0.1:18190 \
     --https-addr 127.0.0.1:18544 --default-cert "$WORK/crt.pem" --default-key "$WORK/key.pem" \
     --admin-addr 127.0.0.1:19191 --workers 1 ${BASE_ROUTER_ARGS-${ROUTER_ARGS:-}} &
   PIDS+=($!); BASE_PID=$!
@@ -142,7 +146,7 @@ if [ -n "${BASE_ROUTER_BIN:-}" ]; then
   done
 fi
 if [ -n "${FLOOR:-}" ]; then
-  taskset -c 1 "$CARGO_TARGET_DIR/release/examples/floor_proxy" 127.0.0.1:18191 $BACKEND &
+  taskset -c "$PROXY_CPU" "$CARGO_TARGET_DIR/release/examples/floor_proxy" 127.0.0.1:18191 $BACKEND &
   PIDS+=($!); FLOOR_PID=$!
   TARGETS="$TARGETS floor"
 fi
@@ -167,17 +171,23 @@ done
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # "busy total" jiffies of CPU $1 (busy = everything but idle and iowait).
-cpu_busy() { awk -v c="cpu$1" '$1==c {t=0; for (i=2;i<=NF;i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
+# "busy total" jiffies summed over the CPUs of taskset list $1 (e.g. 0 or 2,3 or 2-3).
+cpu_busy() {
+  local cpus; cpus=$(awk -v l="$1" 'BEGIN{n=split(l,p,","); for (i=1;i<=n;i++) {
+    if (split(p[i],r,"-")==2) for (c=r[1];c<=r[2];c++) printf "cpu%d ", c; else printf "cpu%d ", p[i] }}')
+  awk -v cs=" $cpus" 'index(cs, " " $1 " ") {for (i=2;i<=NF;i++) {t+=$i}; b+=0; for (i=2;i<=NF;i++) if (i!=5 && i!=6) b+=$i}
+    END {print b, t}' /proc/stat
+}
 busy_pct() { awk -v a="$1" -v b="$2" 'BEGIN{split(a,x," "); split(b,y," "); printf "%.0f", 100*(y[1]-x[1])/(y[2]-x[2])}'; }
 TCK=$(getconf CLK_TCK)
 
-# run NAME → "rps p50_us p99_us cpu_us_per_req cpu0_busy% cpu1_busy%"
+# run NAME → "rps p50_us p99_us cpu_us_per_req load_busy% proxy_busy%"
 run() {
   local name=$1 before after out c0 c1 c0b c1b
   [ -n "${PID[$name]:-}" ] && before=$(cpu_ticks "${PID[$name]}")
-  c0=$(cpu_busy 0); c1=$(cpu_busy 1)
-  out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H 'Host: bench.test' "${URL[$name]}")
-  c0b=$(cpu_busy 0); c1b=$(cpu_busy 1)
+  c0=$(cpu_busy "$WRK_CPUS,$BACKEND_CPUS"); c1=$(cpu_busy "$PROXY_CPU")
+  out=$(taskset -c "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" --latency -H 'Host: bench.test' "${URL[$name]}")
+  c0b=$(cpu_busy "$WRK_CPUS,$BACKEND_CPUS"); c1b=$(cpu_busy "$PROXY_CPU")
   [ -n "${PID[$name]:-}" ] && after=$(cpu_ticks "${PID[$name]}")
   local rps p50 p99 reqs cpu=-
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -189,8 +199,8 @@ run() {
 to_us() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v+0} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else {sub(/s/,"",v); print v*1e6} }'; }
 
 if [[ " $PHASES " == *" 1 "* ]]; then
-echo "# wrk -t1 -c$CONNS -d${SECS}s; proxy on CPU1, backend + wrk on CPU0; $ROUNDS rounds"
-printf "%-6s %-8s %10s %9s %9s %12s %6s %6s\n" round target rps p50_us p99_us cpu_us/req cpu0% cpu1%
+echo "# wrk -t$WRK_THREADS -c$CONNS -d${SECS}s; proxy on CPU $PROXY_CPU, backend on $BACKEND_CPUS, wrk on $WRK_CPUS; $ROUNDS rounds"
+printf "%-6s %-8s %10s %9s %9s %12s %6s %6s\n" round target rps p50_us p99_us cpu_us/req load% proxy%
 declare -A RESULTS
 for r in $(seq "$ROUNDS"); do
   for name in $TARGETS; do
@@ -234,7 +244,7 @@ echo "# syscalls per request (strace -c -f, 3 s of wrk -c$CONNS)"
 for name in router ${BASE_PID:+base} nginx; do
   strace -c -f -p "${PID[$name]}" -o "$WORK/strace.$name" &
   spid=$!; sleep 0.5
-  reqs=$(taskset -c 0 wrk -t1 -c"$CONNS" -d3s -H 'Host: bench.test' "${URL[$name]}" | awk '/requests in/ {print $1}')
+  reqs=$(taskset -c "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNS" -d3s -H 'Host: bench.test' "${URL[$name]}" | awk '/requests in/ {print $1}')
   kill -INT $spid; wait $spid 2>/dev/null || true
   calls=$(awk '$NF=="total" {print $4}' "$WORK/strace.$name")
   echo "$name: $calls syscalls / $reqs requests = $(awk -v c="$calls" -v n="$reqs" 'BEGIN{printf "%.2f", c/n}')"
@@ -256,7 +266,7 @@ if [[ " $PHASES " == *" profile "* ]]; then
     perf stat -x, -e task-clock,context-switches -p "${PID[$name]}" -o "$PROFILE_DIR/$name.stat" &
     spid=$!; sleep 0.3
     nstat -n >/dev/null 2>&1 || true
-    reqs=$(taskset -c 0 wrk -t1 -c"$CONNS" -d5s -H 'Host: bench.test' "${URL[$name]}" | awk '/requests in/ {print $1}')
+    reqs=$(taskset -c "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNS" -d5s -H 'Host: bench.test' "${URL[$name]}" | awk '/requests in/ {print $1}')
     segs=$(nstat 2>/dev/null | awk '$1 ~ /^(TcpInSegs|TcpOutSegs|TcpExtDelayedACKs|TcpExtTCPPureAcks|TcpExtTCPHPAcks)$/ {printf "%s=%s ", $1, $2}')
     kill -INT $spid; wait $spid 2>/dev/null || true
     echo "$name: $reqs requests; whole machine: $segs"
@@ -267,7 +277,7 @@ if [[ " $PHASES " == *" profile "* ]]; then
         printf "    %-22s %10.2f %s\n", $3, v, u }' "$PROFILE_DIR/$name.stat"
     perf record -q -F 999 --call-graph dwarf,16384 -p "${PID[$name]}" -o "$PROFILE_DIR/$name.data" -- sleep 5 >/dev/null 2>&1 &
     spid=$!; sleep 0.3
-    taskset -c 0 wrk -t1 -c"$CONNS" -d5s -H 'Host: bench.test' "${URL[$name]}" >/dev/null
+    taskset -c "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNS" -d5s -H 'Host: bench.test' "${URL[$name]}" >/dev/null
     wait $spid 2>/dev/null || true
   done
   echo "call graphs: perf report -i $PROFILE_DIR/{router,nginx}.data"
@@ -278,12 +288,12 @@ if [[ " $PHASES " == *" 2 "* ]]; then
   echo
   echo "# reconfiguration: 100 changes/s for 30 s while wrk -c$CONNS loads a stable host"
   for name in router nginx; do
-    taskset -c 0 wrk -t1 -c"$CONNS" -d32s -H 'Host: bench.test' "${URL[$name]}" >"$WORK/wrk.$name" &
+    taskset -c "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNS" -d32s -H 'Host: bench.test' "${URL[$name]}" >"$WORK/wrk.$name" &
     wpid=$!
     if [ $name = router ]; then
-      taskset -c 0 "$DRIVER" churn-router $NS 127.0.0.1:18080
+      taskset -c "$WRK_CPUS" "$DRIVER" churn-router $NS 127.0.0.1:18080
     else
-      taskset -c 0 "$DRIVER" churn-nginx "$WORK/proxy/conf.d" "$(cat "$WORK/proxy/nginx.pid")" 127.0.0.1:18081
+      taskset -c "$WRK_CPUS" "$DRIVER" churn-nginx "$WORK/proxy/conf.d" "$(cat "$WORK/proxy/nginx.pid")" 127.0.0.1:18081
     fi
     wait $wpid
     echo "$name under churn: $(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.$name") rps," \
@@ -304,7 +314,7 @@ if [[ " $PHASES " == *" 3 "* ]]; then
     echo "  +${i}s: router CPU $((c1-c0))/$TCK ticks, $(curl -s 127.0.0.1:19090/metrics | grep -E '^flynn_router_table_(generation|swap_seconds_(sum|count))' | tr '\n' ' ')"
   done
   echo "router RSS with 10,000 more routes: $(awk '/VmRSS/ {print $2, $3}' /proc/$ROUTER_PID/status)"
-  taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H 'Host: scale-9999.test' "${URL[router]}" \
+  taskset -c "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${SECS}s" --latency -H 'Host: scale-9999.test' "${URL[router]}" \
     | awk '/Requests\/sec|50%|99%/'
   "$DRIVER" lookup
 fi
