@@ -133,6 +133,11 @@ pub fn parse(
                 .map_err(|_| HeadError::InvalidHeader(name.as_str().to_owned()))?;
             headers.append(name, value);
         }
+        if hop.transfer_encoding.is_some() {
+            // RFC 9112 6.3: with Transfer-Encoding, Content-Length is wrong or a smuggling
+            // attempt; an intermediary that forwards the message must drop it.
+            headers.remove(header::CONTENT_LENGTH);
+        }
         if hop.names_others {
             // `Connection: x-foo` makes `x-foo` hop-by-hop too (rare: a second pass).
             for &(ns, ne, vs, ve) in &spans[..count] {
@@ -320,7 +325,11 @@ pub fn parse_raw(
             let name = h.name.as_bytes();
             let framing_header = name.eq_ignore_ascii_case(b"transfer-encoding")
                 || name.eq_ignore_ascii_case(b"trailer");
+            // Content-Length next to Transfer-Encoding goes, as in `parse`.
+            let overridden_length =
+                hop.transfer_encoding.is_some() && name.eq_ignore_ascii_case(b"content-length");
             if (hop::is_hop_by_hop(name) && !framing_header)
+                || overridden_length
                 || (hop.names_others && connection_names(resp.headers, name))
             {
                 continue;
@@ -395,6 +404,20 @@ mod tests {
         );
         assert_eq!(h.framing, Framing::Chunked);
         assert!(h.keep_alive);
+        assert!(
+            !h.headers.contains_key("content-length"),
+            "dropped, not forwarded"
+        );
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: chunked\r\nx: y\r\n\r\n",
+        );
+        let mut out = Vec::new();
+        let raw = parse_raw(&mut buf, false, &mut out).unwrap().unwrap();
+        assert_eq!(raw.framing, Framing::Chunked);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx: y\r\n"
+        );
         let (h, _) = parsed(
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
             false,
