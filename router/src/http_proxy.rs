@@ -333,13 +333,11 @@ impl Proxy {
                             req = replay.request();
                         }
                         (None, None) => {
-                            return self.backend_failed(
-                                entry,
-                                ProxyError::Backend {
-                                    addr: endpoint.addr,
-                                    source: e.into_error(),
-                                },
-                            );
+                            let error = ProxyError::Backend {
+                                addr: endpoint.addr,
+                                source: e.into_error(),
+                            };
+                            return self.failed(entry, Some(error));
                         }
                     },
                 }
@@ -375,7 +373,7 @@ impl Proxy {
                             req = replay.request();
                             continue;
                         }
-                        None => return self.backend_failed(entry, error),
+                        None => return self.failed(entry, Some(error)),
                     }
                 }
             };
@@ -387,7 +385,7 @@ impl Proxy {
             }
             return self.respond(entry, resp, &endpoint, tx, in_flight, sticky);
         }
-        self.no_endpoint(entry, last_error)
+        self.failed(entry, last_error)
     }
 
     /// [`Proxy::forward`] for a request without a body (and no upgrade), on the router's own
@@ -406,15 +404,16 @@ impl Proxy {
         let head_request = req.method() == http::Method::HEAD;
         // One id and start time per request, whichever attempt carries it.
         let id = (!req.headers().contains_key(&X_REQUEST_ID)).then(request_id);
-        let start = request_start();
+        let now = Instant::now();
+        let start = request_start_at(now);
         let encode = |out: &mut Vec<u8>| encode_forwarded_head(out, req, fwd, id.as_ref(), &start);
         let parse = |buf: &mut BytesMut| backend::response::parse(buf, head_request, false);
         let answered = self
-            .exchange_any(entry, sticky, safe, Instant::now(), encode, parse)
+            .exchange_any(entry, sticky, safe, now, encode, parse)
             .await;
         match answered {
             Ok(a) => self.respond_raw(entry, a.head, a.conn, &a.endpoint, a.in_flight, sticky),
-            Err(last_error) => (self.failure(entry, last_error).into_response(), None),
+            Err(last_error) => self.failed(entry, last_error),
         }
     }
 
@@ -553,13 +552,13 @@ impl Proxy {
         }
     }
 
-    /// A 502 naming the last failure, or a 503 when the route has no endpoint to try.
-    fn no_endpoint(
+    /// [`Proxy::failure`] as hyper's response, answered by no backend.
+    fn failed(
         &self,
         entry: &HttpEntry,
-        last_error: Option<ProxyError>,
+        error: Option<ProxyError>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-        (self.failure(entry, last_error).into_response(), None)
+        (self.failure(entry, error).into_response(), None)
     }
 
     /// The client's response from a backend's response head; its body streams from `conn`.
@@ -616,14 +615,6 @@ impl Proxy {
         let mut tx = handshake(conn.stream, endpoint.addr, false).await.ok()?;
         tx.ready().await.ok()?;
         Some(tx)
-    }
-
-    fn backend_failed(
-        &self,
-        entry: &HttpEntry,
-        error: ProxyError,
-    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-        self.no_endpoint(entry, Some(error))
     }
 
     fn respond(

@@ -34,12 +34,30 @@ pub enum BodyError {
     Chunked(#[from] ChunkedError),
 }
 
+/// What is left of a response body, for either way of reading it: decoded here
+/// ([`ResponseBody`]), or copied with its framing by the router's own server.
 #[derive(Debug)]
-enum State {
+pub enum Remaining {
+    /// This many bytes.
     Length(u64),
+    /// The rest of a chunked body, from this position.
     Chunked(ChunkedDecoder),
+    /// Everything until the backend closes.
     UntilClose,
+    /// Nothing.
     Done,
+}
+
+impl Remaining {
+    /// All of a body framed as `framing`.
+    pub fn of(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty | Framing::Length(0) => Self::Done,
+            Framing::Length(n) => Self::Length(n),
+            Framing::Chunked => Self::Chunked(ChunkedDecoder::default()),
+            Framing::UntilClose => Self::UntilClose,
+        }
+    }
 }
 
 /// A response body streamed from its backend connection.
@@ -47,7 +65,7 @@ enum State {
 pub struct ResponseBody {
     /// The connection, until the body is complete (then pooled or closed).
     conn: Option<BackendConn>,
-    state: State,
+    state: Remaining,
     keep_alive: bool,
     /// Where the connection goes back when the body is complete.
     endpoint: Arc<Endpoint>,
@@ -61,19 +79,14 @@ impl ResponseBody {
         keep_alive: bool,
         endpoint: Arc<Endpoint>,
     ) -> Self {
-        let state = match framing {
-            Framing::Empty | Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(ChunkedDecoder::default()),
-            Framing::UntilClose => State::UntilClose,
-        };
+        let state = Remaining::of(framing);
         let mut body = Self {
             conn: Some(conn),
             state,
             keep_alive,
             endpoint,
         };
-        if matches!(body.state, State::Done) {
+        if matches!(body.state, Remaining::Done) {
             body.finish();
         }
         body
@@ -82,7 +95,7 @@ impl ResponseBody {
     /// The body is complete: the connection goes back to the pool if it can carry another
     /// request (keep-alive, and nothing unread beyond this response).
     fn finish(&mut self) {
-        self.state = State::Done;
+        self.state = Remaining::Done;
         if let Some(conn) = self.conn.take()
             && self.keep_alive
             && conn.read.is_empty()
@@ -97,8 +110,8 @@ impl ResponseBody {
             return Ok(None);
         };
         let data = match &mut self.state {
-            State::Done => return Ok(None),
-            State::Length(left) => {
+            Remaining::Done => return Ok(None),
+            Remaining::Length(left) => {
                 if conn.read.is_empty() {
                     return Ok(None);
                 }
@@ -112,7 +125,7 @@ impl ResponseBody {
                 }
                 data
             }
-            State::Chunked(decoder) => match decoder.decode(&mut conn.read)? {
+            Remaining::Chunked(decoder) => match decoder.decode(&mut conn.read)? {
                 Decoded::Data(data) => data,
                 Decoded::NeedMore => return Ok(None),
                 Decoded::End => {
@@ -120,7 +133,7 @@ impl ResponseBody {
                     return Ok(None);
                 }
             },
-            State::UntilClose => {
+            Remaining::UntilClose => {
                 if conn.read.is_empty() {
                     return Ok(None);
                 }
@@ -152,7 +165,7 @@ impl Body for ResponseBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            if matches!(this.state, State::Done) {
+            if matches!(this.state, Remaining::Done) {
                 return Poll::Ready(None);
             }
             if conn.read.capacity() - conn.read.len() < READ_CHUNK / 2 {
@@ -164,8 +177,8 @@ impl Body for ResponseBody {
                 &mut conn.read
             ));
             match (read, &this.state) {
-                (Ok(0), State::UntilClose) => {
-                    this.state = State::Done;
+                (Ok(0), Remaining::UntilClose) => {
+                    this.state = Remaining::Done;
                     this.conn = None;
                     return Poll::Ready(None);
                 }
@@ -183,13 +196,13 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        matches!(self.state, Remaining::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
         match self.state {
-            State::Length(n) => SizeHint::with_exact(n),
-            State::Done => SizeHint::with_exact(0),
+            Remaining::Length(n) => SizeHint::with_exact(n),
+            Remaining::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
     }

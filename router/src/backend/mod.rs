@@ -17,7 +17,7 @@ pub mod hop;
 mod pool;
 pub mod response;
 
-pub use body::{BodyError, ResponseBody};
+pub use body::{BodyError, Remaining, ResponseBody};
 pub use chunked::{ChunkedDecoder, ChunkedError, Scanned};
 pub use conn::{BackendConn, ConnectError, READ_CHUNK};
 pub use exchange::{ExchangeError, MAX_HEAD_BYTES, exchange, exchange_with};

@@ -10,7 +10,7 @@ use tracing::{debug, info};
 
 use super::{Conn, request::Head};
 use crate::{
-    backend::{self, BackendConn, ChunkedDecoder, Framing, READ_CHUNK, RawHead},
+    backend::{self, BackendConn, Framing, READ_CHUNK, RawHead, Remaining},
     http_proxy::{Local, encode_forwarded, request_id, request_start_at},
     table::{Endpoint, HttpEntry},
 };
@@ -187,14 +187,6 @@ enum CopyError {
     Client(#[source] std::io::Error),
 }
 
-/// What is left of a body.
-enum Left {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-    Done,
-}
-
 /// Copies the response body from `backend` to the client, after the head waiting in `out`:
 /// the head and what of the body came with it go in one write. The connection goes back to
 /// the endpoint's pool when the body was read in full and nothing follows it. Returns
@@ -210,35 +202,30 @@ async fn copy_body<S>(
 where
     S: AsyncWrite + Unpin,
 {
-    let mut left = match framing {
-        Framing::Empty | Framing::Length(0) => Left::Done,
-        Framing::Length(n) => Left::Length(n),
-        Framing::Chunked => Left::Chunked(ChunkedDecoder::default()),
-        Framing::UntilClose => Left::UntilClose,
-    };
+    let mut left = Remaining::of(framing);
     let mut first = true;
     loop {
         // The body's share of what is buffered.
         let take = match &mut left {
-            Left::Done => 0,
-            Left::Length(n) => {
+            Remaining::Done => 0,
+            Remaining::Length(n) => {
                 let take = usize::try_from(*n)
                     .unwrap_or(usize::MAX)
                     .min(backend.read.len());
                 *n -= take as u64;
                 if *n == 0 {
-                    left = Left::Done;
+                    left = Remaining::Done;
                 }
                 take
             }
-            Left::Chunked(decoder) => {
+            Remaining::Chunked(decoder) => {
                 let scanned = decoder.scan(&backend.read)?;
                 if scanned.done {
-                    left = Left::Done;
+                    left = Remaining::Done;
                 }
                 scanned.body
             }
-            Left::UntilClose => backend.read.len(),
+            Remaining::UntilClose => backend.read.len(),
         };
         let written = if first {
             // The head and the first of the body: one write.
@@ -251,7 +238,7 @@ where
         };
         written.map_err(CopyError::Client)?;
         backend.read.advance(take);
-        if matches!(left, Left::Done) {
+        if matches!(left, Remaining::Done) {
             io.flush().await.map_err(CopyError::Client)?;
             if keep_alive && backend.read.is_empty() {
                 endpoint.conns.checkin(backend, answered_at);
@@ -263,7 +250,7 @@ where
             backend.read.reserve(READ_CHUNK);
         }
         match backend.stream.read_buf(&mut backend.read).await {
-            Ok(0) if matches!(left, Left::UntilClose) => left = Left::Done,
+            Ok(0) if matches!(left, Remaining::UntilClose) => left = Remaining::Done,
             Ok(0) => return Err(CopyError::Truncated),
             Ok(_) => {}
             Err(e) => return Err(CopyError::Backend(e)),
