@@ -373,7 +373,11 @@ async fn run_with_a_tty() {
         .unwrap();
     let mut cmd = CommandBuilder::new(flynn_bin());
     // The command waits for input before printing, so nothing is missed before the attach;
-    // `stty size` shows the size the pod's TTY has; the exit code must come back.
+    // `stty size` shows the size the pod's TTY has; the exit code must come back. The
+    // container runtime applies a resize on its own goroutine, apart from stdin, so the
+    // keys can reach the shell before the size does (the TTY is 0x0 until then; CI saw
+    // it once): the shell waits for the size to change, as a full-screen program would
+    // on its SIGWINCH, and a size that never arrives fails the test by its timeout.
     cmd.args([
         "-n",
         env.name(),
@@ -383,7 +387,9 @@ async fn run_with_a_tty() {
         "--",
         "sh",
         "-c",
-        "read a; echo \"got $a\"; stty size; read b; stty size; exit 7",
+        "read a; echo \"got $a\"; \
+         while [ \"$(stty size)\" = '0 0' ]; do sleep 0.1; done; stty size; read b; \
+         while [ \"$(stty size)\" = '30 100' ]; do sleep 0.1; done; stty size; exit 7",
     ]);
     cmd.cwd(env.dir.path());
     for (k, v) in env.envs() {
@@ -418,7 +424,6 @@ async fn run_with_a_tty() {
             pixel_height: 0,
         })
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     keys.write_all(b"second\r").unwrap();
     wait_for_text(&screen, "40 120").await;
 
