@@ -13,8 +13,9 @@
 # Rounds alternate direct / router / nginx / haproxy; the script prints each run and the
 # median of the per-round ratios (single runs swing by ±15 % on this machine).
 #
-# Benchmark 2 (reconfiguration under load) and 3 (scale: 10,000 routes) follow; choose with
-# PHASES="1 2 3" (default all). They use examples/bench_driver.rs.
+# Benchmark 2 (reconfiguration under load), `idle` (memory per idle keep-alive client
+# connection, router and nginx) and 3 (scale: 10,000 routes) follow; choose with
+# PHASES="1 2 idle 3" (default all). They use examples/bench_driver.rs.
 #
 # Usage: router/benches/bench.sh [ROUNDS (5)] [SECONDS per run (5)] [CONNECTIONS (50)]
 # A/B: BASE_ROUTER_BIN=/path/to/another/flynn-router adds target `base` (that binary, same
@@ -24,7 +25,9 @@
 set -euo pipefail
 [ -n "${BENCH_TRACE:-}" ] && set -x
 cd "$(dirname "$0")/../.."
-ROUNDS=${1:-5}; SECS=${2:-5}; CONNS=${3:-50}; PHASES=${PHASES:-1 2 3 h2spec}
+ROUNDS=${1:-5}; SECS=${2:-5}; CONNS=${3:-50}; PHASES=${PHASES:-1 2 idle 3 h2spec}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+ulimit -n "$(ulimit -Hn)"  # the idle phase's connections, in the driver and in each proxy
 PROXY_CPU=${PROXY_CPU:-1}; BACKEND_CPUS=${BACKEND_CPUS:-0}; WRK_CPUS=${WRK_CPUS:-0}
 WRK_THREADS=${WRK_THREADS:-1}
 export KUBECONFIG=${KUBECONFIG:-/var/lib/flynn-cluster/admin.kubeconfig}
@@ -60,7 +63,7 @@ BACKEND=10.77.250.2:8080
 mkdir -p "$WORK/backend"
 cat >"$WORK/backend/nginx.conf" <<CONF
 daemon off; worker_processes 1; pid $WORK/backend/nginx.pid; error_log $WORK/backend/error.log;
-events { worker_connections 4096; }
+events { worker_connections 30000; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   server { listen 8080 reuseport; location / { return 200 "hello from the backend\n"; } } }
 CONF
@@ -72,7 +75,7 @@ mkdir -p "$WORK/proxy/conf.d"
 echo "upstream app { server $BACKEND; keepalive 256; keepalive_requests 1000000; }" >"$WORK/proxy/upstream.conf"
 cat >"$WORK/proxy/nginx.conf" <<CONF
 daemon off; worker_processes 1; pid $WORK/proxy/nginx.pid; error_log $WORK/proxy/error.log;
-events { worker_connections 4096; }
+events { worker_connections 30000; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
   server_names_hash_bucket_size 128; server_names_hash_max_size 65536;
   include $WORK/proxy/upstream.conf; include $WORK/proxy/conf.d/*.conf;
@@ -300,6 +303,17 @@ if [[ " $PHASES " == *" 2 "* ]]; then
       "$(awk '/requests in/ {print $1}' "$WORK/wrk.$name") requests," \
       "non-2xx: $(awk '/Non-2xx/ {print $NF}' "$WORK/wrk.$name" | grep . || echo 0)," \
       "socket errors: $(grep 'Socket errors' "$WORK/wrk.$name" || echo none)"
+  done
+fi
+
+# --- idle keep-alive connections: memory per connection -----------------------------------------
+if [[ " $PHASES " == *" idle "* ]]; then
+  echo
+  echo "# $IDLE_CONNS idle keep-alive client connections (one request each, then idle)"
+  for name in router nginx; do
+    addr=${URL[$name]#http://}; addr=${addr%/}
+    printf '%-7s ' "$name"
+    taskset -c "$WRK_CPUS" "$DRIVER" idle "$addr" "$IDLE_CONNS" "${PID[$name]}"
   done
 fi
 

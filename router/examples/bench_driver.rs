@@ -8,6 +8,9 @@
 //!   each followed by a reload (SIGHUP), probing the same way.
 //! - `scale NS N ROUTER_ADDR`: creates N Routes and waits until the last one is served.
 //! - `lookup`: the matcher's lookup cost with 10 and with 10,000 hosts.
+//! - `idle ADDR N PID`: the memory an idle keep-alive client connection costs process PID
+//!   (the proxy serving ADDR): opens N connections, sends one request on each and reads its
+//!   answer, then compares PID's RSS with what it was before.
 
 use std::{
     net::SocketAddr,
@@ -246,6 +249,65 @@ fn lookup() {
     }
 }
 
+/// VmRSS of a process, in kB.
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// One request on a new connection, its answer read to the end; the connection stays open.
+async fn one_request(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+        .await?;
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let mut chunk = [0u8; 512];
+        let n = s.read(&mut chunk).await?;
+        anyhow::ensure!(
+            n > 0,
+            "the proxy closed the connection: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        anyhow::ensure!(head.starts_with("http/1.1 200"), "answered {head:?}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no content-length in {head:?}"))?;
+        if buf.len() >= end + 4 + len {
+            return Ok(s);
+        }
+    }
+}
+
+async fn idle(addr: SocketAddr, n: usize, pid: u32) -> anyhow::Result<()> {
+    let before = rss_kb(pid)?;
+    let mut conns = Vec::with_capacity(n);
+    // In batches: a burst of 10,000 connects overflows the listener's backlog.
+    while conns.len() < n {
+        let batch = (n - conns.len()).min(200);
+        let opened = futures::future::try_join_all((0..batch).map(|_| one_request(addr))).await?;
+        conns.extend(opened);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kb(pid)?;
+    println!(
+        "{n} idle keep-alive connections: RSS {before} -> {after} kB, {:.2} KiB per connection",
+        after.saturating_sub(before) as f64 / n as f64
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -254,12 +316,14 @@ async fn main() -> anyhow::Result<()> {
         "churn-router" => churn_router(&a(1), a(2).parse()?).await,
         "churn-nginx" => churn_nginx(&a(1), &a(2), a(3).parse()?).await,
         "scale" => scale(&a(1), a(2).parse()?, a(3).parse()?).await,
+        "idle" => idle(a(1).parse()?, a(2).parse()?, a(3).parse()?).await,
         "lookup" => {
             lookup();
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: bench_driver churn-router NS ADDR | churn-nginx DIR PID ADDR | scale NS N ADDR | lookup"
+            "usage: bench_driver churn-router NS ADDR | churn-nginx DIR PID ADDR | scale NS N ADDR | lookup \
+             | idle ADDR N PID"
         ),
     }
 }

@@ -16,6 +16,7 @@
 //! read, to hyper's server ([`Ended::Hand`]), which serves it from then on. A head over the
 //! size limit gets a 431 here.
 
+mod buffers;
 mod request;
 mod respond;
 mod rewind;
@@ -27,14 +28,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 pub use rewind::Rewind;
 
+use self::buffers::Buffers;
 use crate::{
-    backend::READ_CHUNK,
     head_timer::Deadline,
     http_proxy::{ConnInfo, ForwardHeaders, Local, Proxy},
     server::{DrainSignal, ServerOptions},
@@ -71,8 +72,8 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut read = BytesMut::with_capacity(READ_CHUNK);
-    let mut write = Vec::with_capacity(READ_CHUNK);
+    // Taken while the connection has a request to serve, given back while it waits.
+    let mut bufs = Buffers::default();
     let mut deadline = Deadline::default();
     // One drain future for the connection's life: polled only while the connection waits
     // for a head, it stays registered instead of registering for every request.
@@ -85,39 +86,61 @@ where
             since: waiting_since,
             max_bytes: opts.max_header_bytes,
         };
-        match fill_head(&mut io, &mut read, &wait, &mut deadline, drained.as_mut()).await {
+        match fill_head(&mut io, &mut bufs, &wait, &mut deadline, drained.as_mut()).await {
             Filled::Head => {}
             Filled::TooLarge => return too_large(io, opts.max_header_bytes).await,
             Filled::Closed => return Ended::Closed,
         }
-        let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
-        let (head, len) = match request::parse(&read, &mut headers) {
-            request::Parsed::Serve(head, len) if len <= opts.max_header_bytes => (head, len),
-            // Complete, but over the limit (its end came in the read that crossed it).
-            request::Parsed::Serve(..) => return too_large(io, opts.max_header_bytes).await,
-            // Partial: `head_complete` saw the blank line; httparse disagrees only on
-            // broken heads, which hyper answers.
-            request::Parsed::Partial | request::Parsed::Hand => return Ended::Hand(io, read),
-        };
-        let close = !head.keep_alive || drain.is_draining();
-        let done = respond::respond(&mut io, &mut write, conn, &head, close).await;
-        let _ = read.split_to(len);
-        // A large head or response grew a buffer: give it back rather than keep it for the
-        // life of an idle keep-alive connection.
-        if write.capacity() > 4 * READ_CHUNK {
-            write = Vec::with_capacity(READ_CHUNK);
-        }
-        if read.is_empty() && read.capacity() > 4 * READ_CHUNK {
-            read = BytesMut::with_capacity(READ_CHUNK);
-        }
-        match done {
-            Some(at) if !close => waiting_since = at,
-            _ => {
+        // The parsed head (room for 100 headers) and the exchange with the backend live in
+        // an allocation of their own while the request is served, not in this future, which
+        // an idle keep-alive connection keeps.
+        let served = Box::pin(serve_one(&mut io, &mut bufs, conn, opts, drain)).await;
+        match served {
+            One::Served(Some(at)) => waiting_since = at,
+            One::Served(None) => {
                 let _ = io.shutdown().await;
                 return Ended::Closed;
             }
+            One::TooLarge => return too_large(io, opts.max_header_bytes).await,
+            One::Hand => return Ended::Hand(io, std::mem::take(&mut bufs.read)),
         }
     }
+}
+
+/// What serving the buffered request head came to.
+enum One {
+    /// Answered; when the response was written if the connection stays open.
+    Served(Option<Instant>),
+    /// Complete, but over the size limit (its end came in the read that crossed it).
+    TooLarge,
+    /// For hyper's server.
+    Hand,
+}
+
+/// Serves the complete head at the start of `bufs.read`.
+async fn serve_one<S>(
+    io: &mut S,
+    bufs: &mut Buffers,
+    conn: Conn<'_>,
+    opts: &ServerOptions,
+    drain: &DrainSignal,
+) -> One
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    bufs.room_to_write();
+    let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+    let (head, len) = match request::parse(&bufs.read, &mut headers) {
+        request::Parsed::Serve(head, len) if len <= opts.max_header_bytes => (head, len),
+        request::Parsed::Serve(..) => return One::TooLarge,
+        // Partial: `head_complete` saw the blank line; httparse disagrees only on broken
+        // heads, which hyper answers.
+        request::Parsed::Partial | request::Parsed::Hand => return One::Hand,
+    };
+    let close = !head.keep_alive || drain.is_draining();
+    let done = respond::respond(io, &mut bufs.write, conn, &head, close).await;
+    bufs.read.advance(len);
+    One::Served(done.filter(|_| !close))
 }
 
 /// The limits on reading one head.
@@ -142,7 +165,7 @@ enum Filled {
 /// part of the head came).
 async fn fill_head<S>(
     io: &mut S,
-    read: &mut BytesMut,
+    bufs: &mut Buffers,
     wait: &Wait,
     deadline: &mut Deadline,
     mut drained: std::pin::Pin<&mut impl Future<Output = ()>>,
@@ -152,25 +175,27 @@ where
 {
     let mut searched = 0;
     loop {
-        if !read.is_empty() && request::head_complete(read, &mut searched) {
+        if !bufs.read.is_empty() && request::head_complete(&bufs.read, &mut searched) {
             return Filled::Head;
         }
-        if read.len() >= wait.max_bytes {
+        if bufs.read.len() >= wait.max_bytes {
             return Filled::TooLarge;
         }
-        if read.capacity() - read.len() < READ_CHUNK / 4 {
-            read.reserve(READ_CHUNK);
-        }
-        let idle = read.is_empty();
+        let idle = bufs.read.is_empty();
         let limit = (!wait.timeout.is_zero()).then(|| wait.since + wait.timeout);
         let event = std::future::poll_fn(|cx| {
+            bufs.room_to_read();
             if let Poll::Ready(r) =
-                tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *io), cx, read)
+                tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *io), cx, &mut bufs.read)
             {
                 return Poll::Ready(Event::Read(r));
             }
-            if idle && drained.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Drained);
+            if idle {
+                // Nothing to keep while the connection waits for its next request.
+                bufs.release();
+                if drained.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Drained);
+                }
             }
             if let Some(limit) = limit
                 && deadline.poll_until(cx, limit).is_ready()
