@@ -310,6 +310,8 @@ fi
 if [[ " $PHASES " == *" idle "* ]]; then
   echo
   echo "# $IDLE_CONNS idle keep-alive client connections (one request each, then idle)"
+  # Benchmark 2's reloads replaced nginx's worker.
+  NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy/nginx.pid")" | head -1); PID[nginx]=${NGINX_WORKER:-${PID[nginx]}}
   for name in router nginx; do
     addr=${URL[$name]#http://}; addr=${addr%/}
     printf '%-7s ' "$name"
