@@ -333,6 +333,10 @@ pub enum RouteAdd {
         /// Pin each client to one pod with a cookie.
         #[arg(long)]
         sticky: bool,
+        /// Stop the process's pods at once instead of letting the router drain them first
+        /// (by default a stopped pod keeps running a few seconds before its SIGTERM).
+        #[arg(long)]
+        no_drain_backends: bool,
     },
     /// Route TCP connections on a router port to a process type.
     Tcp {

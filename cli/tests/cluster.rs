@@ -682,12 +682,23 @@ async fn route_list_add_remove_and_conflict() {
             "http",
             &format!("{domain}/api"),
             "--sticky",
+            "--no-drain-backends",
         ])
         .await;
     assert_eq!(
         out.ok(),
         format!("Added route {shop}-{domain}-api: http://{domain}/api → web\n")
     );
+    let api = env
+        .ns
+        .api::<flynn_crds::Route>()
+        .get(&format!("{shop}-{domain}-api"))
+        .await
+        .unwrap()
+        .spec
+        .http
+        .unwrap();
+    assert!(api.sticky && !api.drain_backends, "{api:?}");
 
     // The same domain and path for another app in this namespace: refused up front.
     let err = env

@@ -134,8 +134,10 @@ pub struct HttpRoute {
     #[serde(default)]
     pub sticky: bool,
 
-    /// During a rollout, let an old backend finish its in-flight requests before it is removed
-    /// (as Flynn's `drain_backends`). Default true.
+    /// Drain the process's pods when they stop (as Flynn's `drain_backends`): a pod being
+    /// stopped keeps running, unsignalled, for the operator's drain delay (5 s by default)
+    /// before its SIGTERM, so the router stops sending it requests first and those in flight
+    /// finish. False on every Route of a process: its pods stop at once. Default true.
     #[serde(default = "default_true")]
     pub drain_backends: bool,
 

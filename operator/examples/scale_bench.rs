@@ -579,7 +579,7 @@ async fn ceiling(client: &Client, ns: &str, n: usize, concurrency: usize) -> any
                 let f = formations.patch(&formation.name_any(), &pp, &Patch::Apply(&formation)).await?;
                 formation.metadata.uid = f.metadata.uid.clone();
                 Api::<Route>::namespaced(client.clone(), ns).patch(&route.name_any(), &pp, &Patch::Apply(&route)).await?;
-                let desired = flynn_operator::formation::build::desired(&formation, &release, &settings)?;
+                let desired = flynn_operator::formation::build::desired(&formation, &release, &settings, &Default::default())?;
                 for d in desired.deployments {
                     let mut v = serde_json::to_value(&d)?;
                     v["apiVersion"] = "apps/v1".into();

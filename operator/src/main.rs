@@ -47,6 +47,10 @@ struct Args {
     /// Skip namespaces carrying this label (e.g. `flynn.io/test`: tests run their own operator).
     #[arg(long, env = "FLYNN_EXCLUDE_NAMESPACE_LABEL")]
     exclude_namespace_label: Option<String>,
+    /// Seconds a pod behind a draining Route (`drainBackends`) keeps running, with no
+    /// signal, when it is stopped: the router stops sending it requests first. 0: off.
+    #[arg(long, env = "FLYNN_DRAIN_SECONDS", default_value_t = 5)]
+    drain_seconds: u64,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "FLYNN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -81,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         namespace: args.namespace,
         exclude_namespace_label: args.exclude_namespace_label,
+        drain_delay: std::time::Duration::from_secs(args.drain_seconds),
         ..Settings::default()
     };
     let health = Arc::new(Health::default());

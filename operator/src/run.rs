@@ -168,6 +168,8 @@ pub async fn run(
     let (to_apps, app_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Packed<App>>>();
     let (to_routes, route_triggers) =
         futures::channel::mpsc::unbounded::<ObjectRef<Packed<Route>>>();
+    let (to_formations, route_formation_triggers) =
+        futures::channel::mpsc::unbounded::<ObjectRef<Packed<Formation>>>();
     let formation_stream = formation_stream.inspect_ok({
         let to_apps = to_apps.clone();
         move |f| {
@@ -195,6 +197,11 @@ pub async fn run(
                 .filter(|a| in_scope(&a.namespace))
                 .into_iter()
                 .for_each(|a| trigger(&to_apps, a));
+            // Whether a process drains (`drainBackends`) is in its pod template.
+            formation::formation_for(r)
+                .filter(|f| in_scope(&f.namespace))
+                .into_iter()
+                .for_each(|f| trigger(&to_formations, f));
             // A changed Route may take a key from, or hand it to, another one.
             r.tag()
                 .map(|key| ctx.caches.routes.tagged_refs(key))
@@ -220,6 +227,7 @@ pub async fn run(
         .reconcile_on(formation_triggers::<Deployment, _>(deployment_stream))
         .reconcile_on(formation_triggers::<Service, _>(service_stream))
         .reconcile_on(formation_triggers::<Release, _>(release_stream))
+        .reconcile_on(route_formation_triggers)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
             instrumented(formation::CONTROLLER, formation::reconcile),

@@ -25,6 +25,9 @@ pub struct Settings {
     pub exclude_namespace_label: Option<String>,
     /// How long to wait before retrying a failed reconcile (doubles per failure, capped).
     pub error_backoff: Duration,
+    /// How long a pod of a process behind a draining Route (`drainBackends`, the default)
+    /// keeps running before its SIGTERM when it is stopped; zero turns draining off.
+    pub drain_delay: Duration,
 }
 
 impl Default for Settings {
@@ -38,6 +41,7 @@ impl Default for Settings {
             namespace: None,
             exclude_namespace_label: None,
             error_backoff: Duration::from_secs(1),
+            drain_delay: Duration::from_secs(5),
         }
     }
 }

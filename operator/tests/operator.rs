@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use flynn_crds::conditions::{self, reasons, types};
-use flynn_crds::{App, Formation, Release, Route};
+use flynn_crds::{App, Formation, Release, Route, RouteSpec};
 use flynn_e2e::{SMOKE_IMAGE, TestNamespace};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -165,6 +166,130 @@ async fn an_image_app_runs_scales_and_shrinks() {
         "{text}"
     );
     drop(op);
+}
+
+/// `drainBackends` (on by default): a pod being stopped keeps serving, unsignalled, while
+/// its endpoint is terminating (the router sends it nothing new), and gets its SIGTERM only
+/// after the drain delay. Without it, a process that exits on SIGTERM would break requests
+/// in flight.
+#[tokio::test]
+async fn pods_behind_a_draining_route_outlive_their_endpoint() {
+    let (ns, _op) = setup_with("op-drain", |s| s.drain_delay = Duration::from_secs(20)).await;
+    let apps: Api<App> = ns.api();
+    let deployments: Api<Deployment> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    let slices: Api<EndpointSlice> = ns.api();
+    let pp = PostParams::default();
+    // A web process that exits at once on SIGTERM, as many do.
+    let mut r = release("drain", 1, SMOKE_IMAGE, json!({}));
+    r.spec.processes.get_mut("web").unwrap().command = [
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; busybox httpd -f -p 8080 -h /www & wait",
+    ]
+    .map(String::from)
+    .to_vec();
+    ns.api::<Release>().create(&pp, &r).await.unwrap();
+    let no_default_route = json!({"defaultRoute": false});
+    apps.create(
+        &pp,
+        &app("drain", "drain-v1", json!({"web": 1}), no_default_route),
+    )
+    .await
+    .unwrap();
+    let www = Route::new("www", RouteSpec::http("drain", "www.drain.test"));
+    ns.api::<Route>().create(&pp, &www).await.unwrap();
+    eventually(
+        "drain to run web=1/1",
+        T,
+        || get(&apps, "drain"),
+        |a| ready(a, "drain-v1", "web=1/1"),
+    )
+    .await;
+    let pre_stop_sleep = |d: &Option<Deployment>| {
+        let pod = d.as_ref()?.spec.as_ref()?.template.spec.as_ref()?;
+        let pre_stop = pod.containers[0].lifecycle.as_ref()?.pre_stop.as_ref()?;
+        Some((
+            pre_stop.sleep.as_ref()?.seconds,
+            pod.termination_grace_period_seconds?,
+        ))
+    };
+    // Routes drain by default: web waits 20 s, then has its 30 s after SIGTERM.
+    eventually(
+        "web's pods to sleep before SIGTERM",
+        T,
+        || get(&deployments, "drain-web"),
+        |d| pre_stop_sleep(d) == Some((20, 50)),
+    )
+    .await;
+    let web = eventually(
+        "the web pod to be ready",
+        T,
+        || async {
+            pods.list(&ListParams::default().labels("flynn.io/app=drain,flynn.io/process=web"))
+                .await
+                .unwrap()
+                .items
+        },
+        |pods| {
+            pods.len() == 1
+                && pods[0]
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.as_ref())
+                    .is_some()
+        },
+    )
+    .await
+    .remove(0);
+    let name = web.name_any();
+    let ip = web.status.unwrap().pod_ip.unwrap();
+
+    pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    eventually(
+        "the pod's endpoint to be terminating",
+        T,
+        || async {
+            slices
+                .list(&ListParams::default().labels("kubernetes.io/service-name=drain-web"))
+                .await
+                .unwrap()
+                .items
+        },
+        |slices| {
+            slices.iter().flat_map(|s| &s.endpoints).any(|e| {
+                e.addresses.contains(&ip)
+                    && e.conditions.as_ref().and_then(|c| c.terminating) == Some(true)
+            })
+        },
+    )
+    .await;
+    // Well after the router has heard (milliseconds), the process is still running.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = get(&pods, &name).await.expect("the pod is still there");
+    let state = still.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap();
+    assert!(
+        state.running.is_some(),
+        "3 s into the drain, web's container is {state:?}"
+    );
+
+    // drainBackends: false stops pods at once.
+    merge(
+        &ns.api::<Route>(),
+        "www",
+        json!({"spec": {"http": {"drainBackends": false}}}),
+    )
+    .await;
+    eventually(
+        "web's pods to stop at once",
+        T,
+        || get(&deployments, "drain-web"),
+        |d| d.is_some() && pre_stop_sleep(d).is_none(),
+    )
+    .await;
 }
 
 #[tokio::test]

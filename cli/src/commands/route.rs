@@ -33,7 +33,19 @@ pub async fn route(ctx: &Ctx, args: &RouteArgs) -> Result<()> {
                 process,
                 tls_secret,
                 sticky,
-            } => add_http(ctx, &app, target, process, tls_secret.clone(), *sticky).await,
+                no_drain_backends,
+            } => {
+                // Domain and path come from TARGET.
+                let http = HttpRoute {
+                    domain: String::new(),
+                    path: String::new(),
+                    tls_secret_name: tls_secret.clone(),
+                    sticky: *sticky,
+                    drain_backends: !*no_drain_backends,
+                    https_redirect: false,
+                };
+                add_http(ctx, &app, target, process, http).await
+            }
             RouteAdd::Tcp { port, process } => add_tcp(ctx, &app, *port, process).await,
         },
         Some(RouteCommand::Remove { name }) => remove(ctx, &app, name).await,
@@ -219,8 +231,7 @@ async fn add_http(
     app: &str,
     target: &str,
     process: &str,
-    tls_secret: Option<String>,
-    sticky: bool,
+    options: HttpRoute,
 ) -> Result<()> {
     check_process(process)?;
     let (domain, path) = parse_http_target(target)?;
@@ -229,10 +240,7 @@ async fn add_http(
     spec.http = Some(HttpRoute {
         domain: domain.clone(),
         path: path.clone(),
-        tls_secret_name: tls_secret,
-        sticky,
-        drain_backends: true,
-        https_redirect: false,
+        ..options
     });
     let name = route_name(
         app,

@@ -2,7 +2,8 @@
 //! Deployments and Services that should exist out. No I/O, so every rule here has a
 //! unit test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use flynn_crds::{
     DeployStrategy, Formation, HealthCheck, HealthCheckType, ProcessSpec, Protocol, Release,
@@ -12,8 +13,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec,
+    SleepAction, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -50,11 +52,13 @@ pub struct Desired {
 /// A process type gets a Deployment when it is both in the Release and in the Formation's
 /// counts (a count of 0 keeps a Deployment scaled to zero); it gets a Service when it has a
 /// port exposed as a service. Counts naming a type the Release lacks are refused as a whole,
-/// so a typo never silently scales the rest.
+/// so a typo never silently scales the rest. `draining`: the process types an HTTP Route
+/// with `drainBackends` sends traffic to (see [`drain`]).
 pub fn desired(
     formation: &Formation,
     release: &Release,
     settings: &Settings,
+    draining: &BTreeSet<String>,
 ) -> Result<Desired, Invalid> {
     let app = &formation.spec.app;
     let release_name = release.metadata.name.clone().unwrap_or_default();
@@ -91,14 +95,49 @@ pub fn desired(
     let mut out = Desired::default();
     for (process, &replicas) in &formation.spec.processes {
         let spec = &release.spec.processes[process];
-        out.deployments.push(deployment(
+        let mut d = deployment(
             formation, release, process, spec, replicas, &owner, settings,
-        ));
+        );
+        if draining.contains(process) {
+            drain(&mut d, settings.drain_delay);
+        }
+        out.deployments.push(d);
         if let Some(svc) = service(app, process, spec, &owner, formation) {
             out.services.push(svc);
         }
     }
     Ok(out)
+}
+
+/// Flynn's `drain_backends`, on Kubernetes: a pod being stopped keeps running, with no
+/// signal, for `delay` before its SIGTERM (a `preStop` sleep), and has the usual 30 s after
+/// it.
+///
+/// Why: deleting a pod sends its SIGTERM at the same moment its endpoint turns
+/// terminating, and the router learns of that a few milliseconds later. A process that
+/// exits on SIGTERM would break the requests in flight, and any sent before the router
+/// heard. With the delay, the router has stopped sending new requests long before the
+/// signal, and the requests in flight have `delay` to finish. (Flynn's scheduler waited
+/// for the router's drain events instead; a pod cannot ask the router about itself
+/// without a client in every image.)
+pub fn drain(d: &mut Deployment, delay: Duration) {
+    if delay.is_zero() {
+        return;
+    }
+    let Some(pod) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
+        return;
+    };
+    let seconds = i64::try_from(delay.as_secs().max(1)).unwrap_or(i64::MAX);
+    pod.termination_grace_period_seconds = Some(seconds.saturating_add(30));
+    for c in &mut pod.containers {
+        c.lifecycle = Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
 }
 
 fn owner_reference(formation: &Formation) -> OwnerReference {
@@ -439,11 +478,49 @@ mod tests {
     }
 
     #[test]
+    fn processes_behind_draining_routes_stop_after_a_delay() {
+        let web_drains = BTreeSet::from(["web".to_owned()]);
+        let pods = |delay: u64| {
+            let settings = Settings {
+                drain_delay: Duration::from_secs(delay),
+                ..Settings::default()
+            };
+            let f = formation(json!({"web": 2, "worker": 1}), "rolling");
+            desired(&f, &release(slug()), &settings, &web_drains)
+                .unwrap()
+                .deployments
+                .into_iter()
+                .map(|d| d.spec.unwrap().template.spec.unwrap())
+                .map(|pod| (pod.containers[0].name.clone(), pod))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let with_delay = pods(5);
+        let web = &with_delay["web"];
+        let pre_stop = web.containers[0]
+            .lifecycle
+            .as_ref()
+            .unwrap()
+            .pre_stop
+            .as_ref();
+        assert_eq!(pre_stop.unwrap().sleep.as_ref().unwrap().seconds, 5);
+        assert_eq!(web.termination_grace_period_seconds, Some(35));
+        // No Route sends traffic to the worker: it stops at once.
+        let worker = &with_delay["worker"];
+        assert!(worker.containers[0].lifecycle.is_none());
+        assert!(worker.termination_grace_period_seconds.is_none());
+        // A delay of 0 turns draining off.
+        let web = &pods(0)["web"];
+        assert!(web.containers[0].lifecycle.is_none());
+        assert!(web.termination_grace_period_seconds.is_none());
+    }
+
+    #[test]
     fn slug_processes_run_the_slugrunner_with_start_type() {
         let out = desired(
             &formation(json!({"web": 2, "worker": 1}), "rolling"),
             &release(slug()),
             &Settings::default(),
+            &BTreeSet::new(),
         )
         .unwrap();
         assert_eq!(out.deployments.len(), 2);
@@ -503,6 +580,7 @@ mod tests {
             &formation(json!({"worker": 1}), "rolling"),
             &release(json!({"image": "registry.example/shop:1.2"})),
             &Settings::default(),
+            &BTreeSet::new(),
         )
         .unwrap();
         let c = &out.deployments[0]
@@ -529,6 +607,7 @@ mod tests {
             &formation(json!({"web": 1}), "rolling"),
             &release(slug()),
             &Settings::default(),
+            &BTreeSet::new(),
         )
         .unwrap();
         let d = &out.deployments[0];
@@ -565,6 +644,7 @@ mod tests {
                 &formation(json!({"web": 4}), name),
                 &release(slug()),
                 &Settings::default(),
+                &BTreeSet::new(),
             )
             .unwrap();
             let ru = out.deployments[0]
@@ -588,6 +668,7 @@ mod tests {
             &formation(json!({"web": 1, "worker": 1, "admin": 1}), "rolling"),
             &release(slug()),
             &Settings::default(),
+            &BTreeSet::new(),
         )
         .unwrap();
         let by_name: BTreeMap<_, _> = out
@@ -629,6 +710,7 @@ mod tests {
             &formation(json!({"web": 1, "worker": 1, "admin": 0}), "rolling"),
             &release(slug()),
             &Settings::default(),
+            &BTreeSet::new(),
         )
         .unwrap();
         let names: Vec<_> = out
@@ -664,6 +746,7 @@ mod tests {
             &formation(json!({"web": 1}), "rolling"),
             &release(slug()),
             &Settings::default(),
+            &BTreeSet::new(),
         )
         .unwrap();
         assert_eq!(out.deployments.len(), 1);
@@ -675,6 +758,7 @@ mod tests {
             &formation(json!({"web": 1, "wrker": 2}), "rolling"),
             &release(slug()),
             &Settings::default(),
+            &BTreeSet::new(),
         )
         .unwrap_err();
         let msg = err.to_string();
@@ -688,7 +772,13 @@ mod tests {
     fn a_release_without_processes_is_refused() {
         let mut r = release(slug());
         r.spec.processes.clear();
-        let err = desired(&formation(json!({}), "rolling"), &r, &Settings::default()).unwrap_err();
+        let err = desired(
+            &formation(json!({}), "rolling"),
+            &r,
+            &Settings::default(),
+            &BTreeSet::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, Invalid::NoProcesses(_)));
     }
 }

@@ -58,7 +58,9 @@ pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> 
         return Ok(Action::await_change());
     };
 
-    let desired = match build::desired(&formation, &release, &ctx.settings) {
+    let app = formation.spec.app.as_str();
+    let draining = draining_processes(&ctx, &ns, app)?;
+    let desired = match build::desired(&formation, &release, &ctx.settings, &draining) {
         Ok(d) => d,
         Err(invalid) => {
             let reason = match invalid {
@@ -81,7 +83,6 @@ pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> 
 
     // From the caches: every change to a child triggers a reconcile (owns), so what is
     // read here is never older than the trigger, and our own writes are in them.
-    let app = formation.spec.app.as_str();
     let existing_deployments = ctx.caches.deployments.of_app(&ns, app)?;
     let existing_services = ctx.caches.services.of_app(&ns, app)?;
     let uid = formation.metadata.uid.clone().unwrap_or_default();
@@ -142,6 +143,19 @@ pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> 
         Some(hold),
     )
     .await
+}
+
+/// The process types of `app` that an HTTP Route with `drainBackends` sends traffic to
+/// (from the cache; a Route change triggers the Formation's reconcile).
+fn draining_processes(ctx: &Context, ns: &str, app: &str) -> Result<BTreeSet<String>> {
+    Ok(ctx
+        .caches
+        .routes
+        .of_app(ns, app)?
+        .iter()
+        .filter(|r| r.spec.http.as_ref().is_some_and(|h| h.drain_backends))
+        .map(|r| r.spec.process.clone())
+        .collect())
 }
 
 /// When an interim status may be held back (see [`Context::hold_interim`]).

@@ -29,14 +29,23 @@ impl Drop for TestOperator {
 }
 
 pub async fn setup(test: &str) -> (TestNamespace, TestOperator) {
+    setup_with(test, |_| {}).await
+}
+
+/// [`setup`], with settings changed by `change`.
+pub async fn setup_with(
+    test: &str,
+    change: impl FnOnce(&mut Settings),
+) -> (TestNamespace, TestOperator) {
     ensure_test_images();
     let ns = TestNamespace::create(test).await;
     install_flynn_crds(ns.client()).await.unwrap();
-    let settings = Settings {
+    let mut settings = Settings {
         namespace: Some(ns.name().to_owned()),
         default_domain: "test.flynn.local".into(),
         ..Settings::default()
     };
+    change(&mut settings);
     let token = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(run(
