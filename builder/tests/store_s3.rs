@@ -113,6 +113,8 @@ impl Weed {
         let child = Command::new(&weed)
             .current_dir(dir.path())
             .args([
+                // glog's files (weed.INFO, ...) go with the rest, not to /tmp.
+                format!("-logdir={}", dir.path().display()),
                 "server".to_owned(),
                 "-dir=data".to_owned(),
                 "-ip=127.0.0.1".to_owned(),
