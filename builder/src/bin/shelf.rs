@@ -1,10 +1,10 @@
 //! `shelf`: the slug store's HTTP server. See `flynn_builder::store`.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
-use flynn_builder::store::{BackendSettings, server};
+use flynn_builder::store::{BackendSettings, gc, server};
 
 /// The slug store: blobs over HTTP, kept in a directory or an object storage bucket.
 #[derive(Debug, Parser)]
@@ -19,6 +19,15 @@ struct Args {
     /// Where objects live.
     #[command(flatten)]
     backend: BackendSettings,
+    /// Seconds between garbage collection passes, which delete the slugs no Release names,
+    /// sources, and the build caches of deleted Apps (needs to list Releases and Apps in the
+    /// Kubernetes API). 0: never.
+    #[arg(long, env = "SHELF_GC_INTERVAL", default_value_t = 3600)]
+    gc_interval: u64,
+    /// Garbage collection leaves objects younger than this many seconds alone: a build
+    /// uploads its slug before its Release exists.
+    #[arg(long, env = "SHELF_GC_GRACE", default_value_t = 6 * 3600)]
+    gc_grace: u64,
 }
 
 #[tokio::main]
@@ -38,6 +47,23 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, backend = %args.backend.describe(), "shelf listening");
+    if args.gc_interval > 0 {
+        // Without API access the store still serves; it only keeps everything.
+        match kube::Client::try_default().await {
+            Ok(client) => {
+                tokio::spawn(gc::run(
+                    client,
+                    store.clone(),
+                    Duration::from_secs(args.gc_interval),
+                    Duration::from_secs(args.gc_grace),
+                ));
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "no Kubernetes API access: garbage collection is off (set SHELF_GC_INTERVAL=0 to say so)"
+            ),
+        }
+    }
     let shelf = Arc::new(server::Shelf::new(store, args.token));
     server::serve(listener, shelf, shutdown_signal())
         .await

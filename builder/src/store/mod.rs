@@ -7,9 +7,11 @@
 //! - [`transport`]: the cloud backends' HTTP transport (hyper-util, rustls on ring).
 //! - [`server`]: the HTTP API: `PUT`/`GET`/`HEAD`/`DELETE /<path>`, Range requests, a bearer
 //!   token for everything and [signed URLs](crate::signing) for reads.
+//! - [`gc`]: removing the slugs, sources and build caches that nothing needs any more.
 //! - [`metrics`]: Prometheus counters for `/metrics`.
 
 pub mod backend;
+pub mod gc;
 pub mod local;
 pub mod metrics;
 pub mod objects;

@@ -176,6 +176,21 @@ impl Store {
         }
     }
 
+    /// Every object under `prefix` (a path's first segments), with when it was last
+    /// written, in seconds since the Unix epoch.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(ObjectPath, i64)>, StoreError> {
+        let prefix = Path::parse(prefix).map_err(|e| StoreError::BadPath(e.to_string()))?;
+        let mut listed = self.objects.list(Some(&prefix));
+        let mut out = Vec::new();
+        while let Some(meta) = listed.try_next().await? {
+            // Names the API could not have made (staging files, the readiness probe).
+            if let Ok(path) = ObjectPath::parse(meta.location.as_ref()) {
+                out.push((path, meta.last_modified.timestamp()));
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the backend answers and the bucket is there: a listing under a prefix no
     /// object can have. (A lookup would not do: S3 answers a missing bucket and a missing key
     /// alike, with 404.) The credentials need list access, which S3 also requires to answer
