@@ -20,7 +20,7 @@ use flynn_builder::{
     client::HttpClient,
     digest::Sha256,
     signing::{Access, SigningKey, unix_now},
-    store::{BackendSettings, S3Settings},
+    store::{BackendSettings, S3Settings, Store, gc},
 };
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, path::Path as Key};
@@ -514,6 +514,30 @@ async fn objects_round_trip_through_s3_streamed_ranged_signed_and_deleted() {
             "{method}"
         );
     }
+    assert_eq!(weed.keys().await, ["cache/app.tgz"]);
+
+    // Garbage collection lists the bucket by prefix, with each object's time: a slug no
+    // Release names goes; a path the builds do not make stays.
+    let bucket = weed.bucket();
+    bucket
+        .put(
+            &Key::from("slugs/ns/app/b0.tgz"),
+            PutPayload::from_static(b"slug"),
+        )
+        .await
+        .unwrap();
+    let store = Store::new(bucket);
+    let listed = store.list("slugs").await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].0.as_str(), "slugs/ns/app/b0.tgz");
+    assert!(
+        (listed[0].1 - i64::try_from(unix_now()).unwrap()).abs() < 300,
+        "{listed:?}"
+    );
+    let swept = gc::sweep(&store, &gc::InUse::default(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(swept.deleted, ["/slugs/ns/app/b0.tgz"]);
     assert_eq!(weed.keys().await, ["cache/app.tgz"]);
 
     let (_, _, metrics) = http(shelf.addr, "GET", "/metrics", &[], b"").await;
