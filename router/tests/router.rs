@@ -14,7 +14,7 @@ use flynn_crds::{Route, RouteSpec, conditions};
 use flynn_e2e::{TestNamespace, install_flynn_crds};
 use futures::FutureExt;
 use http_body_util::Empty;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice};
 use kube::api::{DeleteParams, PostParams};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -434,11 +434,7 @@ async fn tls_by_sni_http2_and_https_redirect() {
     // HTTP/2 by ALPN.
     let (tls, _) = tls_connect(https, "a.test", &der[0], &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_client(tls).await;
     for _ in 0..3 {
         let req = http::Request::get("https://a.test/")
             .body(Empty::<Bytes>::new())
@@ -714,14 +710,10 @@ fn assert_hello(r: &RawResponse, what: &str) {
     assert_eq!(r.text(), "hello", "{what}: body; got {r}");
 }
 
-/// The router's own HTTP/1.1 server at the byte level, against a backend whose exact bytes
-/// the test knows: framing kept as received, hop-by-hop headers dropped, pipelining, the
-/// hand-over of a connection to hyper mid-way, and what it must refuse.
-#[tokio::test]
-async fn own_http1_server_keeps_framing_pipelines_and_hands_over_to_hyper() {
-    let ns = setup("router-own-h1").await;
-    let net = Netns::create();
-    let backend = Backend::scripted(&net, "raw", 8080).await;
+/// The scripted backend behind Route `raw` (host `raw.test`), once the router at `addr`
+/// serves it.
+async fn serve_scripted(ns: &TestNamespace, net: &Netns, addr: SocketAddr) -> Arc<Backend> {
+    let backend = Backend::scripted(net, "raw", 8080).await;
     put_slice(
         &ns.api(),
         "raw-web-1",
@@ -730,13 +722,51 @@ async fn own_http1_server_keeps_framing_pipelines_and_hands_over_to_hyper() {
         &[(backend.addr.ip(), true)],
     )
     .await;
-    let router = router(ns.client().clone(), ns.name()).await;
-    create_route(&ns, "raw", RouteSpec::http("raw", "raw.test")).await;
-    let addr = router.http_addr;
+    create_route(ns, "raw", RouteSpec::http("raw", "raw.test")).await;
     eventually("raw.test is served", || async {
         get(addr, "raw.test", "/len").await.status == 200
     })
     .await;
+    backend
+}
+
+/// A chunked response's trailers reach an HTTP/2 client (here h2c), whose requests hyper's
+/// server takes: the router's own client decodes the body and hands its trailer fields on
+/// as a trailers frame.
+#[tokio::test]
+async fn chunked_trailers_reach_http2_clients() {
+    use http_body_util::BodyExt;
+    let ns = setup("router-trailers").await;
+    let net = Netns::create();
+    let router = router_with(ns.client().clone(), ns.name(), |c| c.server.h2c = true).await;
+    let addr = router.http_addr;
+    let _backend = serve_scripted(&ns, &net, addr).await;
+
+    let mut tx = h2_client(TcpStream::connect(addr).await.unwrap()).await;
+    for _ in 0..2 {
+        let req = http::Request::get("http://raw.test/chunked")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap();
+        let trailers = body.trailers().cloned().expect("the response's trailers");
+        assert_eq!(trailers["x-sum"], "11");
+        assert_eq!(body.to_bytes(), "hello world");
+    }
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The router's own HTTP/1.1 server at the byte level, against a backend whose exact bytes
+/// the test knows: framing kept as received, hop-by-hop headers dropped, pipelining, the
+/// hand-over of a connection to hyper mid-way, and what it must refuse.
+#[tokio::test]
+async fn own_http1_server_keeps_framing_pipelines_and_hands_over_to_hyper() {
+    let ns = setup("router-own-h1").await;
+    let net = Netns::create();
+    let router = router(ns.client().clone(), ns.name()).await;
+    let addr = router.http_addr;
+    let _backend = serve_scripted(&ns, &net, addr).await;
     let mut failed = Vec::new();
 
     step(

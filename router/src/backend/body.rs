@@ -66,6 +66,9 @@ pub struct ResponseBody {
     /// The connection, until the body is complete (then pooled or closed).
     conn: Option<BackendConn>,
     state: Remaining,
+    /// A chunked body's trailer fields, read and not yet yielded (boxed: they are rare, and
+    /// an inline `HeaderMap` would add about 100 bytes to every response body).
+    trailers: Option<Box<http::HeaderMap>>,
     keep_alive: bool,
     /// Where the connection goes back when the body is complete.
     endpoint: Arc<Endpoint>,
@@ -83,6 +86,7 @@ impl ResponseBody {
         let mut body = Self {
             conn: Some(conn),
             state,
+            trailers: None,
             keep_alive,
             endpoint,
         };
@@ -129,6 +133,7 @@ impl ResponseBody {
                 Decoded::Data(data) => data,
                 Decoded::NeedMore => return Ok(None),
                 Decoded::End => {
+                    self.trailers = decoder.take_trailers().map(Box::new);
                     self.finish();
                     return Ok(None);
                 }
@@ -156,7 +161,11 @@ impl Body for ResponseBody {
         loop {
             match this.buffered() {
                 Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Ok(None) => {}
+                Ok(None) => {
+                    if let Some(trailers) = this.trailers.take() {
+                        return Poll::Ready(Some(Ok(Frame::trailers(*trailers))));
+                    }
+                }
                 Err(e) => {
                     this.conn = None;
                     return Poll::Ready(Some(Err(e)));
@@ -196,7 +205,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, Remaining::Done)
+        matches!(self.state, Remaining::Done) && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

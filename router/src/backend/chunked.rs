@@ -3,7 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-/// Longest chunk extension or trailer section accepted (bytes); both are dropped.
+/// Longest chunk extension or trailer section accepted (bytes). Extensions are dropped;
+/// [`ChunkedDecoder::decode`] keeps the trailers ([`ChunkedDecoder::take_trailers`]).
 const MAX_SKIPPED: usize = 64 * 1024;
 
 /// Why a chunked body was refused.
@@ -64,6 +65,8 @@ pub struct ChunkedDecoder {
     digits: u8,
     /// Bytes of extensions or trailers skipped so far.
     skipped: usize,
+    /// The trailer section's lines, as received (`decode` only).
+    trailers: Vec<u8>,
 }
 
 impl Default for ChunkedDecoder {
@@ -73,13 +76,15 @@ impl Default for ChunkedDecoder {
             size: 0,
             digits: 0,
             skipped: 0,
+            trailers: Vec::new(),
         }
     }
 }
 
 impl ChunkedDecoder {
     /// Consumes framing from the front of `buf` until it yields data, needs more bytes or
-    /// finds the end. Extensions and trailers are skipped (the router forwards no trailers).
+    /// finds the end. Extensions are skipped; trailer fields are kept for
+    /// [`take_trailers`](Self::take_trailers).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkedError> {
         loop {
             if self.state == State::Done {
@@ -102,8 +107,39 @@ impl ChunkedDecoder {
                 return Ok(Decoded::NeedMore);
             };
             let _ = buf.split_to(1);
+            let was = self.state;
             self.state = self.step(b)?;
+            // Each trailer line with its CRLF; not the blank line that ends the body.
+            if matches!(self.state, State::TrailerLine | State::TrailerLf)
+                || (was == State::TrailerLf && self.state == State::TrailerStart)
+            {
+                self.trailers.push(b);
+            }
         }
+    }
+
+    /// The trailer fields of a body [`decode`](Self::decode) read to its end; `None` when
+    /// there were none, or when they are not valid header fields (the body itself is fine,
+    /// so they are dropped rather than failing it).
+    pub fn take_trailers(&mut self) -> Option<http::HeaderMap> {
+        if self.state != State::Done || self.trailers.is_empty() {
+            return None;
+        }
+        let mut raw = std::mem::take(&mut self.trailers);
+        raw.extend_from_slice(b"\r\n");
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let httparse::Status::Complete((_, fields)) =
+            httparse::parse_headers(&raw, &mut fields).ok()?
+        else {
+            return None;
+        };
+        let mut map = http::HeaderMap::with_capacity(fields.len());
+        for f in fields {
+            let name = http::HeaderName::from_bytes(f.name.as_bytes()).ok()?;
+            let value = http::HeaderValue::from_bytes(f.value).ok()?;
+            map.append(name, value);
+        }
+        Some(map)
     }
 
     /// Walks the chunked body at the front of `buf` without changing it, for a proxy that
@@ -223,11 +259,35 @@ mod tests {
     }
 
     #[test]
-    fn trailers_are_skipped_and_what_follows_is_left() {
+    fn trailers_are_kept_apart_and_what_follows_is_left() {
         let (body, rest) =
             decode_all(b"3\r\nabc\r\n0\r\nx-sum: 1\r\nx-b: 2\r\n\r\nNEXT", 100).unwrap();
         assert_eq!(body, b"abc");
         assert_eq!(&rest[..], b"NEXT");
+
+        // In any split, the trailer fields come out whole, after the body.
+        let input = b"3\r\nabc\r\n0\r\nx-sum: 1\r\nx-b: 2\r\nx-b: 3\r\n\r\n";
+        for step in [1, 2, 5, input.len()] {
+            let mut d = ChunkedDecoder::default();
+            let mut buf = BytesMut::new();
+            for piece in input.chunks(step) {
+                buf.extend_from_slice(piece);
+                while let Decoded::Data(_) = d.decode(&mut buf).unwrap() {}
+            }
+            assert_eq!(d.decode(&mut buf).unwrap(), Decoded::End);
+            let t = d.take_trailers().expect("trailers");
+            assert_eq!(t["x-sum"], "1", "step {step}");
+            let b: Vec<_> = t.get_all("x-b").iter().collect();
+            assert_eq!(b, ["2", "3"], "step {step}");
+        }
+        // None when there are none, and none before the end.
+        let mut d = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n0\r\n"[..]);
+        while let Decoded::Data(_) = d.decode(&mut buf).unwrap() {}
+        assert_eq!(d.take_trailers(), None);
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(d.decode(&mut buf).unwrap(), Decoded::End);
+        assert_eq!(d.take_trailers(), None);
     }
 
     #[test]
