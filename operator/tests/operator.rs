@@ -10,7 +10,7 @@ use flynn_e2e::{SMOKE_IMAGE, TestNamespace};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
@@ -181,14 +181,10 @@ async fn pods_behind_a_draining_route_outlive_their_endpoint() {
     let slices: Api<EndpointSlice> = ns.api();
     let pp = PostParams::default();
     // A web process that exits at once on SIGTERM, as many do.
-    let mut r = release("drain", 1, SMOKE_IMAGE, json!({}));
-    r.spec.processes.get_mut("web").unwrap().command = [
-        "sh",
-        "-c",
+    let r = with_web_script(
+        release("drain", 1, SMOKE_IMAGE, json!({})),
         "trap 'exit 0' TERM; busybox httpd -f -p 8080 -h /www & wait",
-    ]
-    .map(String::from)
-    .to_vec();
+    );
     ns.api::<Release>().create(&pp, &r).await.unwrap();
     let no_default_route = json!({"defaultRoute": false});
     apps.create(
@@ -225,12 +221,7 @@ async fn pods_behind_a_draining_route_outlive_their_endpoint() {
     let web = eventually(
         "the web pod to be ready",
         T,
-        || async {
-            pods.list(&ListParams::default().labels("flynn.io/app=drain,flynn.io/process=web"))
-                .await
-                .unwrap()
-                .items
-        },
+        || list(&pods, "flynn.io/app=drain,flynn.io/process=web"),
         |pods| {
             pods.len() == 1
                 && pods[0]
@@ -249,13 +240,7 @@ async fn pods_behind_a_draining_route_outlive_their_endpoint() {
     eventually(
         "the pod's endpoint to be terminating",
         T,
-        || async {
-            slices
-                .list(&ListParams::default().labels("kubernetes.io/service-name=drain-web"))
-                .await
-                .unwrap()
-                .items
-        },
+        || list(&slices, "kubernetes.io/service-name=drain-web"),
         |slices| {
             slices.iter().flat_map(|s| &s.endpoints).any(|e| {
                 e.addresses.contains(&ip)

@@ -21,7 +21,7 @@ use flynn_e2e::SMOKE_IMAGE;
 use flynn_router::{Config, Router};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,9 +39,7 @@ async fn a_rollout_under_load_fails_no_request() {
     let apps: Api<App> = ns.api();
     let pods: Api<Pod> = ns.api();
     let pp = PostParams::default();
-    let mut release = release("slow", 1, SMOKE_IMAGE, json!({}));
-    release.spec.processes.get_mut("web").unwrap().command =
-        ["sh", "-c", WEB].map(String::from).to_vec();
+    let release = with_web_script(release("slow", 1, SMOKE_IMAGE, json!({})), WEB);
     ns.api::<Release>().create(&pp, &release).await.unwrap();
     apps.create(&pp, &app("slow", "slow-v1", json!({"web": 2}), json!({})))
         .await
@@ -110,12 +108,7 @@ async fn a_rollout_under_load_fails_no_request() {
     eventually(
         "the v1 pods to be gone",
         T,
-        || async {
-            pods.list(&ListParams::default().labels("flynn.io/release=slow-v1"))
-                .await
-                .unwrap()
-                .items
-        },
+        || list(&pods, "flynn.io/release=slow-v1"),
         |pods| pods.is_empty(),
     )
     .await;

@@ -54,20 +54,8 @@ pub struct InUse {
 impl InUse {
     /// Reads every Release and App the client can list.
     pub async fn list(client: &kube::Client) -> Result<Self, GcError> {
-        let releases: Vec<Release> =
-            list_all(Api::all(client.clone()))
-                .await
-                .map_err(|source| GcError::List {
-                    what: "Releases",
-                    source,
-                })?;
-        let apps: Vec<App> =
-            list_all(Api::all(client.clone()))
-                .await
-                .map_err(|source| GcError::List {
-                    what: "Apps",
-                    source,
-                })?;
+        let releases: Vec<Release> = list_all(client, "Releases").await?;
+        let apps: Vec<App> = list_all(client, "Apps").await?;
         Ok(Self {
             slugs: releases
                 .iter()
@@ -104,15 +92,20 @@ fn url_path(url: &str) -> Option<String> {
     url.parse::<http::Uri>().ok().map(|u| u.path().to_owned())
 }
 
-/// Pages through a cluster-wide list (500 at a time, so a large cluster is not one answer).
-async fn list_all<K>(api: Api<K>) -> Result<Vec<K>, kube::Error>
+/// Pages through a cluster-wide list of `what` (500 at a time, so a large cluster is not
+/// one answer).
+async fn list_all<K>(client: &kube::Client, what: &'static str) -> Result<Vec<K>, GcError>
 where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    let api: Api<K> = Api::all(client.clone());
     let mut all = Vec::new();
     let mut params = ListParams::default().limit(500);
     loop {
-        let page: ObjectList<K> = api.list(&params).await?;
+        let page: ObjectList<K> = api
+            .list(&params)
+            .await
+            .map_err(|source| GcError::List { what, source })?;
         all.extend(page.items);
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),

@@ -106,6 +106,24 @@ where
     api.get_opt(name).await.unwrap()
 }
 
+/// The objects of `api` with the labels of `selector` (`k=v,...`).
+pub async fn list<K>(api: &Api<K>, selector: &str) -> Vec<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&kube::api::ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+}
+
+/// `release` with its web process running `sh -c script`.
+pub fn with_web_script(mut release: Release, script: &str) -> Release {
+    release.spec.processes.get_mut("web").unwrap().command =
+        ["sh", "-c", script].map(String::from).to_vec();
+    release
+}
+
 pub async fn merge<K>(api: &Api<K>, name: &str, patch: serde_json::Value)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
