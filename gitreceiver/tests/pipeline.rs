@@ -282,7 +282,9 @@ async fn cancelling_a_push_mid_build_deletes_the_build_job() {
 async fn a_web_process_that_exits_is_rolled_back_and_the_push_says_so() {
     let env = Env::start("pipeline-rollback").await;
     let ns = env.ns.name().to_owned();
-    env.create_app("sh", json!({"deployTimeoutSeconds": 20}))
+    // Long enough for the first (good) deploy on a loaded CI machine; the bad one
+    // waits all of it.
+    env.create_app("sh", json!({"deployTimeoutSeconds": 45}))
         .await;
     let repo = Repo::from_fixture("shell-procfile");
     let (result, lines) = env.deploy(&repo.push(&ns, "sh")).await;

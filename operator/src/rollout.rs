@@ -124,9 +124,33 @@ pub fn diagnose(pods: &[Pod]) -> Option<String> {
                         format!("pod {name}: container cannot start ({r}): {msg}"),
                     ));
                 }
+                Some(r @ ("ContainerCreating" | "PodInitializing")) => {
+                    // Not a fault yet, but when a deploy times out on it the user should
+                    // hear that the process never got to run (slow node, huge image).
+                    findings.push((
+                        3,
+                        format!("pod {name}: process {} has not started yet ({r})", c.name),
+                    ));
+                }
                 _ => {
                     let running = c.state.as_ref().is_some_and(|s| s.running.is_some());
-                    if running && !c.ready {
+                    let terminated = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+                    if let Some(t) = terminated {
+                        // Between its first exit and the kubelet's CrashLoopBackOff a
+                        // crashing process sits here, with restart count 0.
+                        findings.push((
+                            1,
+                            format!(
+                                "pod {name}: process {} exited with exit code {}{}",
+                                c.name,
+                                t.exit_code,
+                                t.reason
+                                    .as_deref()
+                                    .map(|r| format!(" ({r})"))
+                                    .unwrap_or_default()
+                            ),
+                        ));
+                    } else if running && !c.ready {
                         findings.push((
                             2,
                             format!(
@@ -260,6 +284,26 @@ mod tests {
         assert_eq!(
             diagnose(&pods).unwrap(),
             "pod shop-web-1: process web is crash-looping: it exited with exit code 3 (Error) 4 times"
+        );
+    }
+
+    #[test]
+    fn diagnoses_a_first_exit_and_a_pod_still_starting() {
+        let pods = [pod(
+            json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}),
+        )];
+        assert_eq!(
+            diagnose(&pods).unwrap(),
+            "pod shop-web-1: process web exited with exit code 3 (Error)"
+        );
+        let pods = [pod(
+            json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        )];
+        assert_eq!(
+            diagnose(&pods).unwrap(),
+            "pod shop-web-1: process web has not started yet (ContainerCreating)"
         );
     }
 

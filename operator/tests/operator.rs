@@ -360,7 +360,7 @@ async fn a_bad_image_degrades_and_rolls_back() {
             "rb",
             "rb-v1",
             json!({"web": 1}),
-            json!({"deployTimeoutSeconds": 15}),
+            json!({"deployTimeoutSeconds": 30}),
         ),
     )
     .await
@@ -407,7 +407,7 @@ async fn a_bad_image_degrades_and_rolls_back() {
     .unwrap();
     let (_, _, msg) = condition(&a, types::DEGRADED).unwrap();
     assert!(
-        msg.contains("rb-v2 did not become available within 15s"),
+        msg.contains("rb-v2 did not become available within 30s"),
         "{msg}"
     );
     assert!(msg.contains("image cannot be pulled"), "{msg}");
@@ -445,7 +445,7 @@ async fn a_crash_looping_first_release_says_why() {
             "crash",
             "crash-v1",
             json!({"web": 1}),
-            json!({"deployTimeoutSeconds": 20}),
+            json!({"deployTimeoutSeconds": 40}),
         ),
     )
     .await
@@ -464,10 +464,7 @@ async fn a_crash_looping_first_release_says_why() {
     .unwrap();
     let (_, reason, msg) = condition(&a, types::DEGRADED).unwrap();
     assert_eq!(reason, reasons::DEPLOY_TIMED_OUT);
-    assert!(
-        msg.contains("exit code 3") || msg.contains("exited"),
-        "{msg}"
-    );
+    assert!(msg.contains("exit code 3"), "{msg}");
     assert!(msg.contains("no earlier release to roll back to"), "{msg}");
 }
 
