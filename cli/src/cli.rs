@@ -67,7 +67,7 @@ pub enum Command {
     /// Show an app: release, processes, URLs and conditions.
     #[command(after_help = "Examples:\n  flynn info\n  flynn -a shop info -o yaml")]
     Info,
-    /// Delete an app with its releases, pods and routes.
+    /// Delete an app with its releases, pods, routes and pushed code.
     #[command(after_help = "Examples:\n  flynn delete\n  flynn -a shop delete --yes")]
     Delete(DeleteArgs),
     /// Register, list and remove the SSH keys `git push` authenticates with.

@@ -23,6 +23,7 @@ pub mod app;
 pub mod conditions;
 pub mod formation;
 pub mod labels;
+pub mod list;
 pub mod names;
 pub mod release;
 pub mod route;

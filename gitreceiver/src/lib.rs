@@ -6,10 +6,12 @@
 //! (SubjectAccessReview), [`command`] (what may be run), [`locks`] (one push per App),
 //! [`repo`] and [`receive`] (bare repositories and `git receive-pack`), [`hook`] (the
 //! pre-receive hook and its callback socket, which runs the [`pipeline`]), [`receiver`]
-//! (all of it assembled), [`http`] and [`metrics`] (ops).
+//! (all of it assembled), [`gc`] (removing the repositories of deleted Apps), [`http`] and
+//! [`metrics`] (ops).
 
 pub mod authz;
 pub mod command;
+pub mod gc;
 pub mod hook;
 pub mod hostkey;
 pub mod http;

@@ -51,6 +51,25 @@ pub struct Busy {
 }
 
 impl AppLocks {
+    fn slot(&self, repo: &RepoPath) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry((repo.namespace.clone(), repo.app.clone()))
+            .or_default()
+            .clone()
+    }
+
+    /// Takes the App's lock for `user` if nobody has it.
+    pub fn try_acquire(&self, repo: &RepoPath, user: &str) -> Option<AppGuard> {
+        let slot = self.slot(repo);
+        let guard = slot.lock.clone().try_lock_owned().ok()?;
+        *slot.holder.lock().unwrap_or_else(|e| e.into_inner()) = Some(user.to_owned());
+        Some(AppGuard {
+            slot,
+            _guard: guard,
+        })
+    }
+
     /// Takes the App's lock for `user`. If someone else has it, calls `waiting` once with
     /// the holder's name and waits up to `timeout`.
     pub async fn acquire(
@@ -60,13 +79,7 @@ impl AppLocks {
         timeout: Duration,
         waiting: impl FnOnce(&str),
     ) -> Result<AppGuard, Busy> {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots
-                .entry((repo.namespace.clone(), repo.app.clone()))
-                .or_default()
-                .clone()
-        };
+        let slot = self.slot(repo);
         let guard = match slot.lock.clone().try_lock_owned() {
             Ok(g) => g,
             Err(_) => {
@@ -140,6 +153,20 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap(), "alice");
         drop(first);
         waiter.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn try_acquire_never_waits() {
+        let locks = AppLocks::default();
+        let first = locks.try_acquire(&repo("a"), "gc").unwrap();
+        assert!(locks.try_acquire(&repo("a"), "gc").is_none());
+        let err = locks
+            .acquire(&repo("a"), "bob", Duration::from_millis(20), |_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("by gc"), "{err}");
+        drop(first);
+        assert!(locks.try_acquire(&repo("a"), "gc").is_some());
     }
 
     #[tokio::test]

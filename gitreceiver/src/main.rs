@@ -104,6 +104,9 @@ struct ServeArgs {
     /// New SSH connections at once allowed from one address.
     #[arg(long, env = "FLYNN_CONNECTION_BURST", default_value_t = 10.0)]
     connection_burst: f64,
+    /// Seconds between passes removing the repositories of deleted Apps (0: never).
+    #[arg(long, env = "FLYNN_REPO_GC_INTERVAL_SECONDS", default_value_t = 3600)]
+    repo_gc_interval_seconds: u64,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -253,6 +256,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_sessions_per_connection: 2,
         // The benchmark's accept-without-building mode is deliberately not a flag.
         hook_mode: HookMode::Deploy,
+        repo_gc_interval: (args.repo_gc_interval_seconds > 0)
+            .then(|| Duration::from_secs(args.repo_gc_interval_seconds)),
     };
     anyhow::ensure!(
         !settings.deploy_branches.is_empty(),

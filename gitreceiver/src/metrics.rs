@@ -38,6 +38,8 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// Connections closed by the per-address rate limit.
     pub throttled: Counter,
+    /// Repositories of deleted Apps removed.
+    pub repos_removed: Counter,
 }
 
 impl Default for Metrics {
@@ -95,9 +97,16 @@ impl Default for Metrics {
             "Connections closed by the per-address rate limit",
             throttled.clone(),
         );
+        let repos_removed = Counter::default();
+        registry.register(
+            "repositories_removed",
+            "Repositories of deleted Apps removed",
+            repos_removed.clone(),
+        );
         Self {
             registry,
             throttled,
+            repos_removed,
             pushes,
             push_duration,
             deploy_duration,

@@ -1,5 +1,6 @@
-//! The receiver assembled: host key, key registry, hook socket, SSH server and the ops
-//! endpoints, with graceful shutdown. `main.rs`, the tests and the benchmark start it here.
+//! The receiver assembled: host key, key registry, hook socket, SSH server, the ops
+//! endpoints and the repository cleanup, with graceful shutdown. `main.rs`, the tests and
+//! the benchmark start it here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,11 +165,14 @@ pub async fn start(
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         keys: keys.clone(),
-        authorizer: Authorizer::new(client),
+        authorizer: Authorizer::new(client.clone()),
         locks: AppLocks::default(),
         hooks,
         metrics: metrics.clone(),
     });
+    let gc_task = settings
+        .repo_gc_interval
+        .map(|every| tokio::spawn(crate::gc::run(client, shared.clone(), every)));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -200,6 +204,9 @@ pub async fn start(
             hook_stop.cancel();
             let _ = hook_task.await;
             registry_task.abort();
+            if let Some(gc) = gc_task {
+                gc.abort();
+            }
             http_stop.cancel();
             let _ = http_task.await;
             let _ = std::fs::remove_file(&settings.hook_socket);

@@ -62,6 +62,8 @@ pub struct Settings {
     pub max_sessions_per_connection: usize,
     /// What the hook does with deploy-branch pushes.
     pub hook_mode: HookMode,
+    /// How often the repositories of deleted Apps are looked for and removed (`None`: never).
+    pub repo_gc_interval: Option<Duration>,
 }
 
 impl Settings {
@@ -89,6 +91,7 @@ impl Settings {
             connection_burst: 10.0,
             max_sessions_per_connection: 2,
             hook_mode: HookMode::Deploy,
+            repo_gc_interval: Some(Duration::from_secs(3600)),
         }
     }
 

@@ -12,11 +12,18 @@ use kube::api::PostParams;
 use support::*;
 
 async fn setup(test: &str) -> (TestNamespace, Receiver) {
+    setup_with(test, |_| {}).await
+}
+
+async fn setup_with(
+    test: &str,
+    adjust: impl FnOnce(&mut flynn_gitreceiver::Settings),
+) -> (TestNamespace, Receiver) {
     require_tools();
     let ns = TestNamespace::create(test).await;
     install_flynn_crds(ns.client()).await.unwrap();
     let pipeline = Receiver::failing_pipeline(ns.client());
-    let receiver = Receiver::start(ns.client(), ns.name(), pipeline).await;
+    let receiver = Receiver::start_with(ns.client(), ns.name(), pipeline, adjust).await;
     (ns, receiver)
 }
 
@@ -394,15 +401,9 @@ async fn pushes_to_one_app_wait_for_each_other_and_a_gone_client_is_cleaned_up()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_waiting_too_long_is_refused() {
-    require_tools();
-    let ns = TestNamespace::create("lock-timeout").await;
-    install_flynn_crds(ns.client()).await.unwrap();
-    let receiver = Receiver::start_with(
-        ns.client(),
-        ns.name(),
-        Receiver::failing_pipeline(ns.client()),
-        |s| s.lock_timeout = std::time::Duration::from_secs(1),
-    )
+    let (ns, receiver) = setup_with("lock-timeout", |s| {
+        s.lock_timeout = std::time::Duration::from_secs(1)
+    })
     .await;
     let key = allowed_user(&ns, &receiver, Some("shop")).await;
     let mut first = hold_push(&key, receiver.port(), "shop");
@@ -432,4 +433,71 @@ async fn receivers_racing_to_create_the_host_key_end_up_with_one() {
         .map(|r| r.unwrap().unwrap().public_key().clone())
         .collect();
     assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+}
+
+/// The bare repositories of deleted Apps go; those of live Apps, and those of a deleted App
+/// with a push still running, stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_of_a_deleted_app_is_removed() {
+    let (ns, receiver) = setup_with("repo-gc", |s| {
+        bench_mode(s);
+        s.repo_gc_interval = Some(std::time::Duration::from_secs(1));
+    })
+    .await;
+    let key = allowed_user(&ns, &receiver, Some("shop")).await;
+    for app in ["keep", "held"] {
+        create_app(ns.client(), ns.name(), app).await;
+    }
+    let port = receiver.port();
+    let tree = WorkTree::new();
+    tree.commit_file("README", "hi");
+    for app in ["shop", "keep"] {
+        let out = tree.push(&key, &url(port, ns.name(), app), &["main"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(receiver.repo(ns.name(), app).join("HEAD").exists());
+    }
+    let mut held = hold_push(&key, port, "held");
+    wait_advertised(&mut held);
+
+    let apps: Api<flynn_crds::App> = ns.api();
+    for app in ["shop", "held"] {
+        apps.delete(app, &Default::default()).await.unwrap();
+    }
+    let removed = || async {
+        let (_, metrics) = receiver.http_get("/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("flynn_gitreceiver_repositories_removed_total "))
+            .map(|n| n.trim().to_owned())
+    };
+    flynn_e2e::eventually(
+        "shop's repository to be removed",
+        std::time::Duration::from_secs(30),
+        || async { receiver.repo(ns.name(), "shop").exists() },
+        |exists| !exists,
+    )
+    .await;
+    assert_eq!(removed().await.as_deref(), Some("1"));
+    assert!(receiver.repo(ns.name(), "keep").join("HEAD").exists());
+    // A pass while the push runs keeps the repository it writes to.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(receiver.repo(ns.name(), "held").join("HEAD").exists());
+
+    held.kill().unwrap();
+    held.wait().unwrap();
+    flynn_e2e::eventually(
+        "held's repository to be removed once its push ended",
+        std::time::Duration::from_secs(30),
+        || async { receiver.repo(ns.name(), "held").exists() },
+        |exists| !exists,
+    )
+    .await;
+    assert_eq!(removed().await.as_deref(), Some("2"));
+
+    // An App made again under the old name starts from an empty repository.
+    create_app(ns.client(), ns.name(), "shop").await;
+    let out = tree.push(&key, &url(port, ns.name(), "shop"), &["main"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("[new branch]"), "{err}");
 }

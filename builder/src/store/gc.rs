@@ -23,7 +23,6 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flynn_crds::{App, Release};
-use kube::api::{Api, ListParams, ObjectList};
 
 use super::{Store, StoreError};
 
@@ -54,8 +53,13 @@ pub struct InUse {
 impl InUse {
     /// Reads every Release and App the client can list.
     pub async fn list(client: &kube::Client) -> Result<Self, GcError> {
-        let releases: Vec<Release> = list_all(client, "Releases").await?;
-        let apps: Vec<App> = list_all(client, "Apps").await?;
+        let list_err = |what| move |source| GcError::List { what, source };
+        let releases: Vec<Release> = flynn_crds::list::all(client)
+            .await
+            .map_err(list_err("Releases"))?;
+        let apps: Vec<App> = flynn_crds::list::all(client)
+            .await
+            .map_err(list_err("Apps"))?;
         Ok(Self {
             slugs: releases
                 .iter()
@@ -90,28 +94,6 @@ impl InUse {
 /// The path of a URL (`http://shelf/slugs/a/b.tgz?sig=..` → `/slugs/a/b.tgz`).
 fn url_path(url: &str) -> Option<String> {
     url.parse::<http::Uri>().ok().map(|u| u.path().to_owned())
-}
-
-/// Pages through a cluster-wide list of `what` (500 at a time, so a large cluster is not
-/// one answer).
-async fn list_all<K>(client: &kube::Client, what: &'static str) -> Result<Vec<K>, GcError>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let api: Api<K> = Api::all(client.clone());
-    let mut all = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page: ObjectList<K> = api
-            .list(&params)
-            .await
-            .map_err(|source| GcError::List { what, source })?;
-        all.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(all),
-        }
-    }
 }
 
 /// What one pass did.

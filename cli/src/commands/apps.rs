@@ -262,7 +262,7 @@ pub async fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<()> {
             return Err(Error::NotConfirmed { app: name });
         }
         eprint!(
-            "Delete app {name} in namespace {} with its releases, pods and routes? Type its name to confirm: ",
+            "Delete app {name} in namespace {} with its releases, pods, routes and pushed code? Type its name to confirm: ",
             ctx.namespace
         );
         let mut answer = String::new();
