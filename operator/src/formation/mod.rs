@@ -164,40 +164,11 @@ fn draining_processes(ctx: &Context, ns: &str, app: &str) -> Result<BTreeSet<Str
 /// pod never stops before its first verdict.
 fn drains(route: &flynn_crds::Route) -> bool {
     route.spec.http.as_ref().is_some_and(|h| h.drain_backends)
-        && !route
+        && route
             .status
             .as_ref()
             .and_then(|s| conditions::find(&s.conditions, types::ACCEPTED))
-            .is_some_and(|c| c.status == "False")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn route(drain: bool, accepted: Option<&str>) -> flynn_crds::Route {
-        let mut r = json!({
-            "apiVersion": "flynn.io/v1alpha1", "kind": "Route",
-            "metadata": {"name": "shop", "namespace": "team"},
-            "spec": {"type": "http", "app": "shop", "process": "web", "http": {"domain": "shop.example", "drainBackends": drain}},
-        });
-        if let Some(status) = accepted {
-            r["status"] = json!({"conditions": [{
-                "type": "Accepted", "status": status, "reason": "Conflict", "message": "",
-                "lastTransitionTime": "2026-11-26T00:00:00Z"
-            }]});
-        }
-        serde_json::from_value(r).unwrap()
-    }
-
-    #[test]
-    fn only_served_draining_routes_drain() {
-        assert!(drains(&route(true, None)));
-        assert!(drains(&route(true, Some("True"))));
-        assert!(!drains(&route(true, Some("False"))));
-        assert!(!drains(&route(false, Some("True"))));
-    }
+            .is_none_or(|c| c.status != "False")
 }
 
 /// When an interim status may be held back (see [`Context::hold_interim`]).
@@ -454,4 +425,33 @@ pub fn formation_for<K: Cached>(obj: &impl Stored<K>) -> Option<ObjectRef<Packed
     Some(
         ObjectRef::new(&flynn_crds::names::formation_name(obj.app()?)).within(obj.namespace_str()?),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn route(drain: bool, accepted: Option<&str>) -> flynn_crds::Route {
+        let mut r = json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "Route",
+            "metadata": {"name": "shop", "namespace": "team"},
+            "spec": {"type": "http", "app": "shop", "process": "web", "http": {"domain": "shop.example", "drainBackends": drain}},
+        });
+        if let Some(status) = accepted {
+            r["status"] = json!({"conditions": [{
+                "type": "Accepted", "status": status, "reason": "Conflict", "message": "",
+                "lastTransitionTime": "2026-11-26T00:00:00Z"
+            }]});
+        }
+        serde_json::from_value(r).unwrap()
+    }
+
+    #[test]
+    fn only_served_draining_routes_drain() {
+        assert!(drains(&route(true, None)));
+        assert!(drains(&route(true, Some("True"))));
+        assert!(!drains(&route(true, Some("False"))));
+        assert!(!drains(&route(false, Some("True"))));
+    }
 }
