@@ -99,6 +99,11 @@ pub enum Command {
         after_help = "Examples:\n  flynn env\n  flynn env get DATABASE_URL\n  flynn env set GREETING=hi DEBUG=1\n  flynn env unset DEBUG"
     )]
     Env(EnvArgs),
+    /// Show or change the CPU and memory of each process type (each change makes a new release).
+    #[command(
+        after_help = "Examples:\n  flynn limit\n  flynn limit set web memory=512Mi cpu=500m      # limits (requests default to them)\n  flynn limit set web --requests cpu=100m        # what the scheduler reserves\n  flynn limit unset web cpu\n\nQuantities are Kubernetes': cpu in cores (0.5, 500m), memory in bytes (512Mi, 1Gi).\nA git push keeps them."
+    )]
+    Limit(LimitArgs),
     /// List, show and roll back releases.
     #[command(
         after_help = "Examples:\n  flynn release list\n  flynn release show 3\n  flynn release rollback      # to the previous version\n  flynn release rollback 2"
@@ -254,6 +259,49 @@ pub enum EnvCommand {
         #[arg(long, default_value_t = 60, value_name = "SECONDS")]
         timeout: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    #[command(subcommand)]
+    pub command: Option<LimitCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitCommand {
+    /// Set limits (or, with --requests, requests) of one process type.
+    Set {
+        /// The process type, e.g. web.
+        process: String,
+        /// `cpu=500m`, `memory=512Mi`, `ephemeral-storage=1Gi`, or an extended resource.
+        #[arg(required = true, value_name = "RESOURCE=QUANTITY")]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        change: LimitChangeArgs,
+    },
+    /// Remove limits (or, with --requests, requests) of one process type.
+    Unset {
+        /// The process type, e.g. web.
+        process: String,
+        /// `cpu`, `memory`, ...
+        #[arg(required = true, value_name = "RESOURCE")]
+        resources: Vec<String>,
+        #[command(flatten)]
+        change: LimitChangeArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LimitChangeArgs {
+    /// Change requests (what the scheduler reserves) instead of limits.
+    #[arg(long)]
+    pub requests: bool,
+    /// Don't wait for the rollout.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the rollout (seconds).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -164,6 +164,21 @@ impl Error {
         move |source| Error::Io { action, source }
     }
 
+    /// `process` is not a process type of `release`.
+    pub fn unknown_process_type(process: &str, release: &flynn_crds::Release) -> Error {
+        Error::UnknownProcessType {
+            process: process.to_owned(),
+            release: release.metadata.name.clone().unwrap_or_default(),
+            available: release
+                .spec
+                .processes
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
     /// A malformed argument, with an example of a good one.
     pub fn bad_argument(
         arg: impl Into<String>,

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
-use crate::commands::{apps, keys, ps, release, route, scale};
+use crate::commands::{apps, keys, limit, ps, release, route, scale};
 use crate::sshkey::PublicKey;
 
 const NOW: &str = "2026-01-02T03:04:05Z";
@@ -204,6 +204,19 @@ fn releases_table() {
     check(
         "release-show",
         &release::show_text(&shop(), &releases()[2], false, now()),
+    );
+}
+
+#[test]
+fn limits() {
+    let mut v3 = releases().remove(0);
+    v3.spec.processes.get_mut("web").unwrap().resources = Some(from(json!({
+        "requests": {"cpu": "100m"}, "limits": {"cpu": "500m", "memory": "512Mi"}
+    })));
+    check("limit", &limit::limits_table(&v3).render(false));
+    check(
+        "release-show-limits",
+        &release::show_text(&shop(), &v3, false, now()),
     );
 }
 

@@ -663,6 +663,92 @@ async fn release_list_show_rollback() {
 }
 
 #[tokio::test]
+async fn limit_set_unset_reach_the_pods_and_outlive_a_deploy() {
+    let env = setup("cli-limit").await;
+    env.deploy_app("shop").await;
+    fn limit<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["-a", "shop", "limit"][..], args].concat()
+    }
+    assert_eq!(
+        env.flynn(&limit(&[])).await.ok(),
+        "TYPE  REQUESTS  LIMITS\nweb   -         -\n"
+    );
+    assert_eq!(
+        env.flynn(&limit(&["set", "web", "memory=64Mi", "cpu=200m"]))
+            .await
+            .ok(),
+        "Created release v2\n"
+    );
+    // The pods of the new release run with them (a limit alone is also the request).
+    let pods = app_pods(&env, "shop").await;
+    let v2: Vec<&Pod> = pods
+        .iter()
+        .filter(|p| p.labels().get("flynn.io/release").map(String::as_str) == Some("shop-v2"))
+        .collect();
+    assert!(!v2.is_empty(), "{pods:#?}");
+    let resources = v2[0].spec.as_ref().unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap();
+    let limits = resources.limits.unwrap();
+    assert_eq!(limits["memory"].0, "64Mi");
+    assert_eq!(limits["cpu"].0, "200m");
+    assert_eq!(resources.requests.unwrap()["memory"].0, "64Mi");
+
+    // Bad input changes nothing and says how to fix it.
+    env.flynn(&limit(&["set", "web", "--requests", "memory=128Mi"]))
+        .await
+        .fails(
+            2,
+            "memory request of web (128Mi) would be above its limit (64Mi)",
+        );
+    env.flynn(&limit(&["set", "web", "memory=64MB"]))
+        .await
+        .fails(2, "\"64MB\" is not a quantity");
+    env.flynn(&limit(&["set", "wrker", "memory=64Mi"]))
+        .await
+        .fails(2, "process type \"wrker\" is not in release shop-v2");
+    env.flynn(&limit(&["unset", "web", "ephemeral-storage"]))
+        .await
+        .fails(2, "web has no ephemeral-storage limit");
+    assert_eq!(
+        env.flynn(&limit(&["set", "web", "memory=64Mi"])).await.ok(),
+        "No change: still release v2\n"
+    );
+
+    assert_eq!(
+        env.flynn(&limit(&["unset", "web", "cpu", "--no-wait"]))
+            .await
+            .ok(),
+        "Created release v3\n"
+    );
+    // A deploy with a new command keeps them.
+    let out = env
+        .flynn(&[
+            "-a",
+            "shop",
+            "deploy",
+            "--image",
+            SMOKE_IMAGE,
+            "--process",
+            WEB,
+            "--timeout",
+            "180",
+        ])
+        .await;
+    assert!(out.ok().contains("Deployed release v4"), "{out:#?}");
+    assert_eq!(
+        env.flynn(&limit(&[])).await.ok(),
+        "TYPE  REQUESTS  LIMITS\nweb   -         memory=64Mi\n"
+    );
+    let show = env.flynn(&["-a", "shop", "release", "show", "3"]).await;
+    assert!(show.ok().contains("[limits memory=64Mi]"), "{show:#?}");
+    let json: serde_json::Value =
+        serde_json::from_str(env.flynn(&limit(&["-o", "json"])).await.ok()).unwrap();
+    assert_eq!(json["web"]["limits"]["memory"], "64Mi");
+}
+
+#[tokio::test]
 async fn route_list_add_remove_and_conflict() {
     let env = setup("cli-route").await;
     // Default routes (`<app>.test.flynn.local`) are unique cluster-wide, and other tests run

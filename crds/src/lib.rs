@@ -25,6 +25,7 @@ pub mod formation;
 pub mod labels;
 pub mod list;
 pub mod names;
+pub mod quantity;
 pub mod release;
 pub mod route;
 pub mod validation;

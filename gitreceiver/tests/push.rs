@@ -83,6 +83,27 @@ async fn first_incremental_and_force_pushes_deploy() {
     );
     assert_eq!(releases(&env, "py").await.len(), 1);
 
+    // A memory limit on web (what `flynn limit set web memory=256Mi` makes: v2)...
+    let api = env.ns.api::<flynn_crds::Release>();
+    let mut v2 = api.get("py-v1").await.unwrap();
+    v2.metadata = kube::api::ObjectMeta {
+        name: Some("py-v2".into()),
+        ..Default::default()
+    };
+    v2.spec.version = 2;
+    v2.spec.processes.get_mut("web").unwrap().resources =
+        Some(serde_json::from_value(json!({"limits": {"memory": "256Mi"}})).unwrap());
+    api.create(&Default::default(), &v2).await.unwrap();
+    env.ns
+        .api::<flynn_crds::App>()
+        .patch(
+            "py",
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"release": "py-v2"}})),
+        )
+        .await
+        .unwrap();
+
     // Incremental: only the new objects travel.
     repo.write("NOTES", "second\n", false);
     let second = repo.commit("second");
@@ -94,7 +115,12 @@ async fn first_incremental_and_force_pushes_deploy() {
         "an incremental push sends only the new commit:\n{err}"
     );
     assert_eq!(branch(&receiver, &ns, "py"), Some(second));
-    assert_eq!(releases(&env, "py").await.len(), 2);
+    assert_eq!(releases(&env, "py").await.len(), 3);
+    // ...outlives the push: new code, same limits.
+    let v3 = api.get("py-v3").await.unwrap();
+    let web = &v3.spec.processes["web"];
+    assert_eq!(web.resources.as_ref().unwrap().limits["memory"].0, "256Mi");
+    assert_ne!(v3.spec.artifact, v2.spec.artifact);
 
     // Force push of a rewritten commit deploys too.
     pipeline_env::git(
@@ -107,7 +133,7 @@ async fn first_incremental_and_force_pushes_deploy() {
     assert!(out.status.success(), "force push failed:\n{err}");
     assert!(err.contains("(forced update)"), "{err}");
     assert_eq!(branch(&receiver, &ns, "py"), Some(rewritten));
-    assert_eq!(releases(&env, "py").await.len(), 3);
+    assert_eq!(releases(&env, "py").await.len(), 4);
 
     let (_, metrics) = receiver.http_get("/metrics").await;
     assert!(

@@ -4,6 +4,7 @@ pub mod apps;
 pub mod completion;
 pub mod env;
 pub mod keys;
+pub mod limit;
 pub mod log;
 pub mod ps;
 pub mod release;

@@ -11,6 +11,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::limit::quantities_text;
 use super::{Wait, split_pair, wait_for};
 use crate::cli::{DeployArgs, ReleaseArgs, ReleaseCommand};
 use crate::context::Ctx;
@@ -200,6 +201,16 @@ pub fn show_text(app: &App, r: &Release, color: bool, now: Timestamp) -> String 
         if !ports.is_empty() {
             line += &format!(" (port {})", ports.join(", "));
         }
+        if let Some(r) = &spec.resources {
+            let mut parts = Vec::new();
+            if !r.requests.is_empty() {
+                parts.push(format!("requests {}", quantities_text(&r.requests)));
+            }
+            if !r.limits.is_empty() {
+                parts.push(format!("limits {}", quantities_text(&r.limits)));
+            }
+            line += &format!(" [{}]", parts.join("; "));
+        }
         out += &line;
         out += "\n";
     }
@@ -328,6 +339,71 @@ async fn wait_rollout(ctx: &Ctx, app: &str, release: &str, timeout: u64) -> Resu
     .await
 }
 
+/// Creates the app's next release, `make(version)` for the next free version, points the
+/// app at it (a first release also starts one `web`, as a first `git push` does on Heroku
+/// and Flynn) and, unless `no_wait`, waits for its rollout. The release's version.
+pub async fn release_and_roll_out(
+    ctx: &Ctx,
+    app: &App,
+    make: impl Fn(i64) -> Release,
+    no_wait: bool,
+    timeout: u64,
+) -> Result<i64> {
+    let name = app.name_any();
+    let existing = releases(ctx, &name).await?;
+    let newest = existing
+        .iter()
+        .map(|r| r.spec.version)
+        .chain(
+            app.spec
+                .release
+                .as_deref()
+                .and_then(names::parse_release_name)
+                .map(|(_, v)| v),
+        )
+        .max()
+        .unwrap_or(0);
+    // Two writers at once both try version N+1; the API server lets one win (names are
+    // `<app>-v<N>`), and the other takes the next.
+    let mut version = newest + 1;
+    let release = loop {
+        match ctx
+            .api::<Release>()
+            .create(&PostParams::default(), &make(version))
+            .await
+        {
+            Ok(r) => break r,
+            Err(kube::Error::Api(s)) if s.is_already_exists() && version < newest + 5 => {
+                version += 1
+            }
+            Err(e) => {
+                return Err(Error::kube(format!(
+                    "creating release v{version} of app {name}"
+                ))(e));
+            }
+        }
+    };
+    let release_name = release.name_any();
+    let mut spec = json!({"release": release_name});
+    if app.spec.processes.is_empty() && release.spec.processes.contains_key("web") {
+        spec["processes"] = json!({"web": 1});
+    }
+    ctx.api::<App>()
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "pointing app {name} at {release_name}"
+        )))?;
+    if !no_wait {
+        wait_rollout(ctx, &name, &release_name, timeout).await?;
+    }
+    Ok(version)
+}
+
 /// Splits a command line like a shell would, for `--process 'web=sh -c "exec httpd"'`:
 /// whitespace separates words, single and double quotes group, backslash escapes.
 pub fn split_command(line: &str) -> Result<Vec<String>> {
@@ -363,8 +439,9 @@ pub fn split_command(line: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
-/// The process types of an image release from `--process`/`--port`, else the current
-/// release's, else `web` on port 8080 running the image's own command.
+/// The process types of an image release from `--process`/`--port` (with the current
+/// release's resources and health check of each type it has), else the current release's,
+/// else `web` on port 8080 running the image's own command.
 pub fn deploy_processes(
     args: &DeployArgs,
     current: Option<&Release>,
@@ -390,6 +467,14 @@ pub fn deploy_processes(
             Some(release) => release.spec.processes.clone(),
             None => BTreeMap::from([("web".to_owned(), ProcessSpec::default())]),
         };
+    } else if let Some(current) = current {
+        // New commands, same limits and health checks (as a `git push` keeps them).
+        for (process, spec) in &mut processes {
+            if let Some(before) = current.spec.processes.get(process) {
+                spec.resources = before.resources.clone();
+                spec.health_check = before.health_check.clone();
+            }
+        }
     }
     let port = |n: i32| ProcessPort {
         port: n,
@@ -437,75 +522,32 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
         Err(e) => return Err(e),
     };
     let processes = deploy_processes(args, current.as_ref())?;
-    let existing = releases(ctx, &name).await?;
-    let newest = existing
-        .iter()
-        .map(|r| r.spec.version)
-        .chain(
-            app.spec
-                .release
-                .as_deref()
-                .and_then(names::parse_release_name)
-                .map(|(_, v)| v),
-        )
-        .max()
-        .unwrap_or(0);
-    // Two deploys at once both try version N+1; the API server lets one win (names are
-    // `<app>-v<N>`), and the other takes the next.
-    let mut version = newest + 1;
-    let release = loop {
-        let release = Release::new(
-            &names::release_name(&name, version),
-            ReleaseSpec {
-                app: name.clone(),
-                version,
-                artifact: Artifact {
-                    image: Some(args.image.clone()),
-                    slug: None,
+    let version = release_and_roll_out(
+        ctx,
+        &app,
+        |version| {
+            Release::new(
+                &names::release_name(&name, version),
+                ReleaseSpec {
+                    app: name.clone(),
+                    version,
+                    artifact: Artifact {
+                        image: Some(args.image.clone()),
+                        slug: None,
+                    },
+                    env: app.spec.env.clone(),
+                    processes: processes.clone(),
+                    meta: BTreeMap::from([(
+                        CAUSE.to_owned(),
+                        format!("flynn deploy --image {}", args.image),
+                    )]),
                 },
-                env: app.spec.env.clone(),
-                processes: processes.clone(),
-                meta: BTreeMap::from([(
-                    CAUSE.to_owned(),
-                    format!("flynn deploy --image {}", args.image),
-                )]),
-            },
-        );
-        match ctx
-            .api::<Release>()
-            .create(&PostParams::default(), &release)
-            .await
-        {
-            Ok(r) => break r,
-            Err(kube::Error::Api(s)) if s.is_already_exists() && version < newest + 5 => {
-                version += 1
-            }
-            Err(e) => {
-                return Err(Error::kube(format!(
-                    "creating release v{version} of app {name}"
-                ))(e));
-            }
-        }
-    };
-    let release_name = release.name_any();
-    let mut spec = json!({"release": release_name});
-    // A first deploy runs one web process, as a first `git push` does on Heroku and Flynn.
-    if app.spec.processes.is_empty() && processes.contains_key("web") {
-        spec["processes"] = json!({"web": 1});
-    }
-    ctx.api::<App>()
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": spec })),
-        )
-        .await
-        .map_err(Error::kube(format!(
-            "pointing app {name} at {release_name}"
-        )))?;
-    if !args.no_wait {
-        wait_rollout(ctx, &name, &release_name, args.timeout).await?;
-    }
+            )
+        },
+        args.no_wait,
+        args.timeout,
+    )
+    .await?;
     output::print_out(&format!("Deployed release v{version} ({})\n", args.image))
 }
 

@@ -140,22 +140,12 @@ pub fn one_off_pod(spec: &OneOff<'_>) -> Option<Pod> {
     })
 }
 
-/// Parses `cpu=500m,memory=512Mi`.
+/// Parses `cpu=500m,memory=512Mi` (names and quantities checked as `flynn limit` does).
 pub fn parse_limits(text: &str) -> Result<BTreeMap<String, Quantity>> {
-    const EXAMPLE: &str = "flynn run --limits cpu=500m,memory=512Mi -- bash";
-    let mut limits = BTreeMap::new();
-    for part in text.split(',').filter(|p| !p.is_empty()) {
-        let (resource, value) = split_pair(part, EXAMPLE)?;
-        if !matches!(resource, "cpu" | "memory" | "ephemeral-storage") || value.is_empty() {
-            return Err(Error::bad_argument(
-                part,
-                "limits are cpu=, memory= or ephemeral-storage=",
-                EXAMPLE,
-            ));
-        }
-        limits.insert(resource.to_owned(), Quantity(value.to_owned()));
-    }
-    Ok(limits)
+    super::limit::parse_quantities_for(
+        text.split(',').filter(|p| !p.is_empty()),
+        "flynn run --limits cpu=500m,memory=512Mi -- bash",
+    )
 }
 
 /// Runs the command; returns the exit code to end with.
@@ -617,8 +607,14 @@ mod tests {
             parse_limits("gpu=1")
                 .unwrap_err()
                 .to_string()
-                .contains("limits are cpu=")
+                .contains("\"gpu\" is not a resource")
         );
         assert!(parse_limits("cpu").is_err());
+        assert!(
+            parse_limits("memory=1GB")
+                .unwrap_err()
+                .to_string()
+                .contains("not a quantity")
+        );
     }
 }

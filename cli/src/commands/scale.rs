@@ -108,11 +108,7 @@ pub async fn scale(ctx: &Ctx, args: &ScaleArgs) -> Result<()> {
             .keys()
             .find(|p| !release.spec.processes.contains_key(*p))
     {
-        return Err(Error::UnknownProcessType {
-            process: unknown.clone(),
-            release: release.name_any(),
-            available: release_types.join(", "),
-        });
+        return Err(Error::unknown_process_type(unknown, release));
     }
     let patched = ctx
         .api::<App>()

@@ -273,8 +273,17 @@ impl Pipeline {
         }
         let t = Instant::now();
         let app = self.app(&apps, push).await?;
+        let previous = release::current(&self.client, &app).await?;
         let created = release::create_next(&self.client, &app, |version| {
-            release::build_release(&app, version, &result, push, &job_name, s.web_port)
+            release::build_release(
+                &app,
+                previous.as_ref(),
+                version,
+                &result,
+                push,
+                &job_name,
+                s.web_port,
+            )
         })
         .await?;
         let release_name = created.name_any();

@@ -46,8 +46,13 @@ const VERSION_ATTEMPTS: usize = 5;
 /// Procfile from the slug and runs it with `bash -c` after `.profile.d`, as Heroku does;
 /// splitting a Procfile line into argv here would break `$PORT` and `&&`. `web` listens on
 /// `web_port` (passed as `$PORT`; the operator's `<app>-web` Service exposes it).
+///
+/// What the App's current release (`previous`) set on a process type that the build still
+/// has, its resources (`flynn limit`) and health check, carries over: a push changes the
+/// code, not how it runs, as a config change keeps the code.
 pub fn build_release(
     app: &App,
+    previous: Option<&Release>,
     version: i64,
     result: &BuildResult,
     push: &Push,
@@ -58,6 +63,7 @@ pub fn build_release(
         .process_types
         .keys()
         .map(|process| {
+            let before = previous.and_then(|r| r.spec.processes.get(process));
             let ports = if process == names::WEB_PROCESS {
                 vec![ProcessPort {
                     port: web_port,
@@ -72,6 +78,8 @@ pub fn build_release(
                 process.clone(),
                 ProcessSpec {
                     ports,
+                    resources: before.and_then(|p| p.resources.clone()),
+                    health_check: before.and_then(|p| p.health_check.clone()),
                     ..Default::default()
                 },
             )
@@ -124,6 +132,20 @@ pub fn build_release(
         ),
     ]));
     r
+}
+
+/// The Release the App runs now, if any (a first push has none; one the App names but that
+/// is gone counts as none).
+pub async fn current(client: &kube::Client, app: &App) -> Result<Option<Release>, Error> {
+    let Some(name) = app.spec.release.as_deref() else {
+        return Ok(None);
+    };
+    let releases: Api<Release> =
+        Api::namespaced(client.clone(), &app.namespace().unwrap_or_default());
+    releases
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("reading release {name}")))
 }
 
 /// The next version of the App's Releases.
@@ -231,7 +253,7 @@ mod tests {
             user: "alice".into(),
             fingerprint: "SHA256:xyz".into(),
         };
-        let r = build_release(&app, 3, &result, &push, "shop-build-1", 8080);
+        let r = build_release(&app, None, 3, &result, &push, "shop-build-1", 8080);
         assert_eq!(r.name_any(), "shop-v3");
         assert_eq!(r.namespace().as_deref(), Some("team"));
         let slug = r.spec.artifact.slug.as_ref().unwrap();
@@ -249,5 +271,31 @@ mod tests {
         assert_eq!(r.spec.meta[meta::REF], "refs/heads/main");
         assert_eq!(r.owner_references()[0].uid, "u1");
         assert_eq!(r.labels()[labels::APP], "shop");
+
+        // What the current release set on a process type stays; a type the build no
+        // longer has is gone, and commands come from the new build.
+        let previous: Release = serde_json::from_value(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "Release",
+            "metadata": {"name": "shop-v2"},
+            "spec": {"app": "shop", "version": 2, "artifact": {"image": "x"},
+                "processes": {
+                    "web": {"command": ["old"], "ports": [{"port": 5000}],
+                        "resources": {"limits": {"memory": "512Mi"}},
+                        "healthCheck": {"type": "http", "path": "/health"}},
+                    "clock": {"resources": {"limits": {"cpu": "1"}}},
+                }},
+        }))
+        .unwrap();
+        let r = build_release(&app, Some(&previous), 3, &result, &push, "b", 8080);
+        let web = &r.spec.processes["web"];
+        assert_eq!(web.resources.as_ref().unwrap().limits["memory"].0, "512Mi");
+        assert_eq!(
+            web.health_check.as_ref().unwrap().path.as_deref(),
+            Some("/health")
+        );
+        assert!(web.command.is_empty());
+        assert_eq!(web.ports[0].port, 8080);
+        assert!(r.spec.processes["worker"].resources.is_none());
+        assert!(!r.spec.processes.contains_key("clock"));
     }
 }
