@@ -169,13 +169,7 @@ impl Error {
         Error::UnknownProcessType {
             process: process.to_owned(),
             release: release.metadata.name.clone().unwrap_or_default(),
-            available: release
-                .spec
-                .processes
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
+            available: release.spec.process_types(),
         }
     }
 

@@ -78,6 +78,17 @@ pub struct ReleaseSpec {
     pub meta: BTreeMap<String, String>,
 }
 
+impl ReleaseSpec {
+    /// The process types, comma-separated (`web, worker`), for messages.
+    pub fn process_types(&self) -> String {
+        self.processes
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// The build artifact of a Release: exactly one of `slug` and `image`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[x_kube(validation = exactly_one_artifact())]

@@ -81,13 +81,7 @@ pub fn desired(
         return Err(Invalid::UnknownProcessType {
             process: process.clone(),
             release: release_name,
-            available: release
-                .spec
-                .processes
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
+            available: release.spec.process_types(),
         });
     }
 
