@@ -116,7 +116,7 @@ pub enum Command {
     Deploy(DeployArgs),
     /// List, add and remove HTTP and TCP routes.
     #[command(
-        after_help = "Examples:\n  flynn route\n  flynn route add http www.example.com\n  flynn route add http example.com/api -t api --tls-secret example-com-tls\n  flynn route add tcp --port 5432 -t db\n  flynn route remove shop-www.example.com"
+        after_help = "Examples:\n  flynn route\n  flynn route add http www.example.com\n  flynn route add http example.com/api -t api --tls-secret example-com-tls\n  flynn route add tcp --port 5432 -t db\n  flynn route update shop-www.example.com --tls-secret www-tls --https-redirect\n  flynn route remove shop-www.example.com"
     )]
     Route(RouteArgs),
     /// Show the client, platform and Kubernetes versions.
@@ -361,8 +361,44 @@ pub enum RouteCommand {
     /// Add a route.
     #[command(subcommand)]
     Add(RouteAdd),
+    /// Change a route's process type, certificate, stickiness, HTTPS redirect or draining,
+    /// in place (the domain, path and port stay; remove and add for those).
+    Update(RouteUpdateArgs),
     /// Remove a route by name (see `flynn route list`).
     Remove { name: String },
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  flynn route update shop-www.example.com --tls-secret www-example-com-tls --https-redirect\n  flynn route update shop-www.example.com --no-sticky -t web\n  flynn route update shop-tcp-5432 -t db"
+)]
+pub struct RouteUpdateArgs {
+    /// The route's name (see `flynn route list`).
+    pub name: String,
+    /// The process type that gets the traffic.
+    #[arg(short = 't', long = "type", value_name = "TYPE")]
+    pub process: Option<String>,
+    /// A kubernetes.io/tls Secret in the app's namespace with the certificate.
+    #[arg(long, value_name = "NAME")]
+    pub tls_secret: Option<String>,
+    /// Use the router's default certificate again.
+    #[arg(long, conflicts_with = "tls_secret")]
+    pub no_tls_secret: bool,
+    /// Pin each client to one pod with a cookie.
+    #[arg(long)]
+    pub sticky: bool,
+    #[arg(long, conflicts_with = "sticky")]
+    pub no_sticky: bool,
+    /// Answer plain-HTTP requests with a redirect to HTTPS.
+    #[arg(long)]
+    pub https_redirect: bool,
+    #[arg(long, conflicts_with = "https_redirect")]
+    pub no_https_redirect: bool,
+    /// Let the router drain the process's pods before they stop (the default).
+    #[arg(long)]
+    pub drain_backends: bool,
+    #[arg(long, conflicts_with = "drain_backends")]
+    pub no_drain_backends: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -381,6 +417,9 @@ pub enum RouteAdd {
         /// Pin each client to one pod with a cookie.
         #[arg(long)]
         sticky: bool,
+        /// Answer plain-HTTP requests with a redirect to HTTPS.
+        #[arg(long)]
+        https_redirect: bool,
         /// Stop the process's pods at once instead of letting the router drain them first
         /// (by default a stopped pod keeps running a few seconds before its SIGTERM).
         #[arg(long)]

@@ -242,7 +242,7 @@ fn routes_table() {
         ),
         r(
             "shop-api.shop.example-api",
-            json!({"type": "http", "app": "shop", "process": "api", "http": {"domain": "api.shop.example", "path": "/api"}}),
+            json!({"type": "http", "app": "shop", "process": "api", "http": {"domain": "api.shop.example", "path": "/api", "tlsSecretName": "api-tls", "sticky": true}}),
             json!({"conflictsWith": "team-b/legacy-api", "conditions": [
             {"type": "Accepted", "status": "False", "reason": "ConflictingRoute", "message": "", "lastTransitionTime": NOW},
             {"type": "Conflict", "status": "True", "reason": "ConflictingRoute", "message": "", "lastTransitionTime": NOW}]}),

@@ -786,6 +786,37 @@ async fn route_list_add_remove_and_conflict() {
         .unwrap();
     assert!(api.sticky && !api.drain_backends, "{api:?}");
 
+    // Changed in place: the certificate, the redirect and stickiness; the rest stays.
+    let name = format!("{shop}-{domain}-api");
+    let out = env
+        .flynn(&[
+            "-a",
+            &shop,
+            "route",
+            "update",
+            &name,
+            "--tls-secret",
+            "api-tls",
+            "--https-redirect",
+            "--no-sticky",
+        ])
+        .await;
+    assert_eq!(
+        out.ok(),
+        format!("Updated route {name}: {domain}/api → web (tls=api-tls,https-redirect,no-drain)\n")
+    );
+    let list = env.flynn(&["-a", &shop, "route", "list"]).await;
+    assert!(
+        list.ok().contains("tls=api-tls,https-redirect,no-drain"),
+        "{list:#?}"
+    );
+    env.flynn(&["-a", &shop, "route", "update", &name])
+        .await
+        .fails(2, "nothing to change");
+    env.flynn(&["-a", &other, "route", "update", &name, "--sticky"])
+        .await
+        .fails(3, "is not a route of app");
+
     // The same domain and path for another app in this namespace: refused up front.
     let err = env
         .flynn(&[
@@ -882,12 +913,15 @@ async fn route_list_add_remove_and_conflict() {
     assert_eq!(
         rows,
         [
-            vec!["NAME", "TYPE", "ROUTE", "PROCESS", "STATUS", "URL", "AGE"],
+            vec![
+                "NAME", "TYPE", "ROUTE", "PROCESS", "OPTIONS", "STATUS", "URL", "AGE"
+            ],
             vec![
                 "shop-<id>-default",
                 "http",
                 "shop-<id>.test.flynn.local",
                 "web",
+                "-",
                 "accepted",
                 "http://shop-<id>.test.flynn.local",
                 "<age>"
@@ -897,6 +931,7 @@ async fn route_list_add_remove_and_conflict() {
                 "tcp",
                 ":<port>",
                 "web",
+                "-",
                 "accepted",
                 "tcp://:<port>",
                 "<age>"
@@ -906,8 +941,9 @@ async fn route_list_add_remove_and_conflict() {
                 "http",
                 "www.<ns>.example/api",
                 "web",
+                "tls=api-tls,https-redirect,no-drain",
                 "accepted",
-                "http://www.<ns>.example/api",
+                "https://www.<ns>.example/api",
                 "<age>"
             ],
         ],

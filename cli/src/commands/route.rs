@@ -1,4 +1,4 @@
-//! `route list | add http DOMAIN[/PATH] | add tcp [--port N] | remove NAME`.
+//! `route list | add http DOMAIN[/PATH] | add tcp [--port N] | update NAME ... | remove NAME`.
 //!
 //! A new Route is checked by the operator, which marks it `Accepted` or `Conflict` (the
 //! oldest Route owns a domain + path or TCP port, in any namespace). `add` waits for that
@@ -12,10 +12,10 @@ use flynn_crds::validation::{DOMAIN_PATTERN, validate_process_type};
 use flynn_crds::{HttpRoute, Route, RouteSpec, RouteType, names};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde::Serialize;
 
-use crate::cli::{RouteAdd, RouteArgs, RouteCommand};
+use crate::cli::{RouteAdd, RouteArgs, RouteCommand, RouteUpdateArgs};
 use crate::context::Ctx;
 use crate::errors::{Error, Result};
 use crate::output::{self, Format, Table, note};
@@ -33,6 +33,7 @@ pub async fn route(ctx: &Ctx, args: &RouteArgs) -> Result<()> {
                 process,
                 tls_secret,
                 sticky,
+                https_redirect,
                 no_drain_backends,
             } => {
                 // Domain and path come from TARGET.
@@ -42,12 +43,13 @@ pub async fn route(ctx: &Ctx, args: &RouteArgs) -> Result<()> {
                     tls_secret_name: tls_secret.clone(),
                     sticky: *sticky,
                     drain_backends: !*no_drain_backends,
-                    https_redirect: false,
+                    https_redirect: *https_redirect,
                 };
                 add_http(ctx, &app, target, process, http).await
             }
             RouteAdd::Tcp { port, process } => add_tcp(ctx, &app, *port, process).await,
         },
+        Some(RouteCommand::Update(args)) => update(ctx, &app, args).await,
         Some(RouteCommand::Remove { name }) => remove(ctx, &app, name).await,
     }
 }
@@ -129,6 +131,33 @@ fn describe(spec: &RouteSpec) -> String {
     }
 }
 
+/// An HTTP Route's settings that differ from the defaults, for people:
+/// `tls=www-tls,sticky,https-redirect,no-drain` (one word, so tables split on
+/// whitespace); `-` when none.
+fn options(spec: &RouteSpec) -> String {
+    let Some(http) = &spec.http else {
+        return "-".into();
+    };
+    let mut out = Vec::new();
+    if let Some(secret) = &http.tls_secret_name {
+        out.push(format!("tls={secret}"));
+    }
+    if http.sticky {
+        out.push("sticky".into());
+    }
+    if http.https_redirect {
+        out.push("https-redirect".into());
+    }
+    if !http.drain_backends {
+        out.push("no-drain".into());
+    }
+    if out.is_empty() {
+        "-".into()
+    } else {
+        out.join(",")
+    }
+}
+
 /// The operator's verdict on a Route.
 fn verdict(route: &Route) -> String {
     let status = route.status.clone().unwrap_or_default();
@@ -152,6 +181,7 @@ pub struct RouteRow {
     pub type_: String,
     pub route: String,
     pub process: String,
+    pub options: String,
     pub status: String,
     pub url: Option<String>,
 }
@@ -165,6 +195,7 @@ fn route_row(route: &Route) -> RouteRow {
         },
         route: describe(&route.spec),
         process: route.spec.process.clone(),
+        options: options(&route.spec),
         status: verdict(route),
         url: route.status.as_ref().and_then(|s| s.url.clone()),
     }
@@ -172,7 +203,9 @@ fn route_row(route: &Route) -> RouteRow {
 
 /// The `flynn route list` table (pure, for golden tests).
 pub fn routes_table(routes: &[Route], now: Timestamp) -> Table {
-    let mut table = Table::new(["NAME", "TYPE", "ROUTE", "PROCESS", "STATUS", "URL", "AGE"]);
+    let mut table = Table::new([
+        "NAME", "TYPE", "ROUTE", "PROCESS", "OPTIONS", "STATUS", "URL", "AGE",
+    ]);
     for route in routes {
         let row = route_row(route);
         table.row(vec![
@@ -180,6 +213,7 @@ pub fn routes_table(routes: &[Route], now: Timestamp) -> Table {
             row.type_,
             row.route,
             row.process,
+            row.options,
             row.status,
             row.url.unwrap_or_else(|| "-".into()),
             output::age(output::created(&route.metadata), now),
@@ -394,19 +428,90 @@ fn print_added(route: &Route) -> Result<()> {
     ))
 }
 
-async fn remove(ctx: &Ctx, app: &str, name: &str) -> Result<()> {
-    let api = ctx.api::<Route>();
-    let route = api
+/// The app's Route `name`, or [`Error::RouteNotFound`].
+async fn get_route(ctx: &Ctx, app: &str, name: &str) -> Result<Route> {
+    ctx.api::<Route>()
         .get_opt(name)
         .await
         .map_err(Error::kube(format!("getting route {name}")))?
-        .filter(|r| r.spec.app == app);
-    if route.is_none() {
-        return Err(Error::RouteNotFound {
+        .filter(|r| r.spec.app == app)
+        .ok_or_else(|| Error::RouteNotFound {
             route: name.to_owned(),
             app: app.to_owned(),
-        });
+        })
+}
+
+/// The merge patch `flynn route update` sends (pure): only the fields asked for. A TCP
+/// Route takes only `--type`; asking nothing is a usage error.
+pub fn update_patch(route: &Route, args: &RouteUpdateArgs) -> Result<serde_json::Value> {
+    const EXAMPLE: &str = "flynn route update NAME --tls-secret www-tls --https-redirect";
+    let flag = |on: bool, off: bool| (on || off).then_some(on);
+    let mut http = serde_json::Map::new();
+    if let Some(secret) = &args.tls_secret {
+        http.insert("tlsSecretName".into(), secret.clone().into());
+    } else if args.no_tls_secret {
+        http.insert("tlsSecretName".into(), serde_json::Value::Null);
     }
+    for (key, value) in [
+        ("sticky", flag(args.sticky, args.no_sticky)),
+        (
+            "httpsRedirect",
+            flag(args.https_redirect, args.no_https_redirect),
+        ),
+        (
+            "drainBackends",
+            flag(args.drain_backends, args.no_drain_backends),
+        ),
+    ] {
+        if let Some(v) = value {
+            http.insert(key.into(), v.into());
+        }
+    }
+    let mut spec = serde_json::Map::new();
+    if let Some(process) = &args.process {
+        check_process(process)?;
+        spec.insert("process".into(), process.clone().into());
+    }
+    if !http.is_empty() {
+        if route.spec.http.is_none() {
+            return Err(Error::bad_argument(
+                route.name_any(),
+                "a TCP route has no certificate, stickiness, redirect or draining: only --type applies",
+                "flynn route update NAME -t TYPE",
+            ));
+        }
+        spec.insert("http".into(), http.into());
+    }
+    if spec.is_empty() {
+        return Err(Error::bad_argument(
+            route.name_any(),
+            "nothing to change: give --type, --tls-secret/--no-tls-secret, --sticky/--no-sticky, --https-redirect/--no-https-redirect or --drain-backends/--no-drain-backends",
+            EXAMPLE,
+        ));
+    }
+    Ok(serde_json::json!({ "spec": spec }))
+}
+
+async fn update(ctx: &Ctx, app: &str, args: &RouteUpdateArgs) -> Result<()> {
+    let name = &args.name;
+    let route = get_route(ctx, app, name).await?;
+    let patch = update_patch(&route, args)?;
+    let updated = ctx
+        .api::<Route>()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(format!("updating route {name}")))?;
+    output::print_out(&format!(
+        "Updated route {name}: {} → {} ({})\n",
+        describe(&updated.spec),
+        updated.spec.process,
+        options(&updated.spec)
+    ))
+}
+
+async fn remove(ctx: &Ctx, app: &str, name: &str) -> Result<()> {
+    let api = ctx.api::<Route>();
+    get_route(ctx, app, name).await?;
     api.delete(name, &DeleteParams::default())
         .await
         .map_err(Error::kube(format!("removing route {name}")))?;
@@ -442,6 +547,66 @@ mod tests {
             let err = parse_http_target(bad).unwrap_err();
             assert_eq!(err.exit_code(), crate::errors::exit::USAGE, "{bad}");
         }
+    }
+
+    fn update_args(change: impl FnOnce(&mut RouteUpdateArgs)) -> RouteUpdateArgs {
+        let mut args = RouteUpdateArgs {
+            name: "r".into(),
+            process: None,
+            tls_secret: None,
+            no_tls_secret: false,
+            sticky: false,
+            no_sticky: false,
+            https_redirect: false,
+            no_https_redirect: false,
+            drain_backends: false,
+            no_drain_backends: false,
+        };
+        change(&mut args);
+        args
+    }
+
+    #[test]
+    fn an_update_patches_only_what_it_names() {
+        let http = Route::new("r", RouteSpec::http("shop", "www.example.com"));
+        let tcp = Route::new("r", RouteSpec::tcp("shop", "db", 5432));
+        let patch = update_patch(
+            &http,
+            &update_args(|a| {
+                a.tls_secret = Some("www-tls".into());
+                a.no_sticky = true;
+                a.https_redirect = true;
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            patch,
+            serde_json::json!({"spec": {"http": {"tlsSecretName": "www-tls", "sticky": false, "httpsRedirect": true}}})
+        );
+        let patch = update_patch(&http, &update_args(|a| a.no_tls_secret = true)).unwrap();
+        assert_eq!(
+            patch,
+            serde_json::json!({"spec": {"http": {"tlsSecretName": null}}})
+        );
+        let patch = update_patch(&tcp, &update_args(|a| a.process = Some("db2".into()))).unwrap();
+        assert_eq!(patch, serde_json::json!({"spec": {"process": "db2"}}));
+
+        let err = update_patch(&tcp, &update_args(|a| a.sticky = true)).unwrap_err();
+        assert!(err.to_string().contains("only --type applies"), "{err}");
+        let err = update_patch(&http, &update_args(|_| {})).unwrap_err();
+        assert!(err.to_string().contains("nothing to change"), "{err}");
+    }
+
+    #[test]
+    fn options_name_what_differs_from_the_defaults() {
+        let mut spec = RouteSpec::http("shop", "www.example.com");
+        assert_eq!(options(&spec), "-");
+        let http = spec.http.as_mut().unwrap();
+        http.tls_secret_name = Some("www-tls".into());
+        http.sticky = true;
+        http.https_redirect = true;
+        http.drain_backends = false;
+        assert_eq!(options(&spec), "tls=www-tls,sticky,https-redirect,no-drain");
     }
 
     #[test]
