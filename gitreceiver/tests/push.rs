@@ -219,7 +219,7 @@ async fn a_client_that_disconnects_mid_build_cancels_the_build() {
     let repo_dir = receiver.repo(&ns, "slow");
     eventually(
         "git receive-pack of the gone client to be stopped",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || async {
             let out = Command::new("pgrep")
                 .args(["-f", &format!("receive-pack {}", repo_dir.display())])

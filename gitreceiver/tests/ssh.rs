@@ -392,7 +392,7 @@ async fn pushes_to_one_app_wait_for_each_other_and_a_gone_client_is_cleaned_up()
     let repo = receiver.repo(ns.name(), "shop");
     flynn_e2e::eventually(
         "receive-pack of the killed client to be gone",
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
         || async { receive_packs(&repo) },
         |n| *n == 0,
     )

@@ -669,7 +669,9 @@ async fn shutdown_drains_requests_in_flight() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let admin = router.admin_addr;
     let started = tokio::time::Instant::now();
-    let shutdown = tokio::spawn(router.shutdown(Duration::from_secs(10)));
+    // A long grace period, so "it ended with the last request" and "it waited the grace
+    // out" stay far apart on a loaded machine.
+    let shutdown = tokio::spawn(router.shutdown(Duration::from_secs(60)));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         get(admin, "x", "/readyz").await.status,
@@ -685,8 +687,9 @@ async fn shutdown_drains_requests_in_flight() {
     assert_eq!(got.body, "a");
     shutdown.await.unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "drain waited for nothing else"
+        started.elapsed() < Duration::from_secs(30),
+        "drain waited for nothing else ({:?})",
+        started.elapsed()
     );
 }
 
