@@ -76,6 +76,12 @@ async fn an_image_app_runs_scales_and_shrinks() {
     .await
     .unwrap();
     assert_eq!(r.spec.http.unwrap().domain, "shop.test.flynn.local");
+    // The default Route reaching the cache after the first Deployment changed nothing: one
+    // pod template from the start (it drains), so a new app rolls its pods once.
+    let d = get(&deployments, "shop-web").await.unwrap();
+    assert_eq!(d.metadata.generation, Some(1), "{:?}", d.spec);
+    let pod = d.spec.unwrap().template.spec.unwrap();
+    assert!(pod.containers[0].lifecycle.is_some(), "web drains");
     eventually(
         "the App to list its URL",
         T,

@@ -52,8 +52,8 @@ pub struct Desired {
 /// A process type gets a Deployment when it is both in the Release and in the Formation's
 /// counts (a count of 0 keeps a Deployment scaled to zero); it gets a Service when it has a
 /// port exposed as a service. Counts naming a type the Release lacks are refused as a whole,
-/// so a typo never silently scales the rest. `draining`: the process types an HTTP Route
-/// with `drainBackends` sends traffic to (see [`drain`]).
+/// so a typo never silently scales the rest. `draining`: the process types whose pods
+/// drain when stopped (see [`drain`] and `formation::draining_processes`).
 pub fn desired(
     formation: &Formation,
     release: &Release,

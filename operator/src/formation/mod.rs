@@ -59,7 +59,7 @@ pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> 
     };
 
     let app = formation.spec.app.as_str();
-    let draining = draining_processes(&ctx, &ns, app)?;
+    let draining = draining_processes(&ctx, &ns, app, &release)?;
     let desired = match build::desired(&formation, &release, &ctx.settings, &draining) {
         Ok(d) => d,
         Err(invalid) => {
@@ -145,30 +145,55 @@ pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> 
     .await
 }
 
-/// The process types of `app` that an HTTP Route with `drainBackends` sends traffic to
-/// (from the cache; a Route change triggers the Formation's reconcile).
-fn draining_processes(ctx: &Context, ns: &str, app: &str) -> Result<BTreeSet<String>> {
-    Ok(ctx
-        .caches
-        .routes
-        .of_app(ns, app)?
+/// The process types of `release` whose pods drain when stopped: every type that listens
+/// behind its Service (anything a Route, or another app, may be sending requests to),
+/// unless the HTTP Routes the routers serve for it all say `drainBackends: false`.
+///
+/// Why not "the types a draining Route points at": the App's default Route is made in the
+/// same pass as its first Formation, so the pod template would change (and every new app
+/// roll its pods a second time) when the Route reached the cache a moment later. Draining
+/// by default keeps the template stable; only an explicit opt-out on every Route changes it.
+fn draining_processes(
+    ctx: &Context,
+    ns: &str,
+    app: &str,
+    release: &Release,
+) -> Result<BTreeSet<String>> {
+    let routes = ctx.caches.routes.of_app(ns, app)?;
+    Ok(release
+        .spec
+        .processes
         .iter()
-        .filter(|r| drains(r))
-        .map(|r| r.spec.process.clone())
+        .filter(|(_, spec)| spec.ports.iter().any(|p| p.service))
+        .map(|(process, _)| process)
+        .filter(|process| drains(process, routes.iter().map(AsRef::as_ref)))
+        .cloned()
         .collect())
 }
 
-/// Whether `route` asks its process to drain: an HTTP Route with `drainBackends` that the
-/// routers serve. One that lost its domain to an older Route (or is invalid) sends no
-/// traffic, so it must not slow its process's rollouts; one not yet judged counts, so a
-/// pod never stops before its first verdict.
-fn drains(route: &flynn_crds::Route) -> bool {
-    route.spec.http.as_ref().is_some_and(|h| h.drain_backends)
-        && route
+/// Whether `process` drains, given its App's Routes: unless at least one served HTTP
+/// Route targets it and every such Route opts out. A Route the routers do not serve (it
+/// lost its domain to an older one, or is invalid) has no say; one not judged yet has.
+fn drains<'a>(process: &str, routes: impl IntoIterator<Item = &'a flynn_crds::Route>) -> bool {
+    let mut opted_out = false;
+    for route in routes {
+        let Some(http) = &route.spec.http else {
+            continue;
+        };
+        let served = route
             .status
             .as_ref()
             .and_then(|s| conditions::find(&s.conditions, types::ACCEPTED))
-            .is_none_or(|c| c.status != "False")
+            .is_none_or(|c| c.status != "False");
+        if route.spec.process != process || !served {
+            continue;
+        }
+        if http.drain_backends {
+            return true;
+        }
+        opted_out = true;
+    }
+    !opted_out
 }
 
 /// When an interim status may be held back (see [`Context::hold_interim`]).
@@ -448,10 +473,24 @@ mod tests {
     }
 
     #[test]
-    fn only_served_draining_routes_drain() {
-        assert!(drains(&route(true, None)));
-        assert!(drains(&route(true, Some("True"))));
-        assert!(!drains(&route(true, Some("False"))));
-        assert!(!drains(&route(false, Some("True"))));
+    fn a_process_drains_unless_every_served_route_opts_out() {
+        // No Route (yet): drains.
+        assert!(drains("web", []));
+        assert!(drains("web", [&route(true, None)]));
+        assert!(!drains("web", [&route(false, None)]));
+        assert!(!drains("web", [&route(false, Some("True"))]));
+        // One draining Route is enough.
+        assert!(drains(
+            "web",
+            [&route(false, Some("True")), &route(true, None)]
+        ));
+        // A Route the routers do not serve has no say.
+        assert!(drains("web", [&route(false, Some("False"))]));
+        assert!(!drains(
+            "web",
+            [&route(false, Some("True")), &route(true, Some("False"))]
+        ));
+        // Another process's Routes have no say either.
+        assert!(drains("worker", [&route(false, Some("True"))]));
     }
 }
