@@ -12,8 +12,9 @@ use std::{
     time::Duration,
 };
 
-use common::{Shelf, copy_app, fixtures, free_port, script, source_tarball, wait_for_http};
+use common::{Shelf, copy_app, fixtures, script, source_tarball, wait_for_http};
 use flynn_builder::{build::BuildResult, signing::Access};
+use flynn_e2e::free_port;
 use tokio::process::{Child, Command};
 
 const SLUGBUILDER: &str = env!("CARGO_BIN_EXE_slugbuilder");

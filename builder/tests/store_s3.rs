@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{TOKEN, fixtures, free_port, header, http, source_tarball, wait_for_http};
+use common::{TOKEN, fixtures, header, http, source_tarball, wait_for_http};
 use flynn_builder::{
     build::BuildResult,
     client::HttpClient,
@@ -22,6 +22,7 @@ use flynn_builder::{
     signing::{Access, SigningKey, unix_now},
     store::{BackendSettings, S3Settings, Store, gc},
 };
+use flynn_e2e::free_port;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, path::Path as Key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -357,6 +357,43 @@ where
     }
 }
 
+/// A loopback TCP port nothing listens on, for a server a test starts and that binds it
+/// later. Chosen below the kernel's ephemeral range: a port from `bind(":0")` is only free
+/// until an outgoing connection takes it as its local port, and a server that binds
+/// seconds later (SeaweedFS's S3 gateway starts once its filer has joined) then fails with
+/// "address already in use" (it did, in CI). Below 30000 too, clear of NodePorts. No port
+/// is handed out twice by one test process, so parallel tests do not pick the same one.
+pub fn free_port() -> u16 {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_low.min(30000);
+    let mut given = GIVEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        if high <= 11000 {
+            break;
+        }
+        let port = rng.random_range(10000..high);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    // An unusual ephemeral range: the kernel's pick, with the race above.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

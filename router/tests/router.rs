@@ -500,14 +500,6 @@ async fn websocket_upgrades_are_spliced() {
     router.shutdown(Duration::from_secs(5)).await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn tcp_routes_open_and_close_listeners() {
     let ns = setup("router-tcp").await;
@@ -523,7 +515,7 @@ async fn tcp_routes_open_and_close_listeners() {
     )
     .await;
     let router = router(ns.client().clone(), ns.name()).await;
-    let port = free_port();
+    let port = flynn_e2e::free_port();
     create_route(&ns, "db", RouteSpec::tcp("db", "pg", i32::from(port))).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     eventually("the TCP route listens", || async {

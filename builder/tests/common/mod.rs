@@ -119,15 +119,6 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A raw HTTP/1.1 request; status, headers (lower-case names) and body.
 pub async fn http(
     addr: SocketAddr,
