@@ -128,10 +128,7 @@ fn cause_text(process: &str, side: Side, change: &Change) -> String {
         ""
     };
     match change {
-        Change::Set(values) => {
-            let pairs: Vec<String> = values.iter().map(|(k, v)| format!("{k}={}", v.0)).collect();
-            format!("limit set {process}{flag} {}", pairs.join(" "))
-        }
+        Change::Set(values) => format!("limit set {process}{flag} {}", quantities_text(values)),
         Change::Unset(keys) => format!("limit unset {process}{flag} {}", keys.join(" ")),
     }
 }
