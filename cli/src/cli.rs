@@ -104,6 +104,11 @@ pub enum Command {
         after_help = "Examples:\n  flynn limit\n  flynn limit set web memory=512Mi cpu=500m      # limits (requests default to them)\n  flynn limit set web --requests cpu=100m        # what the scheduler reserves\n  flynn limit unset web cpu\n\nQuantities are Kubernetes': cpu in cores (0.5, 500m), memory in bytes (512Mi, 1Gi).\nA git push keeps them."
     )]
     Limit(LimitArgs),
+    /// Show or change how new releases roll out: strategy, timeout, automatic rollback.
+    #[command(
+        after_help = "Examples:\n  flynn deployment\n  flynn deployment set --strategy one-by-one --timeout 600\n  flynn deployment set --auto-rollback off\n\nStrategies: rolling (up to 25% more pods, never fewer), all-at-once, one-by-one."
+    )]
+    Deployment(DeploymentArgs),
     /// List, show and roll back releases.
     #[command(
         after_help = "Examples:\n  flynn release list\n  flynn release show 3\n  flynn release rollback      # to the previous version\n  flynn release rollback 2"
@@ -259,6 +264,36 @@ pub enum EnvCommand {
         #[arg(long, default_value_t = 60, value_name = "SECONDS")]
         timeout: u64,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DeploymentArgs {
+    #[command(subcommand)]
+    pub command: Option<DeploymentCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// Change the settings named; the others stay.
+    Set {
+        /// How a new release replaces the running one.
+        #[arg(long, value_enum)]
+        strategy: Option<Strategy>,
+        /// Seconds a rollout may take before it counts as failed.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(1..=i64::from(i32::MAX)))]
+        timeout: Option<u32>,
+        /// Whether a failed rollout points the app back at the previous release (on/off).
+        #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+        auto_rollback: Option<bool>,
+    },
+}
+
+/// `App.spec.strategy`, as the command line spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    Rolling,
+    AllAtOnce,
+    OneByOne,
 }
 
 #[derive(Debug, Args)]

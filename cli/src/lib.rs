@@ -63,6 +63,7 @@ async fn dispatch(ctx: &Ctx, command: &Command) -> Result<()> {
         Command::Log(args) => log::log(ctx, args).await,
         Command::Env(args) => env::env(ctx, args).await,
         Command::Limit(args) => limit::limit(ctx, args).await,
+        Command::Deployment(args) => deployment::deployment(ctx, args).await,
         Command::Release(args) => release::release(ctx, args).await,
         Command::Deploy(args) => release::deploy(ctx, args).await,
         Command::Route(args) => route::route(ctx, args).await,

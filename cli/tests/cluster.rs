@@ -749,6 +749,53 @@ async fn limit_set_unset_reach_the_pods_and_outlive_a_deploy() {
 }
 
 #[tokio::test]
+async fn deployment_settings_show_and_change() {
+    let env = setup("cli-deployment").await;
+    env.flynn(&["create", "shop", "--no-remote"]).await.ok();
+    fn d<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["-a", "shop", "deployment"][..], args].concat()
+    }
+    assert_eq!(
+        env.flynn(&d(&[])).await.ok(),
+        "Strategy:       rolling\nTimeout:        300s\nAuto-rollback:  on\n"
+    );
+    assert_eq!(
+        env.flynn(&d(&["set", "--strategy", "one-by-one", "--timeout", "600"]))
+            .await
+            .ok(),
+        "Strategy:       one-by-one\nTimeout:        600s\nAuto-rollback:  on\n"
+    );
+    env.flynn(&d(&["set", "--auto-rollback", "off"])).await.ok();
+    let app = env.ns.api::<App>().get("shop").await.unwrap();
+    assert_eq!(app.spec.strategy, flynn_crds::DeployStrategy::OneByOne);
+    assert_eq!(app.spec.deploy_timeout_seconds, 600);
+    assert!(!app.spec.auto_rollback);
+    let json: serde_json::Value =
+        serde_json::from_str(env.flynn(&d(&["-o", "json"])).await.ok()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"strategy": "one-by-one", "deployTimeoutSeconds": 600, "autoRollback": false})
+    );
+
+    env.flynn(&d(&["set"])).await.fails(2, "nothing to change");
+    // Refused by the argument parser, which names the flag and what it takes.
+    for (args, says) in [
+        (
+            &["set", "--timeout", "0"][..],
+            "invalid value '0' for '--timeout <SECONDS>'",
+        ),
+        (
+            &["set", "--strategy", "fast"][..],
+            "[possible values: rolling, all-at-once, one-by-one]",
+        ),
+    ] {
+        let out = env.flynn(&d(args)).await;
+        assert_eq!(out.code, 2, "{out:#?}");
+        assert!(out.stderr.contains(says), "{out:#?}");
+    }
+}
+
+#[tokio::test]
 async fn route_list_add_remove_and_conflict() {
     let env = setup("cli-route").await;
     // Default routes (`<app>.test.flynn.local`) are unique cluster-wide, and other tests run

@@ -216,10 +216,7 @@ pub fn info_text(app: &App, namespace: &str, color: bool, now: Timestamp) -> Str
     );
     out += &field(
         "Strategy",
-        &serde_json::to_value(app.spec.strategy)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        &super::deployment::strategy_name(app.spec.strategy),
     );
     out += &field(
         "Created",

@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod completion;
+pub mod deployment;
 pub mod env;
 pub mod keys;
 pub mod limit;
