@@ -146,13 +146,11 @@ fn repositories(repos_dir: &Path) -> Result<Vec<RepoPath>, GcError> {
         })
     };
     let mut found = Vec::new();
-    let top = match read(repos_dir) {
+    if !repos_dir.exists() {
         // No push yet: nothing to sweep.
-        Err(GcError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return Ok(found);
-        }
-        other => other?,
-    };
+        return Ok(found);
+    }
+    let top = read(repos_dir)?;
     for ns in top.flatten() {
         let Some(namespace) = dir_name(&ns) else {
             continue;

@@ -38,7 +38,10 @@ pub async fn limit(ctx: &Ctx, args: &LimitArgs) -> Result<()> {
             change: opts,
         }) => (
             process,
-            Change::Set(parse_quantities(pairs.iter().map(String::as_str))?),
+            Change::Set(parse_quantities(
+                pairs.iter().map(String::as_str),
+                SET_EXAMPLE,
+            )?),
             opts,
         ),
         Some(LimitCommand::Unset {
@@ -133,15 +136,9 @@ fn cause_text(process: &str, side: Side, change: &Change) -> String {
     }
 }
 
-/// Parses `RESOURCE=QUANTITY` arguments, checking both halves as the API server would.
+/// Parses `RESOURCE=QUANTITY` arguments, checking both halves as the API server would;
+/// `example` is what a bad argument's message shows.
 pub fn parse_quantities<'a>(
-    pairs: impl IntoIterator<Item = &'a str>,
-) -> Result<BTreeMap<String, Quantity>> {
-    parse_quantities_for(pairs, SET_EXAMPLE)
-}
-
-/// [`parse_quantities`] with the example a bad argument's message shows.
-pub fn parse_quantities_for<'a>(
     pairs: impl IntoIterator<Item = &'a str>,
     example: &str,
 ) -> Result<BTreeMap<String, Quantity>> {
@@ -300,12 +297,13 @@ mod tests {
     }
 
     fn set(pairs: &[&str]) -> Change {
-        Change::Set(parse_quantities(pairs.iter().copied()).unwrap())
+        Change::Set(parse_quantities(pairs.iter().copied(), SET_EXAMPLE).unwrap())
     }
 
     #[test]
     fn arguments_are_resources_and_quantities() {
-        let v = parse_quantities(["memory=512Mi", "cpu=0.5", "nvidia.com/gpu=1"]).unwrap();
+        let v =
+            parse_quantities(["memory=512Mi", "cpu=0.5", "nvidia.com/gpu=1"], SET_EXAMPLE).unwrap();
         assert_eq!(v["memory"], q("512Mi"));
         assert_eq!(v.len(), 3);
         for (bad, why) in [
@@ -315,10 +313,12 @@ mod tests {
             ("ram=1Gi", "not a resource"),
             ("gpu=1", "not a resource"),
         ] {
-            let err = parse_quantities([bad]).unwrap_err().to_string();
+            let err = parse_quantities([bad], SET_EXAMPLE)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
-        let err = parse_quantities(["cpu=1", "cpu=2"])
+        let err = parse_quantities(["cpu=1", "cpu=2"], SET_EXAMPLE)
             .unwrap_err()
             .to_string();
         assert!(err.contains("cpu is given twice"), "{err}");

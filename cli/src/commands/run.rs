@@ -142,7 +142,7 @@ pub fn one_off_pod(spec: &OneOff<'_>) -> Option<Pod> {
 
 /// Parses `cpu=500m,memory=512Mi` (names and quantities checked as `flynn limit` does).
 pub fn parse_limits(text: &str) -> Result<BTreeMap<String, Quantity>> {
-    super::limit::parse_quantities_for(
+    super::limit::parse_quantities(
         text.split(',').filter(|p| !p.is_empty()),
         "flynn run --limits cpu=500m,memory=512Mi -- bash",
     )
