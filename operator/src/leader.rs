@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -25,6 +25,9 @@ pub struct LeaseConfig {
     pub lease_duration: Duration,
     pub renew_deadline: Duration,
     pub retry_period: Duration,
+    /// An object the Lease is garbage-collected with (the chart's ConfigMap), so that
+    /// uninstalling the platform leaves no Lease behind.
+    pub owner: Option<OwnerReference>,
 }
 
 impl LeaseConfig {
@@ -36,7 +39,14 @@ impl LeaseConfig {
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
+            owner: None,
         }
+    }
+
+    #[must_use]
+    pub fn owned_by(mut self, owner: OwnerReference) -> Self {
+        self.owner = Some(owner);
+        self
     }
 }
 
@@ -183,6 +193,7 @@ async fn try_acquire_or_renew(
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(config.name.clone()),
+                    owner_references: config.owner.clone().map(|o| vec![o]),
                     ..Default::default()
                 },
                 spec: Some(LeaseSpec {
@@ -215,6 +226,13 @@ async fn try_acquire_or_renew(
     }
 
     let mut lease = existing;
+    // A Lease made before it had an owner gets one on the next write.
+    if let Some(owner) = &config.owner {
+        let refs = lease.metadata.owner_references.get_or_insert_with(Vec::new);
+        if !refs.iter().any(|r| r.uid == owner.uid) {
+            refs.push(owner.clone());
+        }
+    }
     let s = lease.spec.get_or_insert_with(Default::default);
     if !ours {
         s.acquire_time = Some(MicroTime(now));

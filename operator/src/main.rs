@@ -10,6 +10,8 @@ use flynn_operator::leader::{self, LeaseConfig};
 use flynn_operator::metrics::{ApiCallLayer, Metrics};
 use flynn_operator::server::{self, Health};
 use flynn_operator::{Settings, run};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -60,6 +62,10 @@ struct Args {
     /// Namespace of the Lease (default: this pod's namespace, else flynn-system).
     #[arg(long, env = "POD_NAMESPACE", default_value = "flynn-system")]
     lease_namespace: String,
+    /// A ConfigMap in the Lease's namespace that owns the Lease (the chart's
+    /// `flynn-platform`), so `helm uninstall` leaves no Lease behind.
+    #[arg(long, env = "FLYNN_LEASE_OWNER_CONFIGMAP")]
+    lease_owner_configmap: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "FLYNN_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -113,7 +119,18 @@ async fn main() -> anyhow::Result<()> {
         health
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let lease = LeaseConfig::new(&args.lease_namespace, "flynn-operator", &identity);
+        let mut lease = LeaseConfig::new(&args.lease_namespace, "flynn-operator", &identity);
+        if let Some(name) = &args.lease_owner_configmap {
+            match lease_owner(&client, &args.lease_namespace, name).await {
+                Ok(owner) => lease = lease.owned_by(owner),
+                // Leading matters more than tidiness on uninstall: go on without an owner.
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "the leader Lease will have no owner (ConfigMap {}/{name}): it stays after an uninstall",
+                    args.lease_namespace
+                ),
+            }
+        }
         let leadership = tokio::select! {
             l = leader::acquire(client.clone(), lease) => l,
             () = shutdown.cancelled() => return Ok(()),
@@ -158,4 +175,22 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// An owner reference to the ConfigMap `namespace/name`.
+async fn lease_owner(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<OwnerReference, kube::Error> {
+    let cm = kube::Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await?;
+    Ok(OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: name.to_owned(),
+        uid: cm.metadata.uid.unwrap_or_default(),
+        ..Default::default()
+    })
 }

@@ -5,8 +5,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
 
+{{- /* A component's image: <name>.image.repository (default <image.registry>/flynn-<name>),
+:tag (default image.tag, else the chart's appVersion) and @digest when given. With a
+digest the node pulls exactly what was pushed, whatever the tag now names. */ -}}
 {{- define "flynn.image" -}}
-{{ .root.Values.image.registry }}/flynn-{{ .name }}:{{ .root.Values.image.tag }}
+{{- $img := (index .root.Values .name).image | default dict -}}
+{{- $repo := $img.repository | default (printf "%s/flynn-%s" .root.Values.image.registry .name) -}}
+{{- $tag := $img.tag | default .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{ $repo }}:{{ $tag }}{{ with $img.digest }}@{{ . }}{{ end }}
 {{- end -}}
 
 {{- /* A volume for component state: an existing claim, a hostPath (single-node

@@ -3,6 +3,7 @@
 # shellcheck shell=bash
 
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.1
+source "$CLUSTER_DIR/lib/registry.sh"
 
 write_node_config() {
   local c=$STATE_DIR/config
@@ -15,9 +16,12 @@ state = "/run/flynn-containerd/state"
   address = "$CONTAINERD_SOCK"
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
-  # Images are imported by e2e/cluster/load-image; nothing is ever pulled.
+  # Images come from the local registry ($REGISTRY_HOST, see lib/registry.sh), or are
+  # imported by e2e/cluster/load-image. Nothing is pulled from outside this machine.
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "$PAUSE_IMAGE"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "$c/certs.d"
 [plugins.'io.containerd.cri.v1.runtime']
   # Lowering oom_score_adj needs CAP_SYS_RESOURCE, which sandboxed machines like
   # these lack (runc fails with "can't get final child's PID from pipe"). This
@@ -96,6 +100,7 @@ import_pause_image() {
 
 node_up() {
   write_node_config
+  registry_up
   log "starting containerd $CONTAINERD_VERSION"
   proc_start containerd containerd --config "$STATE_DIR/config/containerd.toml"
   wait_for "containerd socket" 30 containerd ctr_k8s version

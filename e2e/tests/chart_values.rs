@@ -1,0 +1,108 @@
+//! The chart's values are checked before anything is applied: `values.schema.json` refuses
+//! a value of the wrong type, an unknown key and a malformed digest with a message naming
+//! the value, each beside the valid twin; images are pinned by digest when one is given.
+
+use std::process::{Command, Output};
+
+fn helm() -> String {
+    let cache = std::env::var("FLYNN_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/flynn", std::env::var("HOME").unwrap_or_default()));
+    let helm = format!("{cache}/cluster-bin/helm");
+    assert!(
+        std::path::Path::new(&helm).exists(),
+        "{helm} is missing: run e2e/cluster/up (e2e/test does), which builds it"
+    );
+    helm
+}
+
+fn template(sets: &[&str]) -> Output {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", "flynn", "charts/flynn", "-n", "flynn-system"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    cmd.output().expect("running helm")
+}
+
+#[track_caller]
+fn renders(sets: &[&str]) -> String {
+    let out = template(sets);
+    assert!(
+        out.status.success(),
+        "helm template {sets:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[track_caller]
+fn refused(sets: &[&str], names: &[&str]) {
+    let out = template(sets);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "helm template {sets:?} was accepted");
+    for n in names {
+        assert!(
+            err.contains(n),
+            "the error for {sets:?} does not name {n:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_refused_naming_it() {
+    renders(&["router.httpPort=8080"]);
+    refused(
+        &["router.httpPort=eighty"],
+        &["/router/httpPort", "integer"],
+    );
+    renders(&["gitreceiver.hostNetwork=false"]);
+    refused(
+        &["gitreceiver.hostNetwork=maybe"],
+        &["/gitreceiver/hostNetwork", "boolean"],
+    );
+    renders(&["shelf.backend=s3", "shelf.bucket=b"]);
+    refused(&["shelf.backend=ftp"], &["/shelf/backend"]);
+}
+
+#[test]
+fn an_unknown_key_is_refused_naming_it() {
+    renders(&["operator.drainSeconds=3"]);
+    refused(&["operator.drainSecond=3"], &["drainSecond"]);
+    refused(&["routr.enabled=false"], &["routr"]);
+}
+
+#[test]
+fn images_are_pinned_by_digest_when_one_is_given() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let out = renders(&[
+        "image.registry=registry.example.com/team",
+        &format!("router.image.digest={digest}"),
+        "router.image.tag=1.2.3",
+    ]);
+    assert!(
+        out.contains(&format!(
+            "image: registry.example.com/team/flynn-router:1.2.3@{digest}"
+        )),
+        "{out}"
+    );
+    // The others: the registry, and the chart's appVersion as the tag.
+    let chart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/flynn/Chart.yaml"
+    ))
+    .unwrap();
+    let app_version = chart
+        .lines()
+        .find_map(|l| l.strip_prefix("appVersion:"))
+        .expect("Chart.yaml has an appVersion")
+        .trim()
+        .trim_matches('"');
+    assert!(
+        out.contains(&format!(
+            "image: registry.example.com/team/flynn-operator:{app_version}\n"
+        )),
+        "{out}"
+    );
+    refused(&["router.image.digest=latest"], &["/router/image/digest"]);
+}

@@ -1,0 +1,762 @@
+//! The platform as a platform team installs it and a developer uses it, on the local
+//! cluster: every image built from its Containerfile by `e2e/images` and pushed to the
+//! cluster's registry, `helm upgrade --install` through `e2e/install` pulling them by
+//! digest, then `flynn create`, `flynn key add`, `git push` over SSH, curl through the
+//! router, scale, env, rollback, routes (HTTPS with a TLS Secret, TCP), `flynn run` with a
+//! TTY, `flynn log`, `flynn delete`; `helm upgrade` to a rebuilt router image under steady
+//! load; and `helm uninstall`, after which nothing of the platform is left.
+//!
+//! This test owns the Helm release `flynn` in `flynn-system` (the one `e2e/demo` installs):
+//! it upgrades it in place and uninstalls it at the end. Run `e2e/demo` again afterwards
+//! for a running platform. Every step that fails shows the command's own output.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use flynn_e2e::{LOCAL_CLUSTER_KUBECONFIG, free_port};
+
+const SYSTEM_NS: &str = "flynn-system";
+const RELEASE: &str = "flynn";
+const DOMAIN: &str = "flynn.local";
+/// Where the local cluster keeps the chart's hostPath volumes (as `e2e/demo` does).
+const STATE_DIR: &str = "/var/lib/flynn-cluster";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn kubeconfig() -> String {
+    std::env::var("KUBECONFIG").unwrap_or_else(|_| LOCAL_CLUSTER_KUBECONFIG.to_owned())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs `cmd` to the end; panics with its command line, exit status and output unless it
+/// succeeded. Returns stdout.
+#[track_caller]
+fn run(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        describe(cmd),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[track_caller]
+fn output(cmd: &mut Command) -> Output {
+    cmd.env("KUBECONFIG", kubeconfig())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not start `{}`: {e} (is it installed? e2e/cluster/deps installs the cluster's tools)",
+                describe(cmd)
+            )
+        })
+}
+
+fn kubectl(args: &[&str]) -> Command {
+    let mut c = Command::new("kubectl");
+    c.args(args);
+    c
+}
+
+fn helm() -> Command {
+    let cache = std::env::var("FLYNN_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/flynn", std::env::var("HOME").unwrap()));
+    let helm = format!("{cache}/cluster-bin/helm");
+    assert!(
+        Path::new(&helm).exists(),
+        "{helm} is missing: run e2e/cluster/up (e2e/test does), which builds it"
+    );
+    Command::new(helm)
+}
+
+/// The values the local cluster needs beside the image pins: state on the node's disk (it
+/// has no storage provisioner).
+fn install(values: &[&Path]) {
+    let mut cmd = Command::new(repo().join("e2e/install"));
+    for v in values {
+        cmd.arg("-f").arg(v);
+    }
+    cmd.args([
+        "--set",
+        &format!("shelf.storage.hostPath={STATE_DIR}/volumes/shelf"),
+        "--set",
+        &format!("gitreceiver.storage.hostPath={STATE_DIR}/volumes/repos"),
+    ]);
+    run(&mut cmd);
+}
+
+/// An HTTP/1.1 GET of `path` with `Host: host` to 127.0.0.1:`port`: (status, body).
+fn get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls `f` every 500 ms until it returns Some, or panics after `secs` with the last
+/// value seen.
+#[track_caller]
+fn until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {secs} s waiting for {what}; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// Waits until the router answers `host` with a body containing `want`.
+#[track_caller]
+fn serves(host: &str, want: &str) -> String {
+    until(
+        &format!("http://{host}/ to say {want:?}"),
+        120,
+        || match get(80, host, "/") {
+            Ok((200, body)) if body.contains(want) => Ok(body),
+            other => Err(format!("{other:?}")),
+        },
+    )
+}
+
+/// The developer: a namespace, an SSH key, a git checkout, the `flynn` CLI.
+struct Developer {
+    ns: String,
+    home: tempfile::TempDir,
+    src: PathBuf,
+    flynn: PathBuf,
+}
+
+impl Drop for Developer {
+    fn drop(&mut self) {
+        let _ = output(
+            kubectl(&["delete", "namespace", &self.ns, "--wait=false"]).stdout(Stdio::null()),
+        );
+    }
+}
+
+impl Developer {
+    fn flynn(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.flynn);
+        c.arg("-n")
+            .arg(&self.ns)
+            .args(args)
+            .current_dir(&self.src)
+            .env("HOME", self.home.path())
+            .env("NO_COLOR", "1")
+            .env("GIT_SSH_COMMAND", self.ssh_command())
+            .env_remove("FLYNN_APP");
+        c
+    }
+
+    fn ssh_command(&self) -> String {
+        format!("ssh -F {}", self.home.path().join("ssh_config").display())
+    }
+
+    fn git(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("git");
+        c.args(args)
+            .current_dir(&self.src)
+            .env("HOME", self.home.path())
+            .env("GIT_SSH_COMMAND", self.ssh_command())
+            .env("GIT_AUTHOR_NAME", "dev")
+            .env("GIT_AUTHOR_EMAIL", "dev@flynn.local")
+            .env("GIT_COMMITTER_NAME", "dev")
+            .env("GIT_COMMITTER_EMAIL", "dev@flynn.local");
+        c
+    }
+}
+
+/// Counts requests through the router on a few threads until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(host: &str, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, host) =
+                    (stop.clone(), ok.clone(), failed.clone(), host.to_owned());
+                std::thread::spawn(move || {
+                    let mut errors = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match get(80, &host, "/") {
+                            Ok((200, _)) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                if errors.len() < 5 {
+                                    errors.push(format!("{other:?}"));
+                                }
+                            }
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    /// (succeeded, failed, a few of the failures).
+    fn stop(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let errors = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
+#[test]
+fn a_platform_team_installs_it_and_a_developer_uses_it() {
+    let kubeconfig = kubeconfig();
+    assert!(
+        Path::new(&kubeconfig).exists(),
+        "no cluster: {kubeconfig} is missing; start the local cluster with `export KUBECONFIG=$(e2e/cluster/up)`"
+    );
+
+    // --- The platform team: images to the registry, then the chart pulling them.
+    let values = run(&mut Command::new(repo().join("e2e/images")));
+    let values = PathBuf::from(values.lines().last().expect("e2e/images printed nothing"));
+    let pinned = std::fs::read_to_string(&values).unwrap();
+    for c in [
+        "operator",
+        "router",
+        "gitreceiver",
+        "slugbuilder",
+        "slugrunner",
+    ] {
+        assert!(
+            pinned.contains(&format!("repository: localhost:5001/flynn-{c}, "))
+                && pinned.contains("digest: \"sha256:"),
+            "{} does not pin flynn-{c} by digest:\n{pinned}",
+            values.display()
+        );
+    }
+    refusals_before_anything_is_applied(&values);
+    install(&[&values]);
+    a_pod_that_cannot_pull_is_named(&values);
+    // Every platform pod runs an image from the registry, by digest.
+    let images = run(&mut kubectl(&[
+        "-n",
+        SYSTEM_NS,
+        "get",
+        "pods",
+        "-l",
+        &format!("app.kubernetes.io/instance={RELEASE}"),
+        "-o",
+        "jsonpath={range .items[*].spec.containers[*]}{.image}{\"\\n\"}{end}",
+    ]));
+    assert!(!images.trim().is_empty(), "no platform pods");
+    for image in images.lines() {
+        assert!(
+            image.starts_with("localhost:5001/flynn-") && image.contains("@sha256:"),
+            "a platform pod runs {image}, not an image from the registry by digest"
+        );
+    }
+
+    // --- The developer.
+    let dev = developer();
+    let app = "shop";
+    let host = format!("{app}.{DOMAIN}");
+    run(&mut dev.flynn(&["create", app]));
+    let remote = run(&mut dev.git(&["remote", "get-url", "flynn"]));
+    assert!(
+        remote.trim() == format!("ssh://git@flynn.local:2222/{}/{app}.git", dev.ns),
+        "flynn create set the remote to {remote:?}"
+    );
+    let key = dev.home.path().join("id_ed25519.pub");
+    run(&mut dev.flynn(&["key", "add", key.to_str().unwrap()]));
+    run(&mut dev.git(&["push", "flynn", "main"]));
+    let body = serves(&host, "from Python");
+    assert!(body.contains("Hello, world"), "{body}");
+
+    // Scale: two web processes, both serving.
+    run(&mut dev.flynn(&["scale", "web=2", "--timeout", "180"]));
+    let ps = run(&mut dev.flynn(&["ps"]));
+    assert_eq!(
+        ps.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.get(1) == Some(&"web") && f.get(3) == Some(&"up"))
+            .count(),
+        2,
+        "flynn ps after scale web=2:\n{ps}"
+    );
+
+    // Config: a new release with the variable; rollback to the one before.
+    run(&mut dev.flynn(&["env", "set", "GREETING_NAME=e2e"]));
+    serves(&host, "Hello, e2e");
+    run(&mut dev.flynn(&["release", "rollback", "--timeout", "180"]));
+    serves(&host, "Hello, world");
+
+    // HTTPS with a certificate from a TLS Secret, and a TCP route.
+    let secure = format!("secure-{app}.{DOMAIN}");
+    let certs = tempfile::tempdir().unwrap();
+    let (crt, key_pem) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        &format!("/CN={secure}"),
+        "-addext",
+        &format!("subjectAltName=DNS:{secure}"),
+        "-keyout",
+        key_pem.to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
+    ]));
+    run(&mut kubectl(&[
+        "-n",
+        &dev.ns,
+        "create",
+        "secret",
+        "tls",
+        "shop-tls",
+        "--cert",
+        crt.to_str().unwrap(),
+        "--key",
+        key_pem.to_str().unwrap(),
+    ]));
+    run(&mut dev.flynn(&["route", "add", "http", &secure, "--tls-secret", "shop-tls"]));
+    let https = until(&format!("https://{secure}/ through the router"), 60, || {
+        let out = output(Command::new("curl").args([
+            "-sS",
+            "--fail",
+            "--cacert",
+            crt.to_str().unwrap(),
+            "--resolve",
+            &format!("{secure}:443:127.0.0.1"),
+            &format!("https://{secure}/"),
+        ]));
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    assert!(https.contains("from Python"), "{https}");
+    let tcp_port = free_port();
+    run(&mut dev.flynn(&["route", "add", "tcp", "--port", &tcp_port.to_string()]));
+    until(
+        &format!("the TCP route on port {tcp_port}"),
+        60,
+        || match get(tcp_port, "anything", "/") {
+            Ok((200, body)) if body.contains("from Python") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // A one-off process with a terminal (script(1) gives `flynn run` a real pty); its
+    // exit code comes back.
+    let mut tty = Command::new("script");
+    tty.args(["-qec"])
+        .arg(format!(
+            "{} -n {} -a {app} run -- sh -c 'tty; exit 7'",
+            dev.flynn.display(),
+            dev.ns
+        ))
+        .arg("/dev/null")
+        .current_dir(&dev.src)
+        .env("HOME", dev.home.path());
+    let out = output(&mut tty);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "flynn run with a TTY: {text}");
+    assert!(text.contains("/dev/pts/"), "no terminal in the pod: {text}");
+
+    // The log has the app's lines.
+    let log = run(&mut dev.flynn(&["log", "--lines", "50"]));
+    assert!(log.contains("web"), "flynn log:\n{log}");
+
+    // --- The platform team upgrades the router to a rebuilt image while traffic flows.
+    let tag = format!("e2e-rebuilt-{}", std::process::id());
+    let bin = dev.flynn.parent().unwrap().to_owned();
+    let rebuilt = run(Command::new(repo().join("router/image/build")).args([
+        "--bin-dir",
+        bin.to_str().unwrap(),
+        "--tag",
+        &tag,
+        "--push",
+        "localhost:5001",
+    ]));
+    let rebuilt = rebuilt.trim().lines().last().unwrap().to_owned();
+    let (repo_tag, digest) = rebuilt
+        .split_once('@')
+        .expect("a pushed reference has a digest");
+    let override_values = certs.path().join("router.yaml");
+    std::fs::write(
+        &override_values,
+        format!(
+            "router:\n  image: {{repository: {}, tag: {tag}, digest: \"{digest}\"}}\n",
+            repo_tag.rsplit_once(':').unwrap().0
+        ),
+    )
+    .unwrap();
+    let load = Load::start(&host, 4);
+    std::thread::sleep(Duration::from_secs(3));
+    install(&[&values, &override_values]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, failed, errors) = load.stop();
+    eprintln!(
+        "helm upgrade of the router under load: {failed} of {} requests failed; first failures: {errors:?}",
+        ok + failed
+    );
+    assert!(
+        ok > 0,
+        "no request succeeded during the upgrade: {errors:?}"
+    );
+    let router_images = run(&mut kubectl(&[
+        "-n",
+        SYSTEM_NS,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=flynn-router",
+        "-o",
+        "jsonpath={.items[*].spec.containers[0].image}",
+    ]));
+    assert!(
+        router_images.contains(&tag),
+        "the router runs {router_images}, not the rebuilt {rebuilt}"
+    );
+    serves(&host, "from Python");
+
+    // --- The developer deletes the app: its objects go.
+    run(&mut dev.flynn(&["delete", "--yes"]));
+    until("the app's pods to go", 120, || {
+        let pods = run(&mut kubectl(&["-n", &dev.ns, "get", "pods", "-o", "name"]));
+        if pods.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(pods)
+        }
+    });
+
+    // --- The platform team uninstalls: nothing of the platform stays but what is
+    // documented as kept (CRDs, which Helm never deletes; PersistentVolumeClaims, none
+    // here: the local cluster uses hostPath; the SSH host key). The leader Lease, which
+    // the operator makes, goes with the chart's ConfigMap that owns it.
+    drop(dev);
+    run(helm().args([
+        "uninstall",
+        RELEASE,
+        "-n",
+        SYSTEM_NS,
+        "--wait",
+        "--timeout",
+        "180s",
+    ]));
+    let left = run(&mut kubectl(&[
+        "get",
+        "all,configmaps,secrets,serviceaccounts,roles,rolebindings,leases,persistentvolumeclaims,poddisruptionbudgets,networkpolicies",
+        "-n",
+        SYSTEM_NS,
+        "-o",
+        "name",
+    ]));
+    let left: Vec<&str> = left
+        .lines()
+        .filter(|l| {
+            ![
+                // Kubernetes' own, in every namespace.
+                "configmap/kube-root-ca.crt",
+                "serviceaccount/default",
+                // Kept on purpose (README, "On a real cluster"): a reinstall keeps the SSH
+                // host key developers pinned.
+                "secret/flynn-gitreceiver-hostkey",
+            ]
+            .contains(l)
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "helm uninstall left these in {SYSTEM_NS}: {left:?}"
+    );
+    let cluster = run(&mut kubectl(&[
+        "get",
+        "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings,namespaces",
+        "-l",
+        &format!("app.kubernetes.io/instance={RELEASE}"),
+        "-o",
+        "name",
+    ]));
+    assert!(
+        cluster.trim().is_empty(),
+        "helm uninstall left these cluster-wide: {cluster}"
+    );
+}
+
+/// A namespace without the test label (the installed platform serves it), a key pair, an
+/// ssh config that finds the receiver on this node with its host key pinned from the
+/// cluster (no trust on first use), and the Python sample as a git checkout.
+fn developer() -> Developer {
+    let ns = format!("e2e-dev-{}", std::process::id());
+    run(&mut kubectl(&["create", "namespace", &ns]));
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path().to_owned();
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "e2e", "-f"])
+        .arg(h.join("id_ed25519")));
+    let host_private = run(&mut kubectl(&[
+        "-n",
+        SYSTEM_NS,
+        "get",
+        "secret",
+        "flynn-gitreceiver-hostkey",
+        "-o",
+        "go-template={{index .data \"ssh_host_ed25519_key\" | base64decode}}",
+    ]));
+    let private = h.join("hostkey");
+    std::fs::write(&private, host_private).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let public = run(Command::new("ssh-keygen").arg("-y").arg("-f").arg(&private));
+    std::fs::remove_file(&private).unwrap();
+    std::fs::write(h.join("known_hosts"), format!("flynn.local {public}")).unwrap();
+    std::fs::write(
+        h.join("ssh_config"),
+        format!(
+            "Host flynn.local\n  HostName 127.0.0.1\n  HostKeyAlias flynn.local\n  Port 2222\n  User git\n  \
+             IdentityFile {0}/id_ed25519\n  IdentitiesOnly yes\n  UserKnownHostsFile {0}/known_hosts\n  \
+             StrictHostKeyChecking yes\n",
+            h.display()
+        ),
+    )
+    .unwrap();
+    let src = h.join("shop");
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("builder/fixtures/apps/python-web"))
+        .arg(&src));
+    let dev = Developer {
+        ns,
+        home,
+        src,
+        flynn: flynn_bin(),
+    };
+    run(&mut dev.git(&["init", "-q", "-b", "main"]));
+    run(&mut dev.git(&["add", "-A"]));
+    run(&mut dev.git(&["commit", "-q", "-m", "the sample"]));
+    dev
+}
+
+/// The release build of the CLI that `e2e/images` made beside the images.
+fn flynn_bin() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target"));
+    let bin = target.join("release/flynn");
+    assert!(
+        bin.exists(),
+        "{} is missing: e2e/images builds it (cargo build --release --workspace --bins)",
+        bin.display()
+    );
+    bin
+}
+
+/// The release binaries e2e/images built.
+fn release_dir() -> PathBuf {
+    flynn_bin().parent().unwrap().to_owned()
+}
+
+/// A values file pinning the router to a digest no registry has.
+fn missing_router_digest(dir: &Path) -> PathBuf {
+    let file = dir.join("missing-router.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "router:\n  image: {{repository: localhost:5001/flynn-router, tag: gone, digest: \"sha256:{}\"}}\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn helm_revision() -> String {
+    let out = output(helm().args(["status", RELEASE, "-n", SYSTEM_NS, "-o", "json"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("\"version\":")
+        .nth(1)
+        .map(|v| v.chars().take_while(char::is_ascii_digit).collect())
+        .unwrap_or_else(|| "none".to_owned())
+}
+
+/// A registry that refuses the push, and an install naming an image that is not in the
+/// registry, each end in a message naming the cause, and nothing is applied.
+fn refusals_before_anything_is_applied(values: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    // A real registry (the same server as the cluster's) in read-only mode.
+    let port = free_port();
+    let config = dir.path().join("readonly.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  maintenance: {{readonly: {{enabled: true}}}}\n\
+             http: {{addr: \"127.0.0.1:{port}\"}}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut registry = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting docker-registry (Debian package docker-registry; e2e/cluster/deps installs it)");
+    until("the read-only registry to answer", 30, || {
+        get(port, "localhost", "/v2/").map_err(|e| e.to_string())
+    });
+    let out = output(Command::new(repo().join("router/image/build")).args([
+        "--bin-dir",
+        release_dir().to_str().unwrap(),
+        "--tag",
+        "refused",
+        "--push",
+        &format!("localhost:{port}"),
+    ]));
+    let _ = registry.kill();
+    let _ = registry.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a push to a read-only registry succeeded: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "pushing localhost:{port}/flynn-router:refused failed"
+        )),
+        "the error does not name the push: {err}"
+    );
+    assert!(
+        err.contains("read-only") || err.contains("unsupported") || err.contains("405"),
+        "the error does not give the registry's reason: {err}"
+    );
+
+    // An image that is not in the registry: refused before Helm changes anything.
+    let before = helm_revision();
+    let mut cmd = Command::new(repo().join("e2e/install"));
+    cmd.arg("-f")
+        .arg(values)
+        .arg("-f")
+        .arg(missing_router_digest(dir.path()));
+    let out = output(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "installing a missing image succeeded: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "localhost:5001/flynn-router:gone@sha256:{}",
+            "0".repeat(64)
+        )) && err.contains("is not in its registry"),
+        "the error does not name the missing image: {err}"
+    );
+    assert_eq!(
+        helm_revision(),
+        before,
+        "the refused install changed the release"
+    );
+}
+
+/// When a pod cannot pull its image (here the registry check is skipped, as for a
+/// registry only the nodes reach), the installer names the pod, the image and the
+/// runtime's reason instead of timing out in silence; the next good install recovers.
+fn a_pod_that_cannot_pull_is_named(values: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(repo().join("e2e/install"));
+    cmd.arg("-f")
+        .arg(values)
+        .arg("-f")
+        .arg(missing_router_digest(dir.path()))
+        .args([
+            "--set",
+            &format!("shelf.storage.hostPath={STATE_DIR}/volumes/shelf"),
+            "--set",
+            &format!("gitreceiver.storage.hostPath={STATE_DIR}/volumes/repos"),
+        ])
+        .env("FLYNN_INSTALL_SKIP_IMAGE_CHECK", "1")
+        .env("FLYNN_INSTALL_TIMEOUT", "60s");
+    let out = output(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an install whose router cannot pull succeeded: {err}"
+    );
+    assert!(
+        err.contains("container router: ")
+            && (err.contains("ErrImagePull") || err.contains("ImagePullBackOff"))
+            && err.contains(&"0".repeat(64)),
+        "the installer does not say the router cannot pull its image: {err}"
+    );
+    install(&[values]);
+}
