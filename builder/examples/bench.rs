@@ -65,6 +65,8 @@ async fn timed_build(app: &Path, store: &str, name: &str, cache: &str, work: &Pa
         source: Source::File(src),
         work_dir: w.path().to_owned(),
         buildpacks_dir: fixtures().join("buildpacks"),
+        buildpack_urls: Vec::new(),
+        buildpack_cache: None,
         env: Default::default(),
         slug_put_url: Some(format!("{store}/slugs/{name}.tgz")),
         slug_file: None,

@@ -4,7 +4,8 @@
 //!    vars into ENV_DIR;
 //! 2. restore the app's build cache into CACHE_DIR;
 //! 3. choose buildpacks: `BUILDPACK_URL`, else the app's `.buildpacks`, else the first of
-//!    the builtin list whose `bin/detect` says yes;
+//!    the builtin list whose `bin/detect` says yes (the builtin list: the image's buildpacks
+//!    directory, or `BUILDPACK_URLS` fetched one by one as detection reaches them);
 //! 4. run each one's `bin/compile` (sourcing earlier buildpacks' `export`), then the last
 //!    one's `bin/release`;
 //! 5. work out the process types: the Procfile over the buildpack's defaults;
@@ -23,6 +24,7 @@ use tokio::io::AsyncRead;
 use crate::{
     buildpack::{
         BuildDirs, Buildpack, BuildpackError, BuildpackSource, Detection, ScriptEnv, builtin_order,
+        fetch::{self, BuildpackRef},
     },
     client::{ClientError, HttpClient},
     output::{Log, human_size},
@@ -74,6 +76,13 @@ pub struct BuildOptions {
     pub work_dir: PathBuf,
     /// The builtin buildpacks, in detection order (see [`builtin_order`]).
     pub buildpacks_dir: PathBuf,
+    /// A list that replaces the builtin buildpacks (`BUILDPACK_URLS`): fetched on first use,
+    /// in order, as detection reaches each (see [`fetch::parse_urls`]). Empty: the
+    /// directory above.
+    pub buildpack_urls: Vec<BuildpackRef>,
+    /// Where fetched git buildpacks of `buildpack_urls` are cached, keyed by URL and ref
+    /// (none: fetched by every build).
+    pub buildpack_cache: Option<PathBuf>,
     /// Config vars, given to buildpacks as ENV_DIR files. `BUILDPACK_URL` among them picks
     /// the buildpack.
     pub env: BTreeMap<String, String>,
@@ -140,6 +149,9 @@ pub enum BuildError {
     /// A buildpack failed.
     #[error(transparent)]
     Buildpack(#[from] BuildpackError),
+    /// A buildpack of `BUILDPACK_URLS` could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
     /// The Procfile is malformed.
     #[error("{0}; fix the Procfile and push again")]
     Procfile(#[from] ProcfileError),
@@ -475,6 +487,10 @@ async fn choose_buildpacks(
         return Ok(chosen);
     }
 
+    if !opts.buildpack_urls.is_empty() {
+        return detect_from_urls(opts, client, build_dir, bp_dir, env, log).await;
+    }
+
     let order = builtin_order(&opts.buildpacks_dir)
         .await
         .map_err(io_err("listing", &opts.buildpacks_dir))?;
@@ -497,6 +513,48 @@ async fn choose_buildpacks(
             return Ok(chosen);
         }
         tried.push(id);
+    }
+    Err(BuildError::NoBuildpack { tried })
+}
+
+/// The builtin detection over `BUILDPACK_URLS`: each buildpack is fetched when detection
+/// reaches it (a git URL through [`fetch`], with the cache; a directory or tarball as
+/// `BUILDPACK_URL` would be), into its own writable directory; the first whose detect says
+/// yes is used. A buildpack that cannot be fetched fails the build: the list is the
+/// platform's, and skipping one would build the app differently.
+async fn detect_from_urls(
+    opts: &BuildOptions,
+    client: &HttpClient,
+    build_dir: &Path,
+    bp_dir: &Path,
+    env: &ScriptEnv,
+    log: &Log,
+) -> Result<Vec<(Buildpack, String)>, BuildError> {
+    let mut tried = Vec::new();
+    for (i, bp) in opts.buildpack_urls.iter().enumerate() {
+        let dest = bp_dir.join(format!("{i:02}-{}", bp.name));
+        let candidate = match BuildpackSource::parse(&bp.spec()) {
+            BuildpackSource::Git { .. } => {
+                let f = fetch::fetch(bp, &dest, opts.buildpack_cache.as_deref()).await?;
+                tracing::info!(
+                    buildpack = %bp.name,
+                    url = %bp.spec(),
+                    commit = %f.commit,
+                    cached = f.cached,
+                    "fetched a buildpack"
+                );
+                Buildpack {
+                    dir: dest,
+                    id: bp.name.clone(),
+                }
+            }
+            other => Buildpack::install(&other, &dest, client).await?,
+        };
+        if let Detection::Yes(name) = candidate.detect(build_dir, env).await? {
+            log.header(&format!("{name} app detected"));
+            return Ok(vec![(candidate, name)]);
+        }
+        tried.push(bp.name.clone());
     }
     Err(BuildError::NoBuildpack { tried })
 }

@@ -5,6 +5,8 @@
 //! environment: nothing of the slugbuilder's own environment (store URLs, tokens) leaks
 //! into them.
 
+pub mod fetch;
+
 use std::{
     collections::BTreeMap,
     io,
@@ -78,6 +80,9 @@ pub enum BuildpackError {
         /// Why.
         reason: String,
     },
+    /// Fetching a git buildpack failed.
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
     /// A script could not be started.
     #[error("could not run {script}: {source}")]
     Spawn {
@@ -196,41 +201,14 @@ impl Buildpack {
                     .map_err(fail)?;
             }
             BuildpackSource::Git { url, reference } => {
-                let mut clone = Command::new("git");
-                clone.args(["clone", "--quiet", "--depth=1"]);
-                if let Some(r) = reference {
-                    clone.args(["--branch", r]);
-                }
-                clone.arg("--").arg(url).arg(dest);
-                if run_quiet(&mut clone).await.is_err() {
-                    // `--branch` takes branches and tags only: a commit needs a full clone.
-                    let _ = tokio::fs::remove_dir_all(dest).await;
-                    run_quiet(
-                        Command::new("git")
-                            .args(["clone", "--quiet", "--"])
-                            .arg(url)
-                            .arg(dest),
-                    )
-                    .await
-                    .map_err(&fail)?;
-                    if let Some(r) = reference {
-                        run_quiet(
-                            Command::new("git")
-                                .arg("-C")
-                                .arg(dest)
-                                .args(["checkout", "--quiet", r]),
-                        )
-                        .await
-                        .map_err(&fail)?;
-                    }
-                }
-                let _ = run_quiet(Command::new("git").arg("-C").arg(dest).args([
-                    "submodule",
-                    "update",
-                    "--init",
-                    "--recursive",
-                ]))
-                .await;
+                // The one git path (see `fetch`): uncached, as an app's own buildpack URL
+                // may name a branch that moves.
+                let bp = fetch::BuildpackRef {
+                    name: fetch::name_from_url(url),
+                    url: url.clone(),
+                    reference: reference.clone(),
+                };
+                fetch::fetch(&bp, dest, None).await?;
             }
             BuildpackSource::Tarball(url) => {
                 let (body, _) = client

@@ -165,6 +165,15 @@ struct PipelineArgs {
     /// Where source tarballs are written before upload (default: the system's temp dir).
     #[arg(long, env = "FLYNN_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
+    /// Buildpacks replacing those in the slugbuilder image: `URL#REF`, comma-separated,
+    /// passed to build Jobs as BUILDPACK_URLS (default: the image's).
+    #[arg(
+        long,
+        env = "FLYNN_BUILDPACK_URLS",
+        value_name = "URL#REF,...",
+        value_delimiter = ','
+    )]
+    buildpack_urls: Vec<String>,
 }
 
 impl PipelineArgs {
@@ -197,6 +206,12 @@ impl PipelineArgs {
             web_port: self.web_port,
             rollout_margin: Duration::from_secs(self.rollout_margin_seconds),
             tmp_dir: self.tmp_dir,
+            buildpack_urls: self
+                .buildpack_urls
+                .into_iter()
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
             ..PipelineSettings::default()
         })
     }

@@ -1,11 +1,16 @@
 //! `slugbuilder`: app source in, slug out. See `flynn_builder::build`.
+//!
+//! `slugbuilder fetch-buildpacks --list FILE --out DIR [--cache DIR]` fetches a pinned
+//! buildpack list into a buildpacks directory when an image is built (see
+//! `flynn_builder::buildpack::fetch`).
 
 use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use flynn_builder::{
     build::{self, BuildOptions, DEFAULT_STACK, Source},
+    buildpack::fetch,
     output::{Log, error_chain},
     slug::DEFAULT_MAX_SIZE,
 };
@@ -17,6 +22,8 @@ const TERMINATION_LOG: &str = "/dev/termination-log";
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The app's name (for the output).
     #[arg(long, env = "APP_NAME", default_value = "app")]
     app: String,
@@ -29,6 +36,13 @@ struct Args {
     /// The builtin buildpacks, tried in order (an `order` file, else sorted names).
     #[arg(long, env = "BUILDPACKS_DIR", default_value = "/buildpacks")]
     buildpacks_dir: PathBuf,
+    /// Buildpacks that replace the builtin ones: `URL#REF` items separated by commas or
+    /// newlines, fetched (git) on first use and tried in order.
+    #[arg(long, env = "BUILDPACK_URLS", value_name = "URL#REF,...")]
+    buildpack_urls: Option<String>,
+    /// Cache of fetched --buildpack-urls buildpacks, keyed by URL and ref.
+    #[arg(long, env = "BUILDPACK_CACHE_DIR")]
+    buildpack_cache: Option<PathBuf>,
     /// A config var, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -63,6 +77,68 @@ struct Args {
     /// last line of stdout).
     #[arg(long, env = "RESULT_PATH")]
     result: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fetches a pinned buildpack list into a buildpacks directory (for --buildpacks-dir):
+    /// one directory per buildpack, an `order` file and `buildpacks.lock` (the commits).
+    FetchBuildpacks(FetchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FetchArgs {
+    /// The list: one `NAME URL#REF` per line, `#` comments (builder/buildpacks/heroku.list).
+    #[arg(long, value_name = "FILE")]
+    list: PathBuf,
+    /// The buildpacks directory to write (created; listed buildpacks in it are replaced).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Cache of fetched buildpacks, keyed by URL and ref: a second fetch of the same pins
+    /// makes no network request (e.g. ~/.cache/flynn/buildpacks). Default: no cache.
+    #[arg(long, env = "BUILDPACK_CACHE_DIR", value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Buildpacks fetched at once.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+}
+
+/// `fetch-buildpacks`: a line per buildpack on stdout, the errors on stderr.
+async fn fetch_buildpacks(args: &FetchArgs) -> anyhow::Result<()> {
+    let text = tokio::fs::read_to_string(&args.list)
+        .await
+        .with_context(|| format!("reading {}", args.list.display()))?;
+    let list = fetch::parse_list(&text).with_context(|| format!("{}", args.list.display()))?;
+    anyhow::ensure!(
+        !list.is_empty(),
+        "{} lists no buildpacks",
+        args.list.display()
+    );
+    match fetch::fetch_list(&list, &args.out, args.cache.as_deref(), args.jobs).await {
+        Ok(fetched) => {
+            for f in fetched {
+                println!(
+                    "{} {} {}{}",
+                    f.buildpack.name,
+                    f.buildpack.spec(),
+                    f.commit,
+                    if f.cached { " (cached)" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        Err(fetch::FetchErrors(errors)) => {
+            for e in &errors {
+                eprintln!("slugbuilder fetch-buildpacks: {e}");
+            }
+            anyhow::bail!(
+                "{} of {} buildpacks could not be fetched into {}",
+                errors.len(),
+                list.len(),
+                args.out.display()
+            )
+        }
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -107,6 +183,13 @@ async fn config_vars(args: &Args) -> anyhow::Result<BTreeMap<String, String>> {
 async fn main() {
     flynn_builder::telemetry::init("warn");
     let args = Args::parse();
+    if let Some(Command::FetchBuildpacks(fetch_args)) = &args.command {
+        if let Err(e) = fetch_buildpacks(fetch_args).await {
+            eprintln!("slugbuilder fetch-buildpacks: {}", error_chain(e.as_ref()));
+            std::process::exit(1);
+        }
+        return;
+    }
     let log = Log::stdout();
     let result_path = args.result.clone().or_else(|| {
         std::path::Path::new(TERMINATION_LOG)
@@ -119,6 +202,12 @@ async fn main() {
             source: Source::parse(&args.source),
             work_dir: args.work_dir.clone(),
             buildpacks_dir: args.buildpacks_dir.clone(),
+            buildpack_urls: args
+                .buildpack_urls
+                .as_deref()
+                .map(fetch::parse_urls)
+                .unwrap_or_default(),
+            buildpack_cache: args.buildpack_cache.clone(),
             env: config_vars(&args).await?,
             slug_put_url: args.slug_put_url.clone(),
             slug_file: args.slug_file.clone(),

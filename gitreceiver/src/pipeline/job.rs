@@ -101,19 +101,24 @@ pub fn build_job(b: &BuildJob<'_>, settings: &PipelineSettings) -> Job {
         controller: Some(false),
         block_owner_deletion: Some(true),
     };
+    let mut env_vars = vec![
+        env("SOURCE_URL", &b.urls.source),
+        env("SLUG_PUT_URL", &b.urls.slug_put),
+        env("SLUG_URL", &b.urls.slug),
+        env("CACHE_URL", &b.urls.cache),
+        env("SOURCE_VERSION", b.commit),
+        env("CONFIG_DIR", CONFIG_DIR),
+    ];
+    // The platform's buildpack list, replacing the image's (the build fetches them).
+    if !settings.buildpack_urls.is_empty() {
+        env_vars.push(env("BUILDPACK_URLS", &settings.buildpack_urls.join(",")));
+    }
     let container = Container {
         name: CONTAINER.into(),
         image: Some(settings.slugbuilder_image.clone()),
         image_pull_policy: Some(settings.slugbuilder_pull_policy.clone()),
         args: Some(vec!["--app".into(), app_name.clone()]),
-        env: Some(vec![
-            env("SOURCE_URL", &b.urls.source),
-            env("SLUG_PUT_URL", &b.urls.slug_put),
-            env("SLUG_URL", &b.urls.slug),
-            env("CACHE_URL", &b.urls.cache),
-            env("SOURCE_VERSION", b.commit),
-            env("CONFIG_DIR", CONFIG_DIR),
-        ]),
+        env: Some(env_vars),
         volume_mounts: Some(vec![VolumeMount {
             name: "config".into(),
             mount_path: CONFIG_DIR.into(),
@@ -391,10 +396,50 @@ mod tests {
         assert_eq!(env["SOURCE_VERSION"], "abc1234def");
         assert_eq!(env["CONFIG_DIR"], CONFIG_DIR);
         assert!(
+            !env.contains_key("BUILDPACK_URLS"),
+            "no list: the image's buildpacks"
+        );
+        assert!(
             !v.to_string().contains("s3cret"),
             "config vars must not be in the Job"
         );
         assert_eq!(c["resources"]["limits"]["memory"], "2Gi");
+    }
+
+    #[test]
+    fn a_buildpack_list_becomes_the_jobs_buildpack_urls() {
+        let settings = PipelineSettings {
+            buildpack_urls: vec![
+                "https://github.com/heroku/heroku-buildpack-nodejs#v363".into(),
+                "https://github.com/heroku/heroku-buildpack-python#v351".into(),
+            ],
+            ..PipelineSettings::default()
+        };
+        let (app, urls) = (app(), urls());
+        let job = build_job(
+            &BuildJob {
+                app: &app,
+                name: "shop-build-abc1234-xyz12",
+                commit: "abc1234def",
+                urls: &urls,
+            },
+            &settings,
+        );
+        let v = serde_json::to_value(&job).unwrap();
+        let env = &v["spec"]["template"]["spec"]["containers"][0]["env"];
+        let list: Vec<_> = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "BUILDPACK_URLS")
+            .collect();
+        assert_eq!(
+            list,
+            [&json!({
+                "name": "BUILDPACK_URLS",
+                "value": "https://github.com/heroku/heroku-buildpack-nodejs#v363,https://github.com/heroku/heroku-buildpack-python#v351"
+            })]
+        );
     }
 
     #[test]

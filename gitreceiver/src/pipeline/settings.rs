@@ -41,6 +41,9 @@ pub struct PipelineSettings {
     pub rollout_margin: Duration,
     /// Where source tarballs are written before upload (the system's temp dir if `None`).
     pub tmp_dir: Option<PathBuf>,
+    /// Buildpacks (`URL#REF`) that replace the ones baked into the slugbuilder image, given
+    /// to each build Job as `BUILDPACK_URLS` (fetched by the build). Empty: the image's.
+    pub buildpack_urls: Vec<String>,
 }
 
 impl std::fmt::Debug for PipelineSettings {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for PipelineSettings {
             .field("web_port", &self.web_port)
             .field("rollout_margin", &self.rollout_margin)
             .field("tmp_dir", &self.tmp_dir)
+            .field("buildpack_urls", &self.buildpack_urls)
             .finish()
     }
 }
@@ -84,6 +88,7 @@ impl Default for PipelineSettings {
             web_port: 8080,
             rollout_margin: Duration::from_secs(30),
             tmp_dir: None,
+            buildpack_urls: Vec::new(),
         }
     }
 }
