@@ -412,11 +412,12 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
     );
 
     // A one-off process with a terminal (script(1) gives `flynn run` a real pty); its
-    // exit code comes back.
+    // exit code comes back. (It waits before printing: like `kubectl attach`, `flynn run`
+    // attaches after the process starts, and what a TTY process writes before is lost.)
     let mut tty = Command::new("script");
     tty.args(["-qec"])
         .arg(format!(
-            "{} -n {} -a {app} run -- sh -c 'tty; exit 7'",
+            "{} -n {} -a {app} run -- sh -c 'sleep 3; tty; exit 7'",
             dev.flynn.display(),
             dev.ns
         ))
@@ -510,43 +511,64 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
         "--timeout",
         "180s",
     ]));
-    let left = run(&mut kubectl(&[
-        "get",
-        "all,configmaps,secrets,serviceaccounts,roles,rolebindings,leases,persistentvolumeclaims,poddisruptionbudgets,networkpolicies",
-        "-n",
-        SYSTEM_NS,
-        "-o",
-        "name",
-    ]));
-    let left: Vec<&str> = left
-        .lines()
-        .filter(|l| {
-            ![
-                // Kubernetes' own, in every namespace.
-                "configmap/kube-root-ca.crt",
-                "serviceaccount/default",
-                // Kept on purpose (README, "On a real cluster"): a reinstall keeps the SSH
-                // host key developers pinned.
-                "secret/flynn-gitreceiver-hostkey",
-            ]
-            .contains(l)
-        })
-        .collect();
-    assert!(
-        left.is_empty(),
-        "helm uninstall left these in {SYSTEM_NS}: {left:?}"
-    );
-    let cluster = run(&mut kubectl(&[
-        "get",
-        "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings,namespaces",
-        "-l",
-        &format!("app.kubernetes.io/instance={RELEASE}"),
-        "-o",
-        "name",
-    ]));
-    assert!(
-        cluster.trim().is_empty(),
-        "helm uninstall left these cluster-wide: {cluster}"
+    // Pods go after their Deployments, and owned objects after their owners: give the
+    // garbage collector a moment.
+    until(
+        "helm uninstall to leave nothing of the platform",
+        120,
+        || {
+            let left = run(&mut kubectl(&[
+                "get",
+                "all,configmaps,secrets,serviceaccounts,roles,rolebindings,leases,persistentvolumeclaims,poddisruptionbudgets,networkpolicies",
+                "-n",
+                SYSTEM_NS,
+                "-o",
+                "name",
+            ]));
+            let mut left: Vec<String> = left
+                .lines()
+                .filter(|l| {
+                    ![
+                        // Kubernetes' own, in every namespace.
+                        "configmap/kube-root-ca.crt",
+                        "serviceaccount/default",
+                        // Kept on purpose (README, "On a real cluster"): a reinstall keeps the
+                        // SSH host key developers pinned.
+                        "secret/flynn-gitreceiver-hostkey",
+                    ]
+                    .contains(l)
+                })
+                .map(|l| format!("{SYSTEM_NS}: {l}"))
+                .collect();
+            // The keys namespace is kept with developers' keys in it, and nothing else.
+            let keys = run(&mut kubectl(&[
+                "get",
+                "roles,rolebindings,configmaps,deployments",
+                "-n",
+                "flynn-keys",
+                "-o",
+                "name",
+            ]));
+            left.extend(
+                keys.lines()
+                    .filter(|l| *l != "configmap/kube-root-ca.crt")
+                    .map(|l| format!("flynn-keys: {l}")),
+            );
+            let cluster = run(&mut kubectl(&[
+                "get",
+                "clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings",
+                "-l",
+                &format!("app.kubernetes.io/instance={RELEASE}"),
+                "-o",
+                "name",
+            ]));
+            left.extend(cluster.lines().map(str::to_owned));
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
     );
 }
 

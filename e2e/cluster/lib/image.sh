@@ -150,13 +150,29 @@ image_args() {
   [[ $TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "'$TAG' is not a valid image tag"
 }
 
+# release_build ARGS...: `cargo build --release --locked ARGS` in the environment of a
+# shell. Run from a test (e2e/tests/installed_platform.rs), cargo's own variables for the
+# test (CARGO_MANIFEST_DIR, CARGO_PKG_*, LD_LIBRARY_PATH with the debug deps, ...) leaked
+# into the nested build, which then rebuilt the whole workspace (8 min), and so did the
+# next build from a shell.
+release_build() {
+  local unset=() v
+  for v in $(compgen -e); do
+    case $v in
+      CARGO_HOME|CARGO_TARGET_DIR|CARGO_TERM_*|CARGO_BUILD_*|CARGO_INCREMENTAL|CARGO_PROFILE_*|CARGO_NET_*|CARGO_REGISTRIES_*|CARGO_HTTP_*) ;;
+      CARGO|CARGO_*|LD_LIBRARY_PATH|RUST_RECURSION_COUNT|RUSTUP_TOOLCHAIN|RUSTUP_TOOLCHAIN_SOURCE) unset+=(-u "$v") ;;
+    esac
+  done
+  (cd "$REPO_DIR" && env "${unset[@]}" cargo build --release --locked "$@")
+}
+
 # bin_dir PACKAGE: the directory holding the binaries; builds PACKAGE's release binaries
 # when no --bin-dir was given.
 bin_dir() {
   if [ -n "$BIN_DIR_ARG" ]; then echo "$BIN_DIR_ARG"; return; fi
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$FLYNN_CACHE/target}
   log "cargo build --release -p $1 --bins"
-  (cd "$REPO_DIR" && cargo build --release --locked -p "$1" --bins >&2) || die "cargo build -p $1 failed"
+  release_build -p "$1" --bins >&2 || die "cargo build -p $1 failed"
   echo "$CARGO_TARGET_DIR/release"
 }
 
