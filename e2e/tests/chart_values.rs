@@ -105,4 +105,8 @@ fn images_are_pinned_by_digest_when_one_is_given() {
         "{out}"
     );
     refused(&["router.image.digest=latest"], &["/router/image/digest"]);
+    // A tag that would end the YAML scalar early ("v1 # x" renders a comment).
+    renders(&["router.image.tag=v1.2_rc-3"]);
+    refused(&["router.image.tag=v1 # x"], &["/router/image/tag"]);
+    renders(&["operator.resources.requests.cpu=.5"]);
 }

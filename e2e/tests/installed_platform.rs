@@ -285,7 +285,7 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
         "slugrunner",
     ] {
         assert!(
-            pinned.contains(&format!("repository: localhost:5001/flynn-{c}, "))
+            pinned.contains(&format!("repository: \"localhost:5001/flynn-{c}\", "))
                 && pinned.contains("digest: \"sha256:"),
             "{} does not pin flynn-{c} by digest:\n{pinned}",
             values.display()

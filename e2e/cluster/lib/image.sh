@@ -32,10 +32,20 @@ image_from_layers() {
 # The Debian bookworm base (lib/rootfs.sh) as a buildah image; prints its name.
 local_base() {
   local tar ref
+  mkdir -p "$FLYNN_CACHE/images"
+  # One maker at a time: tests build images in parallel.
+  exec 7>"$FLYNN_CACHE/images/.base.lock"; flock 7
   tar=$(base_rootfs)
   ref=localhost/flynn-base:$(basename "$tar" .tar | sed 's/^bookworm-base-//')
   image_from_layers "$ref" "$tar"
+  exec 7>&-
   echo "$ref"
+}
+
+# image_base MAKER: the BASE build argument: empty with --public-base (the Containerfile's
+# own default, pulled), else what MAKER (local_base, or the builder's local_stack) prints.
+image_base() {
+  if [ "$PUBLIC_BASE" = 1 ]; then echo ""; else "$1"; fi
 }
 
 # The version and revision the images are labelled with (org.opencontainers.image.*).
@@ -56,10 +66,16 @@ image_build() {
   iid=$(mktemp)
   # --timestamp 0: the same inputs give the same digest, so a rebuild that changed
   # nothing rolls no pod on `helm upgrade`.
-  out=$(bh bud --quiet --pull=never --layers=false --timestamp 0 --iidfile "$iid" \
-    --build-arg "BASE=$base" --build-arg "VERSION=$(image_version)" --build-arg "REVISION=$(image_revision)" \
+  local from=(--pull=never --build-arg "BASE=$base")
+  [ -n "$base" ] || from=(--pull=missing)
+  out=$(bh bud --quiet "${from[@]}" --layers=false --timestamp 0 --iidfile "$iid" \
+    --build-arg "VERSION=$(image_version)" --build-arg "REVISION=$(image_revision)" \
     -f "$file" -t "$BUILT_TAG" "$ctx" 2>&1) \
-    || { echo "$out" >&2; rm -f "$iid"; die "buildah could not build $file (output above)"; }
+    || {
+      echo "$out" >&2; rm -f "$iid"
+      [ -n "$base" ] || die "buildah could not build $file (output above): with --public-base it pulls the Containerfile's BASE; is that registry reachable?"
+      die "buildah could not build $file (output above)"
+    }
   BUILT_ID=$(cat "$iid"); rm -f "$iid"
 }
 
@@ -86,8 +102,11 @@ image_load() {
 prune_node_images() {
   local listing named dangling
   listing=$(ctr_k8s images ls | awk 'NR > 1 {print $1, $3}')
-  named=$(awk '$1 !~ /^sha256:/ && $1 !~ /@sha256:/ {print $2}' <<<"$listing" | sort -u)
-  dangling=$(awk '$1 ~ /^sha256:/ || $1 ~ /@sha256:/' <<<"$listing" | while read -r r digest; do
+  # Only what loading makes is pruned: image IDs and localhost/...@sha256 references. An
+  # image the node pulled by digest from a registry (localhost:5001/...@sha256:...) has
+  # no other name, and is in use.
+  named=$(awk '$1 !~ /^sha256:/ && $1 !~ /^localhost\/.*@sha256:/ {print $2}' <<<"$listing" | sort -u)
+  dangling=$(awk '$1 ~ /^sha256:/ || $1 ~ /^localhost\/.*@sha256:/' <<<"$listing" | while read -r r digest; do
     grep -qxF "$digest" <<<"$named" || echo "$r"
   done)
   # shellcheck disable=SC2086 # one reference per word
@@ -120,11 +139,15 @@ image_main() {
       # (the ID is the config's digest, the same for the same inputs: --timestamp 0).
       local ref=localhost/flynn-$name:$tag stamp=$FLYNN_CACHE/images/loaded-$name-$tag.id
       if [ "$(cat "$stamp" 2>/dev/null)" != "$id" ] || ! image_present "$ref"; then
-        image_load "$BUILT_TAG" "$ref"
+        (image_load "$BUILT_TAG" "$ref") || { image_done; exit 1; }
         mkdir -p "$(dirname "$stamp")"; echo "$id" > "$stamp"
       fi
       echo "$ref" ;;
-    push) image_push "$BUILT_TAG" "$target/flynn-$name" "$tag" ;;
+    push)
+      # A refused push must not leave this build's name behind in buildah's store.
+      local pushed
+      pushed=$(image_push "$BUILT_TAG" "$target/flynn-$name" "$tag") || { image_done; exit 1; }
+      echo "$pushed" ;;
     *) die "image_main: unknown mode $mode" ;;
   esac
   image_done
@@ -135,14 +158,16 @@ image_main() {
 #   --tag TAG          image tag (default: dev)
 #   --push REGISTRY    push to REGISTRY (e.g. localhost:5001) and print NAME:TAG@DIGEST
 #   --load             import into the local node (the default)
+#   --public-base      the Containerfile's own BASE (pulled), not the local Debian one
 image_args() {
-  BIN_DIR_ARG=""; MODE=load; TARGET=""; TAG=dev
+  BIN_DIR_ARG=""; MODE=load; TARGET=""; TAG=dev; PUBLIC_BASE=0
   while [ $# -gt 0 ]; do
     case $1 in
       --bin-dir) BIN_DIR_ARG=$2; shift 2 ;;
       --tag) TAG=$2; shift 2 ;;
       --push) MODE=push; TARGET=$2; shift 2 ;;
       --load) MODE=load; shift ;;
+      --public-base) PUBLIC_BASE=1; shift ;;
       -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
       *) die "unknown argument $1 (see --help)" ;;
     esac

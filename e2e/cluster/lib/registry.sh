@@ -18,11 +18,12 @@ version: 0.1
 log: {level: warn, fields: {service: registry}}
 storage:
   filesystem: {rootdirectory: $STATE_DIR/registry}
-  # Lets e2e tests and users remove what they pushed (the blobs go at the next GC).
-  delete: {enabled: true}
   cache: {blobdescriptor: inmemory}
 http:
-  # Loopback only: the node's containerd (host network) pulls from it; nothing else may.
+  # Loopback only: the node's containerd (host network) pulls from it and e2e/images pushes
+  # to it. It has no authentication, so every process on this machine, hostNetwork pods
+  # among them, can push too: this is a development cluster's registry, not a model for a
+  # shared one. Deleting is off.
   addr: 127.0.0.1:$REGISTRY_PORT
   headers: {X-Content-Type-Options: [nosniff]}
 health:
