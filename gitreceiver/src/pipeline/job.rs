@@ -19,8 +19,9 @@ use k8s_openapi::{
     api::{
         batch::v1::{Job, JobSpec},
         core::v1::{
-            Container, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
-            SecretVolumeSource, Volume, VolumeMount,
+            Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
+            ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+            Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::OwnerReference},
@@ -41,6 +42,10 @@ pub const COMMIT_ANNOTATION: &str = "flynn.io/commit";
 pub const CONTAINER: &str = "slugbuilder";
 /// Where the config Secret is mounted (`CONFIG_DIR`).
 const CONFIG_DIR: &str = "/etc/flynn/config";
+/// The user and group builds run as: the slugbuilder image's own
+/// (builder/image/Containerfile.slugbuilder), never root. Also the group of the config
+/// Secret's files (fsGroup), which are otherwise readable by root only.
+pub const BUILD_USER: i64 = 1000;
 
 /// `<app>-build-<short commit>-<5 random>`: at most 30 + 7 + 7 + 6 = 50 characters, a valid
 /// DNS label (App names are), unique per build so a rebuild of one commit is a new Job.
@@ -133,6 +138,15 @@ pub fn build_job(b: &BuildJob<'_>, settings: &PipelineSettings) -> Job {
         // The slugbuilder writes its JSON result here: the pod's termination message.
         termination_message_path: Some("/dev/termination-log".into()),
         termination_message_policy: Some("File".into()),
+        // Buildpacks need no privilege: Pod Security's "restricted" profile.
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     Job {
@@ -160,6 +174,17 @@ pub fn build_job(b: &BuildJob<'_>, settings: &PipelineSettings) -> Job {
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(BUILD_USER),
+                        run_as_group: Some(BUILD_USER),
+                        fs_group: Some(BUILD_USER),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
                     containers: vec![container],
                     volumes: Some(vec![Volume {
                         name: "config".into(),
@@ -371,6 +396,18 @@ mod tests {
         let pod = &v["spec"]["template"]["spec"];
         assert_eq!(pod["restartPolicy"], "Never");
         assert_eq!(pod["automountServiceAccountToken"], false);
+        // Not root, and the config Secret's files readable by the build's group.
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["runAsUser"], BUILD_USER);
+        assert_eq!(pod["securityContext"]["fsGroup"], BUILD_USER);
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        assert_eq!(
+            pod["containers"][0]["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"])
+        );
         assert_eq!(
             pod["volumes"][0]["secret"]["secretName"],
             "shop-build-abc1234-xyz12-config"
