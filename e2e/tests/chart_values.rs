@@ -110,3 +110,41 @@ fn images_are_pinned_by_digest_when_one_is_given() {
     refused(&["router.image.tag=v1 # x"], &["/router/image/tag"]);
     renders(&["operator.resources.requests.cpu=.5"]);
 }
+
+#[test]
+fn pull_secrets_and_placement_reach_every_platform_pod() {
+    let out = renders(&[
+        "imagePullSecrets[0].name=team-registry",
+        "operator.nodeSelector.pool=system",
+        "router.tolerations[0].key=edge",
+        "router.tolerations[0].operator=Exists",
+        "gitreceiver.priorityClassName=platform",
+    ]);
+    // Every pod template of the chart (operator, router, shelf, git receiver).
+    let pods = out.matches("serviceAccountName: flynn-").count();
+    assert_eq!(pods, 4, "{out}");
+    assert_eq!(
+        out.matches("imagePullSecrets:\n        - name: team-registry")
+            .count(),
+        pods,
+        "{out}"
+    );
+    assert!(out.contains("nodeSelector:\n        pool: system"), "{out}");
+    assert!(out.contains("tolerations:\n        - key: edge"), "{out}");
+    assert!(out.contains("priorityClassName: platform"), "{out}");
+    // Without them, nothing is rendered (not even an empty key).
+    let plain = renders(&[]);
+    for key in [
+        "imagePullSecrets:",
+        "nodeSelector:",
+        "tolerations:",
+        "priorityClassName:",
+    ] {
+        assert!(!plain.contains(key), "{key} rendered without a value");
+    }
+    refused(
+        &["operator.nodeSelector=system"],
+        &["/operator/nodeSelector"],
+    );
+    refused(&["imagePullSecrets[0].nam=x"], &["imagePullSecrets"]);
+}

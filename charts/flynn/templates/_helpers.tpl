@@ -55,3 +55,24 @@ spec:
 {{ randAlphaNum 48 | b64enc }}
 {{- end -}}
 {{- end -}}
+
+{{- /* Where and how a component's pods are scheduled, and the secrets they pull their
+image with: the chart-wide imagePullSecrets, and the component's nodeSelector,
+tolerations, affinity and priorityClassName. (.c is the component's values.) */ -}}
+{{- define "flynn.podScheduling" -}}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end -}}
