@@ -357,6 +357,19 @@ where
     }
 }
 
+/// The cluster's own helm (`e2e/cluster/up` builds it into the cache), as a command.
+/// Panics, saying how to get it, when it is missing.
+pub fn helm() -> std::process::Command {
+    let cache = std::env::var("FLYNN_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/flynn", std::env::var("HOME").unwrap_or_default()));
+    let helm = format!("{cache}/cluster-bin/helm");
+    assert!(
+        Path::new(&helm).exists(),
+        "{helm} is missing: run e2e/cluster/up (e2e/test does), which builds it"
+    );
+    std::process::Command::new(helm)
+}
+
 /// A loopback TCP port nothing listens on, for a server a test starts and that binds it
 /// later. Chosen below the kernel's ephemeral range: a port from `bind(":0")` is only free
 /// until an outgoing connection takes it as its local port, and a server that binds

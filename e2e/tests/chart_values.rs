@@ -2,21 +2,12 @@
 //! a value of the wrong type, an unknown key and a malformed digest with a message naming
 //! the value, each beside the valid twin; images are pinned by digest when one is given.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn helm() -> String {
-    let cache = std::env::var("FLYNN_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/flynn", std::env::var("HOME").unwrap_or_default()));
-    let helm = format!("{cache}/cluster-bin/helm");
-    assert!(
-        std::path::Path::new(&helm).exists(),
-        "{helm} is missing: run e2e/cluster/up (e2e/test does), which builds it"
-    );
-    helm
-}
+use flynn_e2e::helm;
 
 fn template(sets: &[&str]) -> Output {
-    let mut cmd = Command::new(helm());
+    let mut cmd = helm();
     cmd.args(["template", "flynn", "charts/flynn", "-n", "flynn-system"])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     for s in sets {

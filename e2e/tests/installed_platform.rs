@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flynn_e2e::{LOCAL_CLUSTER_KUBECONFIG, free_port};
+use flynn_e2e::{LOCAL_CLUSTER_KUBECONFIG, free_port, helm};
 
 const SYSTEM_NS: &str = "flynn-system";
 const RELEASE: &str = "flynn";
@@ -78,20 +78,9 @@ fn kubectl(args: &[&str]) -> Command {
     c
 }
 
-fn helm() -> Command {
-    let cache = std::env::var("FLYNN_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/flynn", std::env::var("HOME").unwrap()));
-    let helm = format!("{cache}/cluster-bin/helm");
-    assert!(
-        Path::new(&helm).exists(),
-        "{helm} is missing: run e2e/cluster/up (e2e/test does), which builds it"
-    );
-    Command::new(helm)
-}
-
-/// The values the local cluster needs beside the image pins: state on the node's disk (it
-/// has no storage provisioner).
-fn install(values: &[&Path]) {
+/// `e2e/install` with `values` and what the local cluster needs beside the image pins:
+/// state on the node's disk (it has no storage provisioner).
+fn install_command(values: &[&Path]) -> Command {
     let mut cmd = Command::new(repo().join("e2e/install"));
     for v in values {
         cmd.arg("-f").arg(v);
@@ -102,7 +91,11 @@ fn install(values: &[&Path]) {
         "--set",
         &format!("gitreceiver.storage.hostPath={STATE_DIR}/volumes/repos"),
     ]);
-    run(&mut cmd);
+    cmd
+}
+
+fn install(values: &[&Path]) {
+    run(&mut install_command(values));
 }
 
 /// An HTTP/1.1 GET of `path` with `Host: host` to 127.0.0.1:`port`: (status, body).
@@ -755,18 +748,9 @@ fn refusals_before_anything_is_applied(values: &Path) {
 /// runtime's reason instead of timing out in silence; the next good install recovers.
 fn a_pod_that_cannot_pull_is_named(values: &Path) {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(repo().join("e2e/install"));
-    cmd.arg("-f")
-        .arg(values)
-        .arg("-f")
-        .arg(missing_router_digest(dir.path()))
-        .args([
-            "--set",
-            &format!("shelf.storage.hostPath={STATE_DIR}/volumes/shelf"),
-            "--set",
-            &format!("gitreceiver.storage.hostPath={STATE_DIR}/volumes/repos"),
-        ])
-        .env("FLYNN_INSTALL_SKIP_IMAGE_CHECK", "1")
+    let missing = missing_router_digest(dir.path());
+    let mut cmd = install_command(&[values, &missing]);
+    cmd.env("FLYNN_INSTALL_SKIP_IMAGE_CHECK", "1")
         .env("FLYNN_INSTALL_TIMEOUT", "60s");
     let out = output(&mut cmd);
     let err = String::from_utf8_lossy(&out.stderr);

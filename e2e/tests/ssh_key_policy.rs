@@ -5,18 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use flynn_e2e::{LOCAL_CLUSTER_KUBECONFIG, TestNamespace};
-
-fn helm() -> String {
-    let cache = std::env::var("FLYNN_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/flynn", std::env::var("HOME").unwrap_or_default()));
-    let helm = format!("{cache}/cluster-bin/helm");
-    assert!(
-        std::path::Path::new(&helm).exists(),
-        "{helm} is missing: run e2e/cluster/build (e2e/test does)"
-    );
-    helm
-}
+use flynn_e2e::{LOCAL_CLUSTER_KUBECONFIG, TestNamespace, helm};
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new("kubectl")
@@ -76,7 +65,7 @@ fn as_user<'a>(user: &'a str, group: &'a str, args: &[&'a str]) -> Vec<&'a str> 
 async fn users_register_and_remove_only_their_own_keys() {
     let ns = TestNamespace::create("ssh-key-policy").await;
     let release = ns.name().to_owned();
-    let rendered = Command::new(helm())
+    let rendered = helm()
         .args(["template", &release, "charts/flynn", "-n", "flynn-system"])
         .args(["--set", &format!("gitreceiver.keysNamespace={release}")])
         .args(["--show-only", "templates/keys.yaml"])
