@@ -1,14 +1,48 @@
-//! `flynn-router`: flags, logging, runtime, and SIGTERM → graceful drain.
+//! `flynn-router`: flags, logging, runtime, and SIGTERM → graceful drain; `flynn-router
+//! probe` for the kubelet's exec probes.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use clap::Parser;
-use flynn_router::{Config, ProxyOptions, Router, ServerOptions, tls};
+use clap::{Parser, Subcommand};
+use flynn_router::{Config, ProxyOptions, Router, ServerOptions, probe, tls};
 
 /// Strowger-style HTTP/TCP router that follows the cluster live.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    // Without a subcommand: run the router.
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// GET a path from a running router over its admin unix socket, for exec probes.
+    ///
+    /// Exits 0 on a 200 (printing the body), 1 on another status (printing it and the body),
+    /// 2 if the router does not answer. The socket (`--admin-socket`) is the process's own,
+    /// where the admin address may be shared with the router replacing it.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProbeArgs {
+    /// The router's admin unix socket.
+    #[arg(long, env = "FLYNN_ROUTER_ADMIN_SOCKET")]
+    socket: PathBuf,
+    /// Time allowed for the whole exchange, seconds (keep it under the probe's
+    /// timeoutSeconds, so the kubelet records why).
+    #[arg(long, default_value_t = 1.0)]
+    timeout: f64,
+    /// What to GET: `/readyz`, `/healthz` or `/metrics`.
+    path: String,
+}
+
+/// The router's flags.
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Plain HTTP listener.
     #[arg(long, env = "FLYNN_ROUTER_HTTP_ADDR", default_value = "0.0.0.0:80")]
@@ -16,9 +50,14 @@ struct Args {
     /// HTTPS listener; empty to disable.
     #[arg(long, env = "FLYNN_ROUTER_HTTPS_ADDR", default_value = "0.0.0.0:443")]
     https_addr: String,
-    /// Ops listener: /metrics, /healthz, /readyz.
+    /// Ops listener: /metrics, /healthz, /readyz. Shared with the router that replaces this
+    /// one during an upgrade, so probes should use --admin-socket.
     #[arg(long, env = "FLYNN_ROUTER_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     admin_addr: SocketAddr,
+    /// The ops endpoints on a unix socket of this process's own too (e.g. in the pod's
+    /// emptyDir), for `flynn-router probe`. A socket left at the path is replaced.
+    #[arg(long, env = "FLYNN_ROUTER_ADMIN_SOCKET")]
+    admin_socket: Option<PathBuf>,
     /// Address that TCP routes' ports are opened on.
     #[arg(long, env = "FLYNN_ROUTER_TCP_BIND_IP", default_value = "0.0.0.0")]
     tcp_bind_ip: std::net::IpAddr,
@@ -75,8 +114,34 @@ struct Args {
     access_log: bool,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Probe(args)) => run_probe(&args),
+        None => serve(cli.run).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// `flynn-router probe`: quiet but for the answer, which the kubelet records.
+fn run_probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
+    let timeout = Duration::try_from_secs_f64(args.timeout).context("--timeout")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(probe::probe(&args.socket, &args.path, timeout)) {
+        Ok(body) => {
+            std::io::stdout().write_all(&body)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(if e.answered() { 1 } else { 2 }))
+        }
+    }
+}
+
+/// Runs the router until SIGTERM (or Ctrl-C), then drains.
+fn serve(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {
@@ -118,6 +183,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         http_addr: args.http_addr,
         https_addr,
         admin_addr: args.admin_addr,
+        admin_socket: args.admin_socket,
         tcp_bind_ip: args.tcp_bind_ip,
         namespace: args.namespace,
         exclude_namespace_label: args.exclude_namespace_label.filter(|l| !l.is_empty()),
@@ -146,12 +212,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let router = Router::start(client, config).await?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
-    }
+    let failed = tokio::select! {
+        _ = term.recv() => None,
+        _ = tokio::signal::ctrl_c() => None,
+        e = router.failed() => Some(e),
+    };
     router
         .shutdown(Duration::from_secs_f64(args.drain_timeout))
         .await;
-    Ok(())
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }

@@ -43,6 +43,9 @@ pub struct Metrics {
     pub table_generation: Gauge,
     /// Time to build and publish a table.
     pub table_swap_seconds: Histogram,
+    /// `net.ipv4.tcp_migrate_req` at start: 1 if connections queued on this router's
+    /// listeners move to its successor when it stops, 0 if they are reset.
+    pub tcp_migrate_req: Gauge,
 }
 
 impl Default for Metrics {
@@ -107,6 +110,13 @@ impl Metrics {
             "Time to build and publish a routing table",
             table_swap_seconds.clone(),
         );
+        let tcp_migrate_req = Gauge::default();
+        registry.register(
+            "tcp_migrate_req",
+            "net.ipv4.tcp_migrate_req at start: 1 if connections queued on the listeners move \
+             to the next router when this one stops, 0 if they are reset",
+            tcp_migrate_req.clone(),
+        );
         Self {
             registry,
             families: Arc::new(RouteFamilies {
@@ -119,6 +129,7 @@ impl Metrics {
             no_route,
             table_generation,
             table_swap_seconds,
+            tcp_migrate_req,
         }
     }
 

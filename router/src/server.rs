@@ -317,6 +317,74 @@ mod tests {
         }
     }
 
+    /// Draining does not close a connection waiting for its next request at once (the
+    /// client may be sending one): a request within the grace is answered, with
+    /// `Connection: close`, and a connection that sends nothing is closed after the grace.
+    #[tokio::test]
+    async fn draining_gives_waiting_connections_a_grace() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = Arc::new(Proxy::new(
+            crate::table::TableHandle::default(),
+            Arc::new(crate::metrics::Metrics::new()),
+            crate::sticky::Sticky::new(b"key"),
+            Default::default(),
+        ));
+        let (drain_tx, drain) = DrainSignal::new();
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = listener.accept().await.unwrap();
+                let info = ConnInfo {
+                    peer,
+                    local_port: addr.port(),
+                    tls: false,
+                };
+                let conn = serve_connection(
+                    stream,
+                    info,
+                    proxy.clone(),
+                    None,
+                    Arc::default(),
+                    drain.clone(),
+                );
+                tokio::spawn(conn);
+            }
+        });
+        let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let mut buf = [0u8; 4096];
+        // No Route: the router's own 404, on a connection that stays open.
+        let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+        busy.write_all(request).await.unwrap();
+        let n = busy.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 404"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        // Accepted, but no request yet.
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        drain_tx.send_replace(true);
+        let drained = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        busy.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        busy.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 404"), "{answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+
+        let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+            .await
+            .expect("the silent connection was not closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        let waited = drained.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+            "closed {waited:?} after draining started"
+        );
+    }
+
     /// What an idle keep-alive connection costs is mostly its task's future, which is as
     /// large as its largest state: hyper's connections and TLS streams are boxed so a plain
     /// HTTP/1 connection does not carry them (it was 19 KiB).

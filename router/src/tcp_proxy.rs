@@ -14,7 +14,7 @@ use tokio::{
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::{server::DrainSignal, table::TableHandle};
+use crate::{listener, server::DrainSignal, table::TableHandle};
 
 /// Ports TCP Routes ask for that cannot be opened, with why, for the status writer.
 pub type PortProblems = BTreeMap<u16, String>;
@@ -62,7 +62,8 @@ impl TcpProxy {
                     continue;
                 }
                 let addr = SocketAddr::new(self.bind_ip, port);
-                match TcpListener::bind(addr).await {
+                // Shared with a router that replaces this one (see `listener`).
+                match listener::listen(addr) {
                     Ok(listener) => {
                         info!(%addr, "listening for TCP route");
                         let (stop_tx, stop_rx) = oneshot::channel();
@@ -79,8 +80,10 @@ impl TcpProxy {
                     }
                     // Said in the Route's status, and retried.
                     Err(e) => {
-                        warn!(%addr, error = %e, "cannot listen for TCP route");
-                        problems.insert(port, format!("cannot listen on {addr}: {e}"));
+                        warn!(error = %e, "cannot listen for TCP route");
+                        let why = std::error::Error::source(&e)
+                            .map_or_else(|| e.to_string(), ToString::to_string);
+                        problems.insert(port, format!("cannot listen on {addr}: {why}"));
                     }
                 }
             }

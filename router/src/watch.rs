@@ -574,7 +574,7 @@ pub async fn run(
                 info!(
                     generation,
                     routes = index.route_count(),
-                    "first routing table published; ready"
+                    "first routing table published"
                 );
             } else {
                 debug!(generation, ?took, "routing table published");

@@ -61,8 +61,17 @@ pub struct Conn<'a> {
     pub fwd: &'a ForwardHeaders,
 }
 
+/// How long a connection that is waiting for a request when draining starts may still send
+/// one, which is answered with `Connection: close`. Closed at once, it would fail a request
+/// the client was sending at that moment (the client cannot tell that the close came
+/// first); this also covers a connection accepted just before draining whose request has not
+/// arrived yet. A client that is idle for longer meets the close as it would meet the idle
+/// timeout.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves HTTP/1.1 requests on `io` until the client closes, a head times out, draining
-/// starts, or a request needs hyper.
+/// starts (after `DRAIN_GRACE` for a connection waiting for its next request), or a request
+/// needs hyper.
 pub async fn serve<S>(
     mut io: S,
     conn: Conn<'_>,
@@ -160,9 +169,9 @@ enum Filled {
     Closed,
 }
 
-/// Reads until `read` holds a complete head. A connection idle between requests is closed
-/// when draining starts; one whose head does not arrive in time is closed (with a `408` if
-/// part of the head came).
+/// Reads until `read` holds a complete head. A connection idle between requests when draining
+/// starts gets [`DRAIN_GRACE`] to send one; one whose head does not arrive in time is closed
+/// (with a `408` if part of the head came).
 async fn fill_head<S>(
     io: &mut S,
     bufs: &mut Buffers,
@@ -174,6 +183,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut searched = 0;
+    // Set once draining started while the connection was idle.
+    let mut grace: Option<Instant> = None;
     loop {
         if !bufs.read.is_empty() && request::head_complete(&bufs.read, &mut searched) {
             return Filled::Head;
@@ -182,7 +193,11 @@ where
             return Filled::TooLarge;
         }
         let idle = bufs.read.is_empty();
-        let limit = (!wait.timeout.is_zero()).then(|| wait.since + wait.timeout);
+        let limit = (!wait.timeout.is_zero())
+            .then(|| wait.since + wait.timeout)
+            .into_iter()
+            .chain(grace)
+            .min();
         let event = std::future::poll_fn(|cx| {
             bufs.room_to_read();
             if let Poll::Ready(r) =
@@ -193,7 +208,8 @@ where
             if idle {
                 // Nothing to keep while the connection waits for its next request.
                 bufs.release();
-                if drained.as_mut().poll(cx).is_ready() {
+                // Not polled again once it fired: the head that may come is the last.
+                if grace.is_none() && drained.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Drained);
                 }
             }
@@ -206,8 +222,9 @@ where
         })
         .await;
         match event {
-            Event::Read(Ok(0) | Err(_)) | Event::Drained => return Filled::Closed,
+            Event::Read(Ok(0) | Err(_)) => return Filled::Closed,
             Event::Read(Ok(_)) => {}
+            Event::Drained => grace = Some(Instant::now() + DRAIN_GRACE),
             Event::TimedOut => {
                 if !idle {
                     let _ = io
