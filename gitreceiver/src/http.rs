@@ -1,5 +1,5 @@
-//! `/metrics`, `/healthz` (the process is alive) and `/readyz` (the key registry has
-//! synced and the host key is loaded), on their own port.
+//! `/metrics`, `/healthz` (the process is alive) and `/readyz` (the host key is loaded, the
+//! slug store's token is there and the key registry has synced), on their own port.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +18,9 @@ use crate::metrics::Metrics;
 #[derive(Debug, Default)]
 pub struct Health {
     pub host_key_loaded: AtomicBool,
+    /// The pipeline has the slug store's token (`--shelf-token-secret`: once the store has
+    /// created its Secret).
+    pub shelf_token_loaded: AtomicBool,
     pub keys: KeyRegistry,
 }
 
@@ -56,12 +59,15 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let host_key = s.health.host_key_loaded.load(Ordering::Relaxed);
+    let shelf_token = s.health.shelf_token_loaded.load(Ordering::Relaxed);
     let keys = s.health.keys.is_synced();
-    match (host_key, keys) {
-        (true, true) => (StatusCode::OK, "ready".to_owned()),
+    match (host_key, shelf_token, keys) {
+        (true, true, true) => (StatusCode::OK, "ready".to_owned()),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("starting: host key loaded: {host_key}, key registry synced: {keys}"),
+            format!(
+                "starting: host key loaded: {host_key}, slug store token loaded: {shelf_token}, key registry synced: {keys}"
+            ),
         ),
     }
 }

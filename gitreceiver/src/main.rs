@@ -127,12 +127,24 @@ struct PipelineArgs {
     /// The slug store as pods reach it (default: --shelf-url).
     #[arg(long, env = "FLYNN_SHELF_POD_URL")]
     shelf_pod_url: Option<String>,
-    /// File holding the slug store's token (a mounted Secret); or set FLYNN_SHELF_TOKEN.
+    /// File holding the slug store's token (a mounted Secret); or set FLYNN_SHELF_TOKEN, or
+    /// --shelf-token-secret.
     #[arg(long, env = "FLYNN_SHELF_TOKEN_FILE", conflicts_with = "shelf_token")]
     shelf_token_file: Option<PathBuf>,
-    /// The slug store's token (prefer --shelf-token-file).
+    /// The slug store's token (prefer --shelf-token-file or --shelf-token-secret).
     #[arg(long, env = "FLYNN_SHELF_TOKEN", hide_env_values = true)]
     shelf_token: Option<String>,
+    /// The Secret the slug store keeps its token in (data key `token`), `<namespace>/<name>`:
+    /// read from the API at startup, waiting (up to 5 minutes) for the store to create it.
+    /// Needs `get` on that Secret.
+    #[arg(
+        long,
+        env = "FLYNN_SHELF_TOKEN_SECRET",
+        value_name = "NAMESPACE/NAME",
+        value_parser = parse_object_ref,
+        conflicts_with_all = ["shelf_token", "shelf_token_file"]
+    )]
+    shelf_token_secret: Option<ObjectRef>,
     /// Image of the build Jobs (entrypoint `slugbuilder`).
     #[arg(
         long,
@@ -176,9 +188,24 @@ struct PipelineArgs {
     buildpack_urls: Vec<String>,
 }
 
+/// Where the slug store's token comes from (no `Debug`: it holds the token).
+enum ShelfToken {
+    /// Given (flag, environment, file).
+    Known(String),
+    /// In a Secret the slug store creates: waited for at startup.
+    Secret(ObjectRef),
+}
+
+/// How long the receiver waits for the slug store to create its token Secret.
+const SHELF_TOKEN_WAIT: Duration = Duration::from_secs(300);
+
 impl PipelineArgs {
-    fn settings(self) -> anyhow::Result<PipelineSettings> {
-        let token = match (self.shelf_token_file, self.shelf_token) {
+    /// The token, or where to read it; the file is read here.
+    fn shelf_token(&mut self) -> anyhow::Result<ShelfToken> {
+        if let Some(secret) = self.shelf_token_secret.take() {
+            return Ok(ShelfToken::Secret(secret));
+        }
+        let token = match (self.shelf_token_file.take(), self.shelf_token.take()) {
             (Some(path), _) => std::fs::read_to_string(&path)
                 .map_err(|e| {
                     anyhow::anyhow!("reading the slug store token {}: {e}", path.display())
@@ -187,17 +214,22 @@ impl PipelineArgs {
                 .to_owned(),
             (None, Some(token)) => token,
             (None, None) => anyhow::bail!(
-                "no slug store token: set --shelf-token-file (FLYNN_SHELF_TOKEN_FILE) or FLYNN_SHELF_TOKEN"
+                "no slug store token: set --shelf-token-secret (FLYNN_SHELF_TOKEN_SECRET), --shelf-token-file (FLYNN_SHELF_TOKEN_FILE) or FLYNN_SHELF_TOKEN"
             ),
         };
         anyhow::ensure!(
-            token.len() >= 16,
-            "the slug store token is shorter than 16 characters"
+            token.len() >= flynn_builder::store::token::MIN_LEN,
+            "the slug store token is shorter than {} characters",
+            flynn_builder::store::token::MIN_LEN
         );
-        Ok(PipelineSettings {
+        Ok(ShelfToken::Known(token))
+    }
+
+    fn settings(self, shelf_token: String) -> PipelineSettings {
+        PipelineSettings {
             shelf_pod_url: self.shelf_pod_url.unwrap_or_else(|| self.shelf_url.clone()),
             shelf_url: self.shelf_url,
-            shelf_token: token,
+            shelf_token,
             slugbuilder_image: self.slugbuilder_image,
             slugbuilder_pull_policy: self.slugbuilder_pull_policy,
             build_timeout: Duration::from_secs(self.build_timeout_seconds),
@@ -213,7 +245,7 @@ impl PipelineArgs {
                 .filter(|u| !u.is_empty())
                 .collect(),
             ..PipelineSettings::default()
-        })
+        }
     }
 }
 
@@ -247,8 +279,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let pipeline_settings = args.pipeline.settings()?;
+async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let shelf_token = args.pipeline.shelf_token()?;
     let hook_program = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("finding this program's path for the hook: {e}"))?;
     let settings = Settings {
@@ -282,8 +314,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::anyhow!("no Kubernetes API configuration ({e}): run in a pod with a ServiceAccount, or set KUBECONFIG")
     })?;
     let client = kube::Client::try_from(config)?;
-    let pipeline = Pipeline::new(client.clone(), pipeline_settings);
-    let running = flynn_gitreceiver::start(settings, client, pipeline).await?;
+    let pipeline_args = args.pipeline;
+    let running = match shelf_token {
+        ShelfToken::Known(token) => {
+            let pipeline = Pipeline::new(client.clone(), pipeline_args.settings(token));
+            flynn_gitreceiver::start(settings, client, pipeline).await?
+        }
+        // The slug store creates the Secret; until it has, /readyz says so.
+        ShelfToken::Secret(secret) => {
+            let pipeline = {
+                let client = client.clone();
+                async move {
+                    let token = flynn_builder::store::token::wait(
+                        &client,
+                        &secret.namespace,
+                        &secret.name,
+                        SHELF_TOKEN_WAIT,
+                    )
+                    .await?;
+                    tracing::info!(secret = %format!("{}/{}", secret.namespace, secret.name), "slug store token read");
+                    Ok(Pipeline::new(client, pipeline_args.settings(token)))
+                }
+            };
+            flynn_gitreceiver::receiver::start_when(settings, client, pipeline).await?
+        }
+    };
     tracing::info!(ssh = %running.ssh_addr, http = %running.http_addr, "flynn-gitreceiver started");
     wait_for_signal().await;
     tracing::info!("SIGTERM: no new connections; letting running pushes finish");
@@ -318,5 +373,76 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("flynn-gitreceiver").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn object_refs_are_namespace_slash_name() {
+        assert_eq!(
+            parse_object_ref("flynn-system/flynn-shelf-token"),
+            Ok(ObjectRef {
+                namespace: "flynn-system".into(),
+                name: "flynn-shelf-token".into()
+            })
+        );
+        for bad in ["", "/", "name", "ns/", "/name", "a/b/c"] {
+            let err = parse_object_ref(bad).unwrap_err();
+            assert!(err.contains("<namespace>/<name>"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_shelf_token_secret_is_read_from_its_flag() {
+        let mut cli = parse(&["--shelf-token-secret", "flynn-system/flynn-shelf-token"]).unwrap();
+        match cli.serve.pipeline.shelf_token().unwrap() {
+            ShelfToken::Secret(r) => assert_eq!(
+                r,
+                ObjectRef {
+                    namespace: "flynn-system".into(),
+                    name: "flynn-shelf-token".into()
+                }
+            ),
+            ShelfToken::Known(_) => panic!("expected the Secret"),
+        }
+        let err = parse(&["--shelf-token-secret", "flynn-shelf-token"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("<namespace>/<name>"), "{err}");
+    }
+
+    #[test]
+    fn the_shelf_token_sources_exclude_each_other() {
+        for other in [
+            ["--shelf-token", "0123456789abcdef"],
+            ["--shelf-token-file", "/run/secrets/token"],
+        ] {
+            let err = parse(&[
+                "--shelf-token-secret",
+                "flynn-system/flynn-shelf-token",
+                other[0],
+                other[1],
+            ])
+            .unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{other:?}: {err}"
+            );
+        }
+        let mut cli = parse(&["--shelf-token", "0123456789abcdef"]).unwrap();
+        assert!(matches!(
+            cli.serve.pipeline.shelf_token().unwrap(),
+            ShelfToken::Known(t) if t == "0123456789abcdef"
+        ));
+        let mut cli = parse(&["--shelf-token", "short"]).unwrap();
+        assert!(cli.serve.pipeline.shelf_token().is_err());
     }
 }

@@ -46,6 +46,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     HostKey(#[from] crate::hostkey::Error),
+    #[error(transparent)]
+    ShelfToken(#[from] flynn_builder::store::token::TokenError),
 }
 
 /// A running receiver.
@@ -100,6 +102,18 @@ pub async fn start(
     client: Client,
     pipeline: Pipeline,
 ) -> Result<Running, StartError> {
+    start_when(settings, client, async { Ok(pipeline) }).await
+}
+
+/// [`start`] with a pipeline that is not ready yet: `pipeline` resolves once it is (it waits
+/// for the slug store to create its token Secret, `--shelf-token-secret`). Meanwhile
+/// `/healthz` answers and `/readyz` says what is missing; the hook socket and SSH port are
+/// bound after it. Its error stops the start.
+pub async fn start_when(
+    settings: Settings,
+    client: Client,
+    pipeline: impl Future<Output = Result<Pipeline, StartError>>,
+) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
@@ -132,6 +146,16 @@ pub async fn start(
     );
     health.host_key_loaded.store(true, Ordering::Relaxed);
     let config = Arc::new(crate::ssh::config::server_config(&settings, host_key));
+
+    let pipeline = match pipeline.await {
+        Ok(p) => p,
+        Err(e) => {
+            http_stop.cancel();
+            let _ = http_task.await;
+            return Err(e);
+        }
+    };
+    health.shelf_token_loaded.store(true, Ordering::Relaxed);
 
     let keys = health.keys.clone();
     let registry_task = tokio::spawn(

@@ -9,6 +9,8 @@
 //!   token for everything and [signed URLs](crate::signing) for reads.
 //! - [`gc`]: removing the slugs, sources and build caches that nothing needs any more.
 //! - [`metrics`]: Prometheus counters for `/metrics`.
+//! - [`token`]: the store's token in a Secret the store creates once (`--token-secret`), and
+//!   waiting for it (the git receiver).
 
 pub mod backend;
 pub mod gc;
@@ -16,6 +18,7 @@ pub mod local;
 pub mod metrics;
 pub mod objects;
 pub mod server;
+pub mod token;
 pub mod transport;
 pub mod upload;
 
