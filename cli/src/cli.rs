@@ -114,9 +114,9 @@ pub enum Command {
         after_help = "Examples:\n  flynn release list\n  flynn release show 3\n  flynn release rollback      # to the previous version\n  flynn release rollback 2"
     )]
     Release(ReleaseArgs),
-    /// Release a container image (a new release of the app).
+    /// Release a container image (a new release of the app); it must run as a non-root user.
     #[command(
-        after_help = "Examples:\n  flynn deploy --image registry.example.com/shop:1.4\n  flynn deploy --image localhost/flynn-smoke:1 \\\n      --process 'web=busybox httpd -f -p 8080 -h /www' --port web=8080"
+        after_help = "Examples:\n  flynn deploy --image registry.example.com/shop:1.4\n  flynn deploy --image localhost/flynn-smoke-nonroot:1 \\\n      --process 'web=busybox httpd -f -p 8080 -h /www' --port web=8080"
     )]
     Deploy(DeployArgs),
     /// List, add and remove HTTP and TCP routes.

@@ -525,6 +525,196 @@ async fn run_without_a_tty_and_detached() {
     );
 }
 
+/// The slugrunner image's tag for this test binary (not another crate's, so tests of
+/// different crates running at once never swap an image under each other).
+const SLUGRUNNER_TAG: &str = "cli-test";
+
+/// An operator running slugs on the slugrunner image built from this workspace, in a
+/// namespace enforcing Pod Security "restricted", with the slug app `py` (web=1) running.
+/// The file server must live as long as the app may start pods.
+async fn restricted_with_a_slug_app(test: &str) -> (Env, restricted::FileServer) {
+    let image = tokio::task::spawn_blocking(|| restricted::ensure_slugrunner_image(SLUGRUNNER_TAG))
+        .await
+        .unwrap();
+    let env = setup_with(test, |s| {
+        s.slugrunner_image = image.clone();
+        s.slugrunner_pull_policy = "Never".into();
+    })
+    .await;
+    restricted::restrict(env.ns.client(), env.name()).await;
+    let slug = restricted::web_slug();
+    let server = restricted::FileServer::start("py-v1.tgz", slug.bytes.clone()).await;
+    let pp = PostParams::default();
+    env.ns
+        .api::<Release>()
+        .create(&pp, &restricted::slug_release("py", 1, &server.url, &slug))
+        .await
+        .unwrap();
+    let app: App = serde_json::from_value(serde_json::json!({
+        "apiVersion": "flynn.io/v1alpha1", "kind": "App",
+        "metadata": {"name": "py"},
+        "spec": {"release": "py-v1", "processes": {"web": 1}}
+    }))
+    .unwrap();
+    let apps = env.ns.api::<App>();
+    apps.create(&pp, &app).await.unwrap();
+    let _ = eventually(
+        "py to run v1",
+        T,
+        || apps.get("py"),
+        |a| {
+            a.as_ref().is_ok_and(|a| {
+                a.status.as_ref().and_then(|s| s.release.as_deref()) == Some("py-v1")
+            })
+        },
+    )
+    .await;
+    (env, server)
+}
+
+#[tokio::test]
+async fn run_under_pod_security_restricted() {
+    let (env, _slug_server) = restricted_with_a_slug_app("cli-run-restricted").await;
+
+    // A slug's command runs as the slug user, in the slug's directory, which it may write
+    // to, as it may to /tmp; its output and exit code come back.
+    let out = env
+        .flynn(&[
+            "-a",
+            "py",
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$(id -u):$(id -g) in $PWD\"; touch /app/x /tmp/y && echo writable; \
+             sleep 0.2; cat index.html; exit 4",
+        ])
+        .await;
+    assert_eq!(out.code, 4, "{out:#?}");
+    // (The log also has the slugrunner's own line about the slug it unpacked.)
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.contains("slug unpacked"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "1000:1000 in /app".to_owned(),
+            "writable".to_owned(),
+            format!("<p>{}</p>", restricted::SLUG_PAGE)
+        ],
+        "{out:#?}"
+    );
+    let pod = env
+        .flynn(&["-a", "py", "run", "-d", "--", "sleep", "300"])
+        .await
+        .ok()
+        .trim()
+        .to_owned();
+    let spec = serde_json::to_value(env.ns.api::<Pod>().get(&pod).await.unwrap().spec).unwrap();
+    assert_eq!(
+        spec["securityContext"],
+        serde_json::json!({"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000,
+                           "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}})
+    );
+    assert_eq!(
+        spec["containers"][0]["securityContext"],
+        serde_json::json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
+    );
+
+    // An image runs as its own user, never a forced one...
+    env.deploy_app("shop").await;
+    let out = env.flynn(&["-a", "shop", "run", "--", "id", "-u"]).await;
+    assert_eq!(
+        out.ok(),
+        format!("{}\n", restricted::NONROOT_UID),
+        "{out:#?}"
+    );
+    // ...and an image that runs as root is refused, saying why and what to change.
+    env.flynn(&["create", "rooty", "--no-remote"]).await.ok();
+    env.flynn(&[
+        "-a",
+        "rooty",
+        "deploy",
+        "--image",
+        SMOKE_IMAGE,
+        "--process",
+        WEB,
+        "--no-wait",
+    ])
+    .await
+    .ok();
+    let stderr = env
+        .flynn(&["-a", "rooty", "run", "--", "true"])
+        .await
+        .fails(1, "failed: the image runs as root.")
+        .to_owned();
+    assert!(
+        stderr.contains("set a numeric non-root user in the image (e.g. `USER 10001:10001`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn run_with_a_tty_as_the_slug_user() {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let (env, _slug_server) = restricted_with_a_slug_app("cli-run-tty-restricted").await;
+
+    let pair = native_pty_system()
+        .openpty(PtySize {
+            rows: 30,
+            cols: 100,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .unwrap();
+    let mut cmd = CommandBuilder::new(flynn_bin());
+    // The command waits for input before printing, so nothing is missed before the attach.
+    cmd.args([
+        "-n",
+        env.name(),
+        "-a",
+        "py",
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "read a; echo \"got $a as $(id -u) on $(tty)\"; exit 5",
+    ]);
+    cmd.cwd(env.dir.path());
+    for (k, v) in env.envs() {
+        cmd.env(k, v);
+    }
+    cmd.env("TERM", "xterm");
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    drop(pair.slave);
+    let screen = pty_reader(pair.master.try_clone_reader().unwrap());
+    let mut keys = pair.master.take_writer().unwrap();
+    eventually(
+        "the one-off pod to run",
+        T,
+        || one_off_pods(&env),
+        |pods| {
+            pods.iter()
+                .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        },
+    )
+    .await;
+    keys.write_all(b"first\r").unwrap();
+    // The slug user has the pod's terminal.
+    wait_for_text(&screen, "got first as 1000 on /dev/pts/").await;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.exit_code(),
+        5,
+        "the command's exit code; terminal:\n{}",
+        screen.lock().unwrap()
+    );
+}
+
 #[tokio::test]
 async fn env_get_set_unset() {
     let env = setup("cli-env").await;
@@ -615,12 +805,12 @@ async fn release_list_show_rollback() {
     let list = env.flynn(&["-a", "shop", "release", "list"]).await;
     assert_eq!(
         normalize(list.ok(), env.name()),
-        "VERSION  STATE    ARTIFACT                 CAUSE                                         AGE\n\
-         v2       current  localhost/flynn-smoke:1  config change from shop-v1                    <age>\n\
-         v1       -        localhost/flynn-smoke:1  flynn deploy --image localhost/flynn-smoke:1  <age>\n"
+        "VERSION  STATE    ARTIFACT                         CAUSE                                                 AGE\n\
+         v2       current  localhost/flynn-smoke-nonroot:1  config change from shop-v1                            <age>\n\
+         v1       -        localhost/flynn-smoke-nonroot:1  flynn deploy --image localhost/flynn-smoke-nonroot:1  <age>\n"
     );
     let show = env.flynn(&["-a", "shop", "release", "show", "1"]).await;
-    assert!(show.ok().starts_with("Release:    shop-v1\nVersion:    1\nState:      -\nArtifact:   localhost/flynn-smoke:1\n"), "{show:#?}");
+    assert!(show.ok().starts_with("Release:    shop-v1\nVersion:    1\nState:      -\nArtifact:   localhost/flynn-smoke-nonroot:1\n"), "{show:#?}");
     assert!(show.stdout.contains("  web: sh -c echo \"hello from $HOSTNAME\"; exec busybox httpd -f -p 8080 -h /www (port 8080)\n"), "{show:#?}");
     let current: Release = serde_json::from_str(
         env.flynn(&["-a", "shop", "release", "show", "-o", "json"])
@@ -729,7 +919,7 @@ async fn limit_set_unset_reach_the_pods_and_outlive_a_deploy() {
             "shop",
             "deploy",
             "--image",
-            SMOKE_IMAGE,
+            NONROOT_IMAGE,
             "--process",
             WEB,
             "--timeout",

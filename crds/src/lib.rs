@@ -1,6 +1,6 @@
 //! The `flynn.io/v1alpha1` API: the custom resources every Flynn component reads and writes,
 //! and the small shared vocabulary around them (label keys, object names, condition types,
-//! name validation).
+//! name validation, the pod security every Flynn pod runs with).
 //!
 //! | Kind          | Short name | What it is                                                         |
 //! |---------------|------------|--------------------------------------------------------------------|
@@ -25,6 +25,7 @@ pub mod formation;
 pub mod labels;
 pub mod list;
 pub mod names;
+pub mod pod_security;
 pub mod quantity;
 pub mod release;
 pub mod route;

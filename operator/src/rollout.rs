@@ -1,6 +1,7 @@
 //! Reading rollouts: whether a Deployment has finished rolling out (kubectl's
 //! `rollout status` logic), and why pods are not becoming ready (for `Degraded`).
 
+use flynn_crds::pod_security;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 
@@ -65,8 +66,9 @@ pub fn deployment_rollout(d: &Deployment) -> DeploymentRollout {
 }
 
 /// The most telling reason the given pods (of one release) are not ready, for a user:
-/// an image that cannot be pulled, a crash loop with the last exit code, a failing
-/// readiness check, or a pod that cannot be scheduled. `None` if nothing stands out.
+/// an image that cannot be pulled or that runs as root (refused under `runAsNonRoot`), a
+/// crash loop with the last exit code, a failing readiness check, or a pod that cannot be
+/// scheduled. `None` if nothing stands out.
 pub fn diagnose(pods: &[Pod]) -> Option<String> {
     let mut findings: Vec<(u8, String)> = Vec::new();
     for pod in pods {
@@ -119,10 +121,18 @@ pub fn diagnose(pods: &[Pod]) -> Option<String> {
                     | "RunContainerError"),
                 ) => {
                     let msg = waiting.and_then(|w| w.message.clone()).unwrap_or_default();
-                    findings.push((
-                        1,
-                        format!("pod {name}: container cannot start ({r}): {msg}"),
-                    ));
+                    match pod_security::explain_non_root_refusal(&msg) {
+                        // The image's user is root (or a name): it will never start, as an
+                        // image that cannot be pulled never will.
+                        Some(why) => findings.push((
+                            0,
+                            format!("pod {name}: process {} cannot start: {why}", c.name),
+                        )),
+                        None => findings.push((
+                            1,
+                            format!("pod {name}: container cannot start ({r}): {msg}"),
+                        )),
+                    }
                 }
                 Some(r @ ("ContainerCreating" | "PodInitializing")) => {
                     // Not a fault yet, but when a deploy times out on it the user should
@@ -271,6 +281,39 @@ mod tests {
         assert!(
             msg.contains("image cannot be pulled (ErrImageNeverPull): image not present"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn diagnoses_an_image_that_runs_as_root() {
+        // The kubelet refuses such a container before it starts (runAsNonRoot); the pod
+        // beside it merely crash-loops, which says less.
+        let pods = [
+            pod(
+                json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 2,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
+            ),
+            pod(
+                json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "CreateContainerConfigError",
+                    "message": "container has runAsNonRoot and image will run as root (pod: \"shop-web-1_ns(1)\", container: web)"}}}]}),
+            ),
+        ];
+        let msg = diagnose(&pods).unwrap();
+        assert!(
+            msg.starts_with("pod shop-web-1: process web cannot start: the image runs as root."),
+            "{msg}"
+        );
+        assert!(msg.contains("USER 10001:10001"), "{msg}");
+        // Other config errors keep the kubelet's words.
+        let pods = [pod(
+            json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"db\" not found"}}}]}),
+        )];
+        assert_eq!(
+            diagnose(&pods).unwrap(),
+            "pod shop-web-1: container cannot start (CreateContainerConfigError): secret \"db\" not found"
         );
     }
 

@@ -5,7 +5,6 @@ mod common;
 use common::*;
 
 use flynn_crds::{App, Release};
-use flynn_e2e::SMOKE_IMAGE;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
@@ -17,7 +16,7 @@ async fn the_operator_converges_after_an_api_server_restart() {
     let releases: Api<Release> = ns.api();
     let pp = PostParams::default();
     releases
-        .create(&pp, &release("rs", 1, SMOKE_IMAGE, json!({})))
+        .create(&pp, &release("rs", 1, NONROOT_IMAGE, json!({})))
         .await
         .unwrap();
     apps.create(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use flynn_crds::conditions::{self, reasons, types};
 use flynn_crds::{App, Formation, Release, Route, RouteSpec};
-use flynn_e2e::{SMOKE_IMAGE, TestNamespace};
+use flynn_e2e::TestNamespace;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -27,7 +27,7 @@ async fn an_image_app_runs_scales_and_shrinks() {
     let routes: Api<Route> = ns.api();
     let pp = PostParams::default();
     releases
-        .create(&pp, &release("shop", 1, SMOKE_IMAGE, json!({})))
+        .create(&pp, &release("shop", 1, NONROOT_IMAGE, json!({})))
         .await
         .unwrap();
     apps.create(&pp, &app("shop", "shop-v1", json!({"web": 1}), json!({})))
@@ -188,7 +188,7 @@ async fn pods_behind_a_draining_route_outlive_their_endpoint() {
     let pp = PostParams::default();
     // A web process that exits at once on SIGTERM, as many do.
     let r = with_web_script(
-        release("drain", 1, SMOKE_IMAGE, json!({})),
+        release("drain", 1, NONROOT_IMAGE, json!({})),
         "trap 'exit 0' TERM; busybox httpd -f -p 8080 -h /www & wait",
     );
     ns.api::<Release>().create(&pp, &r).await.unwrap();
@@ -292,7 +292,7 @@ async fn a_config_change_makes_a_release_and_rolls_the_pods() {
     releases
         .create(
             &pp,
-            &release("cfg", 1, SMOKE_IMAGE, json!({"GREETING": "hi"})),
+            &release("cfg", 1, NONROOT_IMAGE, json!({"GREETING": "hi"})),
         )
         .await
         .unwrap();
@@ -332,7 +332,7 @@ async fn a_config_change_makes_a_release_and_rolls_the_pods() {
     assert_eq!(a.spec.release.as_deref(), Some("cfg-v2"));
     let v2 = get(&releases, "cfg-v2").await.expect("release cfg-v2");
     assert_eq!(v2.spec.env["GREETING"], "hello");
-    assert_eq!(v2.spec.artifact.image.as_deref(), Some(SMOKE_IMAGE));
+    assert_eq!(v2.spec.artifact.image.as_deref(), Some(NONROOT_IMAGE));
     assert!(v2.spec.meta["flynn.io/cause"].contains("cfg-v1"));
     // The pods run the new config.
     let d = get(&ns.api::<Deployment>(), "cfg-web").await.unwrap();
@@ -357,7 +357,7 @@ async fn a_bad_image_degrades_and_rolls_back() {
     let releases: Api<Release> = ns.api();
     let pp = PostParams::default();
     releases
-        .create(&pp, &release("rb", 1, SMOKE_IMAGE, json!({})))
+        .create(&pp, &release("rb", 1, NONROOT_IMAGE, json!({})))
         .await
         .unwrap();
     apps.create(
@@ -441,7 +441,7 @@ async fn a_crash_looping_first_release_says_why() {
     let apps: Api<App> = ns.api();
     let releases: Api<Release> = ns.api();
     let pp = PostParams::default();
-    let mut r = release("crash", 1, SMOKE_IMAGE, json!({}));
+    let mut r = release("crash", 1, NONROOT_IMAGE, json!({}));
     r.spec.processes.get_mut("web").unwrap().command =
         vec!["sh".into(), "-c".into(), "echo starting; exit 3".into()];
     releases.create(&pp, &r).await.unwrap();
@@ -503,7 +503,7 @@ async fn bad_input_gets_a_condition_not_a_crash() {
     assert!(msg.contains("missing-v7, which does not exist"), "{msg}");
 
     releases
-        .create(&pp, &release("typo", 1, SMOKE_IMAGE, json!({})))
+        .create(&pp, &release("typo", 1, NONROOT_IMAGE, json!({})))
         .await
         .unwrap();
     apps.create(&pp, &app("typo", "typo-v1", json!({"wrker": 1}), json!({})))
@@ -550,7 +550,7 @@ async fn deleting_an_app_removes_what_it_made() {
     let releases: Api<Release> = ns.api();
     let pp = PostParams::default();
     releases
-        .create(&pp, &release("gone", 1, SMOKE_IMAGE, json!({})))
+        .create(&pp, &release("gone", 1, NONROOT_IMAGE, json!({})))
         .await
         .unwrap();
     apps.create(&pp, &app("gone", "gone-v1", json!({"web": 1}), json!({})))

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use common::*;
 use flynn_crds::{App, Release};
-use flynn_e2e::SMOKE_IMAGE;
 use flynn_router::{Config, Router};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -39,7 +38,7 @@ async fn a_rollout_under_load_fails_no_request() {
     let apps: Api<App> = ns.api();
     let pods: Api<Pod> = ns.api();
     let pp = PostParams::default();
-    let release = with_web_script(release("slow", 1, SMOKE_IMAGE, json!({})), WEB);
+    let release = with_web_script(release("slow", 1, NONROOT_IMAGE, json!({})), WEB);
     ns.api::<Release>().create(&pp, &release).await.unwrap();
     apps.create(&pp, &app("slow", "slow-v1", json!({"web": 2}), json!({})))
         .await

@@ -5,7 +5,9 @@
 //! `formation::build::container` is private, so this repeats the few lines it needs): a slug
 //! runs on the slugrunner image with `SLUG_URL`/`SLUG_SHA256` and the command as a literal
 //! command line; an image runs with the command as its entrypoint. Both get the release's
-//! env and `FLYNN_APP`/`FLYNN_RELEASE`/`FLYNN_PROCESS_TYPE=run`.
+//! env and `FLYNN_APP`/`FLYNN_RELEASE`/`FLYNN_PROCESS_TYPE=run`, and the same security
+//! context (Pod Security "restricted": a slug runs as the slug user, an image as its own
+//! user, never as root).
 //!
 //! With stdin and stdout on a terminal the pod gets a TTY, attached over the API server's
 //! websocket, in raw mode, with window resizes forwarded. Otherwise the pod's output is
@@ -18,7 +20,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use flynn_crds::validation::validate_env_name;
-use flynn_crds::{Release, labels};
+use flynn_crds::{Release, labels, pod_security};
 use futures::{AsyncBufReadExt, SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
@@ -75,7 +77,9 @@ pub fn one_off_pod(spec: &OneOff<'_>) -> Option<Pod> {
     env.push(env_var("FLYNN_RELEASE", &release_name));
     env.push(env_var("FLYNN_PROCESS_TYPE", RUN_TYPE));
     let artifact = &spec.release.spec.artifact;
-    let (image, command, args) = match (&artifact.slug, &artifact.image) {
+    // Pod Security "restricted", as the operator's processes: a slug as the slugrunner
+    // image's user (it owns /app), an image as its own user, refused by the kubelet if root.
+    let (image, command, args, user) = match (&artifact.slug, &artifact.image) {
         (Some(slug), _) => {
             env.push(env_var("SLUG_URL", &slug.url));
             env.push(env_var("SLUG_SHA256", &slug.sha256));
@@ -84,9 +88,10 @@ pub fn one_off_pod(spec: &OneOff<'_>) -> Option<Pod> {
                 spec.slugrunner_image?.to_owned(),
                 None,
                 Some(spec.command.to_vec()),
+                Some(pod_security::SLUG_USER),
             )
         }
-        (None, Some(image)) => (image.clone(), Some(spec.command.to_vec()), None),
+        (None, Some(image)) => (image.clone(), Some(spec.command.to_vec()), None, None),
         (None, None) => return None,
     };
     // -e comes last, so it overrides the release's env.
@@ -118,6 +123,7 @@ pub fn one_off_pod(spec: &OneOff<'_>) -> Option<Pod> {
             restart_policy: Some("Never".into()),
             enable_service_links: Some(false),
             termination_grace_period_seconds: Some(5),
+            security_context: Some(pod_security::pod_security_context(user)),
             containers: vec![Container {
                 name: CONTAINER.into(),
                 image: Some(image),
@@ -132,6 +138,7 @@ pub fn one_off_pod(spec: &OneOff<'_>) -> Option<Pod> {
                     limits: Some(spec.limits.clone()),
                     ..ResourceRequirements::default()
                 }),
+                security_context: Some(pod_security::container_security_context()),
                 ..Container::default()
             }],
             ..PodSpec::default()
@@ -292,9 +299,11 @@ async fn wait_started(ctx: &Ctx, api: &Api<Pod>, name: &str, timeout: Duration) 
                     | "CreateContainerError"
                     | "ErrImageNeverPull"
             ) {
+                let message = waiting.message.clone().unwrap_or_default();
                 return Err(Error::RunFailed {
                     pod: name.to_owned(),
-                    reason: format!("{reason}: {}", waiting.message.clone().unwrap_or_default()),
+                    reason: pod_security::explain_non_root_refusal(&message)
+                        .unwrap_or_else(|| format!("{reason}: {message}")),
                 });
             }
         }
@@ -521,6 +530,17 @@ mod tests {
             .collect()
     }
 
+    /// Asserts the container-level fields Pod Security "restricted" checks; returns the
+    /// pod-level security context.
+    fn restricted(pod: &Pod) -> serde_json::Value {
+        let spec = serde_json::to_value(pod.spec.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            spec["containers"][0]["securityContext"],
+            json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
+        );
+        spec["securityContext"].clone()
+    }
+
     #[test]
     fn an_image_release_runs_the_command_as_entrypoint() {
         let r = release(json!({"image": "localhost/flynn-smoke:1"}));
@@ -567,6 +587,11 @@ mod tests {
             "no Service or Deployment may select it"
         );
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("shop-run-"));
+        // Pod Security "restricted", with the image's own user (none forced).
+        assert_eq!(
+            restricted(&pod),
+            json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
     }
 
     #[test]
@@ -592,6 +617,12 @@ mod tests {
         assert_eq!(c.args.as_ref(), Some(&command));
         assert!(env(c).contains(&("SLUG_URL".into(), "http://shelf/s.tgz".into())));
         assert_eq!(c.tty, Some(false));
+        // Pod Security "restricted", as the slug user (the owner of /app in the image).
+        assert_eq!(
+            restricted(&pod),
+            json!({"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                   "seccompProfile": {"type": "RuntimeDefault"}})
+        );
         assert!(
             one_off_pod(&OneOff {
                 slugrunner_image: None,

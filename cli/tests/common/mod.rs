@@ -2,6 +2,11 @@
 //! with an operator running in this process for it (as operator/tests/common does).
 #![allow(dead_code)]
 
+/// Slug apps and the non-root image for Pod Security "restricted" namespaces, shared with
+/// the operator's tests.
+#[path = "../../../operator/tests/common/restricted.rs"]
+pub mod restricted;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +16,9 @@ pub use flynn_e2e::{SMOKE_IMAGE, eventually};
 use flynn_operator::metrics::Metrics;
 use flynn_operator::server::Health;
 use flynn_operator::{Settings, run};
+/// The image of the test apps: the smoke image with a non-root user, since image apps run
+/// with `runAsNonRoot` (the smoke image itself runs as root).
+pub use restricted::NONROOT_IMAGE;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
@@ -73,14 +81,21 @@ pub fn kubeconfig() -> String {
 }
 
 pub async fn setup(test: &str) -> Env {
+    setup_with(test, |_| {}).await
+}
+
+/// [`setup`], with the operator's settings changed by `change`.
+pub async fn setup_with(test: &str, change: impl FnOnce(&mut Settings)) -> Env {
     ensure_test_images();
+    restricted::ensure_nonroot_image();
     let ns = TestNamespace::create(test).await;
     install_flynn_crds(ns.client()).await.unwrap();
-    let settings = Settings {
+    let mut settings = Settings {
         namespace: Some(ns.name().to_owned()),
         default_domain: "test.flynn.local".into(),
         ..Settings::default()
     };
+    change(&mut settings);
     let token = CancellationToken::new();
     tokio::spawn(run(
         ns.client().clone(),
@@ -139,8 +154,8 @@ impl Env {
         self.flynn_in(self.dir.path(), args).await
     }
 
-    /// `flynn create APP` and `flynn deploy --image` of the smoke image with [`WEB`]; waits
-    /// for the rollout (the deploy command does).
+    /// `flynn create APP` and `flynn deploy --image` of the (non-root) smoke image with
+    /// [`WEB`]; waits for the rollout (the deploy command does).
     pub async fn deploy_app(&self, app: &str) {
         self.flynn(&["create", app, "--no-remote"]).await.ok();
         let out = self
@@ -149,7 +164,7 @@ impl Env {
                 app,
                 "deploy",
                 "--image",
-                SMOKE_IMAGE,
+                NONROOT_IMAGE,
                 "--process",
                 WEB,
                 "--port",

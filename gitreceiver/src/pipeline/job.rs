@@ -13,15 +13,14 @@
 
 use std::collections::BTreeMap;
 
-use flynn_crds::{App, labels};
+use flynn_crds::{App, labels, pod_security};
 use k8s_openapi::{
     ByteString,
     api::{
         batch::v1::{Job, JobSpec},
         core::v1::{
-            Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
-            ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
-            Volume, VolumeMount,
+            Container, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
+            SecretVolumeSource, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::OwnerReference},
@@ -43,9 +42,10 @@ pub const CONTAINER: &str = "slugbuilder";
 /// Where the config Secret is mounted (`CONFIG_DIR`).
 const CONFIG_DIR: &str = "/etc/flynn/config";
 /// The user and group builds run as: the slugbuilder image's own
-/// (builder/image/Containerfile.slugbuilder), never root. Also the group of the config
-/// Secret's files (fsGroup), which are otherwise readable by root only.
-pub const BUILD_USER: i64 = 1000;
+/// (builder/image/Containerfile.slugbuilder), never root, and the one the slug's processes
+/// run as. Also the group of the config Secret's files (fsGroup), which are otherwise
+/// readable by root only.
+pub const BUILD_USER: i64 = pod_security::SLUG_USER;
 
 /// `<app>-build-<short commit>-<5 random>`: at most 30 + 7 + 7 + 6 = 50 characters, a valid
 /// DNS label (App names are), unique per build so a rebuild of one commit is a new Job.
@@ -139,14 +139,7 @@ pub fn build_job(b: &BuildJob<'_>, settings: &PipelineSettings) -> Job {
         termination_message_path: Some("/dev/termination-log".into()),
         termination_message_policy: Some("File".into()),
         // Buildpacks need no privilege: Pod Security's "restricted" profile.
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(pod_security::container_security_context()),
         ..Default::default()
     };
     Job {
@@ -174,17 +167,7 @@ pub fn build_job(b: &BuildJob<'_>, settings: &PipelineSettings) -> Job {
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(BUILD_USER),
-                        run_as_group: Some(BUILD_USER),
-                        fs_group: Some(BUILD_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(pod_security::pod_security_context(Some(BUILD_USER))),
                     containers: vec![container],
                     volumes: Some(vec![Volume {
                         name: "config".into(),

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use flynn_crds::{
     DeployStrategy, Formation, HealthCheck, HealthCheckType, ProcessSpec, Protocol, Release,
-    labels, names,
+    labels, names, pod_security,
 };
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort, ServiceSpec,
-    SleepAction, TCPSocketAction,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
+    ServicePort, ServiceSpec, SleepAction, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -181,6 +181,7 @@ fn deployment(
                     // Flynn never had Docker links: a Service per process type is found by
                     // DNS, and the link variables would only leak other apps' addresses.
                     enable_service_links: Some(false),
+                    security_context: Some(pod_security_context(release)),
                     ..Default::default()
                 }),
             },
@@ -188,6 +189,20 @@ fn deployment(
         }),
         status: None,
     }
+}
+
+/// Pod Security "restricted" for every process (`flynn_crds::pod_security`): a slug runs as
+/// the slugrunner image's user, which owns `/app` where the slug is unpacked; an image runs
+/// as its own user, and the kubelet refuses it if that is root (the rollout's diagnosis says
+/// so, see `rollout::diagnose`).
+pub fn pod_security_context(release: &Release) -> PodSecurityContext {
+    let user = release
+        .spec
+        .artifact
+        .slug
+        .is_some()
+        .then_some(pod_security::SLUG_USER);
+    pod_security::pod_security_context(user)
 }
 
 /// The Deployment strategy for an App's deploy strategy (see `flynn_crds::DeployStrategy`).
@@ -284,6 +299,7 @@ fn container(
         }),
         readiness_probe: readiness,
         liveness_probe: liveness,
+        security_context: Some(pod_security::container_security_context()),
         ..Default::default()
     }
 }
@@ -593,6 +609,56 @@ mod tests {
             Some(&["--queue".to_owned(), "default".to_owned()][..])
         );
         assert!(!env_of(&out.deployments[0]).contains_key("SLUG_URL"));
+    }
+
+    /// The fields Pod Security "restricted" checks, as the API server sees them.
+    fn assert_restricted(d: &Deployment) -> serde_json::Value {
+        let pod = serde_json::to_value(&d.spec.as_ref().unwrap().template.spec).unwrap();
+        let name = d.metadata.name.as_deref().unwrap();
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{name}"
+        );
+        for c in pod["containers"].as_array().unwrap() {
+            assert_eq!(
+                c["securityContext"],
+                json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}),
+                "{name}"
+            );
+        }
+        assert!(pod.get("volumes").is_none(), "{name}: no volumes");
+        assert!(pod.get("hostNetwork").is_none() && pod.get("hostPID").is_none());
+        pod["securityContext"].clone()
+    }
+
+    #[test]
+    fn every_process_passes_pod_security_restricted() {
+        let f = formation(json!({"web": 2, "worker": 1, "admin": 1}), "rolling");
+        let draining = BTreeSet::from(["web".to_owned()]);
+        // Slugs run as the slugrunner image's user (it owns /app, where the slug goes).
+        let out = desired(&f, &release(slug()), &Settings::default(), &draining).unwrap();
+        assert_eq!(out.deployments.len(), 3);
+        for d in &out.deployments {
+            let sc = assert_restricted(d);
+            assert_eq!(
+                (&sc["runAsUser"], &sc["runAsGroup"], &sc["fsGroup"]),
+                (&json!(1000), &json!(1000), &json!(1000))
+            );
+        }
+        // Images keep their own user: none is forced, so a root image is refused by the
+        // kubelet rather than run.
+        let image = release(json!({"image": "registry.example/shop:1.2"}));
+        let out = desired(&f, &image, &Settings::default(), &draining).unwrap();
+        for d in &out.deployments {
+            let sc = assert_restricted(d);
+            assert!(
+                sc.get("runAsUser").is_none()
+                    && sc.get("runAsGroup").is_none()
+                    && sc.get("fsGroup").is_none(),
+                "{sc}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Shared by the operator's integration tests.
 #![allow(dead_code)]
 
+pub mod restricted;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,9 @@ use flynn_operator::server::Health;
 use flynn_operator::{Settings, run};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+/// The image of image apps: the smoke image with a non-root user, since the operator runs
+/// images with `runAsNonRoot` (the smoke image itself runs as root).
+pub use restricted::NONROOT_IMAGE;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +43,7 @@ pub async fn setup_with(
     change: impl FnOnce(&mut Settings),
 ) -> (TestNamespace, TestOperator) {
     ensure_test_images();
+    restricted::ensure_nonroot_image();
     let ns = TestNamespace::create(test).await;
     install_flynn_crds(ns.client()).await.unwrap();
     let mut settings = Settings {
@@ -58,7 +64,8 @@ pub async fn setup_with(
     (ns, TestOperator { token, metrics })
 }
 
-/// An image Release serving the smoke page on 8080 with busybox httpd.
+/// An image Release serving the smoke page on 8080 with busybox httpd (`image`: usually
+/// [`NONROOT_IMAGE`]).
 pub fn release(app: &str, version: i64, image: &str, env: serde_json::Value) -> Release {
     serde_json::from_value(json!({
         "apiVersion": "flynn.io/v1alpha1", "kind": "Release",
