@@ -23,8 +23,11 @@ use flynn_e2e::{LOCAL_CLUSTER_KUBECONFIG, free_port, helm};
 const SYSTEM_NS: &str = "flynn-system";
 const RELEASE: &str = "flynn";
 const DOMAIN: &str = "flynn.local";
-/// Where the local cluster keeps the chart's hostPath volumes (as `e2e/demo` does).
-const STATE_DIR: &str = "/var/lib/flynn-cluster";
+/// The router's own namespace (host networking needs Pod Security "privileged").
+const EDGE_NS: &str = "flynn-edge";
+/// The git receiver's NodePort (e2e/cluster/platform-values.yaml), in git remotes.
+const SSH_PORT: u16 = 30222;
+const RESTRICTED: &str = "pod-security.kubernetes.io/enforce=restricted";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -78,19 +81,16 @@ fn kubectl(args: &[&str]) -> Command {
     c
 }
 
-/// `e2e/install` with `values` and what the local cluster needs beside the image pins:
-/// state on the node's disk (it has no storage provisioner).
+/// `e2e/install` with `values` and what the local cluster needs beside the image pins
+/// (e2e/cluster/platform-values.yaml: the router in a namespace of its own, the receiver
+/// behind a NodePort, state on the claims e2e/cluster/platform-prereqs binds).
 fn install_command(values: &[&Path]) -> Command {
     let mut cmd = Command::new(repo().join("e2e/install"));
     for v in values {
         cmd.arg("-f").arg(v);
     }
-    cmd.args([
-        "--set",
-        &format!("shelf.storage.hostPath={STATE_DIR}/volumes/shelf"),
-        "--set",
-        &format!("gitreceiver.storage.hostPath={STATE_DIR}/volumes/repos"),
-    ]);
+    cmd.arg("-f")
+        .arg(repo().join("e2e/cluster/platform-values.yaml"));
     cmd
 }
 
@@ -242,6 +242,10 @@ impl Load {
         }
     }
 
+    fn total(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+
     /// (succeeded, failed, a few of the failures).
     fn stop(self) -> (u64, u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
@@ -284,8 +288,42 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
             values.display()
         );
     }
+    // The release namespace enforces Pod Security "restricted"; its volumes are ready.
+    run(&mut Command::new(
+        repo().join("e2e/cluster/platform-prereqs"),
+    ));
     refusals_before_anything_is_applied(&values);
     install(&[&values]);
+    let labels = run(&mut kubectl(&[
+        "get",
+        "namespace",
+        SYSTEM_NS,
+        "--show-labels",
+        "--no-headers",
+    ]));
+    assert!(
+        labels.contains(RESTRICTED),
+        "{SYSTEM_NS} does not enforce restricted: {labels}"
+    );
+    helm_test_checks_each_component();
+    // An upgrade that would change what cannot change (a claim's storage class) is
+    // refused before anything is applied, naming the claim and the way out.
+    let before = helm_revision();
+    let mut cmd = install_command(&[&values]);
+    cmd.args(["--set", "shelf.storage.storageClassName=other"]);
+    let out = output(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a claim's class changed: {err}");
+    assert!(
+        err.contains("the claim flynn-system/flynn-shelf holds the data on class \"flynn-local\"")
+            && err.contains("shelf.storage.existingClaim"),
+        "{err}"
+    );
+    assert_eq!(
+        helm_revision(),
+        before,
+        "the refused upgrade changed the release"
+    );
     a_pod_that_cannot_pull_is_named(&values);
     // Every platform pod runs an image from the registry, by digest.
     let images = run(&mut kubectl(&[
@@ -313,7 +351,7 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
     run(&mut dev.flynn(&["create", app]));
     let remote = run(&mut dev.git(&["remote", "get-url", "flynn"]));
     assert!(
-        remote.trim() == format!("ssh://git@flynn.local:2222/{}/{app}.git", dev.ns),
+        remote.trim() == format!("ssh://git@flynn.local:{SSH_PORT}/{}/{app}.git", dev.ns),
         "flynn create set the remote to {remote:?}"
     );
     let key = dev.home.path().join("id_ed25519.pub");
@@ -426,46 +464,22 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
     let log = run(&mut dev.flynn(&["log", "--lines", "50"]));
     assert!(log.contains("web"), "flynn log:\n{log}");
 
-    // --- The platform team upgrades the router to a rebuilt image while traffic flows.
-    let tag = format!("e2e-rebuilt-{}", std::process::id());
-    let bin = dev.flynn.parent().unwrap().to_owned();
-    let rebuilt = run(Command::new(repo().join("router/image/build")).args([
-        "--bin-dir",
-        bin.to_str().unwrap(),
-        "--tag",
-        &tag,
-        "--push",
-        "localhost:5001",
-    ]));
-    let rebuilt = rebuilt.trim().lines().last().unwrap().to_owned();
-    let (repo_tag, digest) = rebuilt
-        .split_once('@')
-        .expect("a pushed reference has a digest");
-    let override_values = certs.path().join("router.yaml");
-    std::fs::write(
-        &override_values,
-        format!(
-            "router:\n  image: {{repository: {}, tag: {tag}, digest: \"{digest}\"}}\n",
-            repo_tag.rsplit_once(':').unwrap().0
-        ),
-    )
-    .unwrap();
-    let load = Load::start(&host, 4);
-    std::thread::sleep(Duration::from_secs(3));
-    install(&[&values, &override_values]);
-    std::thread::sleep(Duration::from_secs(3));
-    let (ok, failed, errors) = load.stop();
+    // --- The platform team upgrades each component to a rebuilt image while traffic
+    // flows. The router: the new pod binds the node's ports beside the old one, which
+    // drains once the new one is ready. Not one request may fail.
+    let router = rebuilt("router", certs.path());
+    let (ok, failed, errors) = under_load(&host, || install(&[&values, &router.values]));
     eprintln!(
-        "helm upgrade of the router under load: {failed} of {} requests failed; first failures: {errors:?}",
+        "FIGURE helm upgrade of the router under load: {failed} of {} requests failed; first failures: {errors:?}",
         ok + failed
     );
-    assert!(
-        ok > 0,
-        "no request succeeded during the upgrade: {errors:?}"
+    assert_eq!(
+        failed, 0,
+        "requests failed during the router's upgrade: {errors:?}"
     );
     let router_images = run(&mut kubectl(&[
         "-n",
-        SYSTEM_NS,
+        EDGE_NS,
         "get",
         "pods",
         "-l",
@@ -474,8 +488,135 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
         "jsonpath={.items[*].spec.containers[0].image}",
     ]));
     assert!(
-        router_images.contains(&tag),
-        "the router runs {router_images}, not the rebuilt {rebuilt}"
+        router_images.contains(&router.tag) && router_images.split_whitespace().count() == 1,
+        "the router runs {router_images}, not only the rebuilt {}",
+        router.tag
+    );
+    // The operator: apps keep serving while its replicas roll, and the new one reconciles.
+    let operator = rebuilt("operator", certs.path());
+    let (ok, failed, errors) = under_load(&host, || {
+        install(&[&values, &router.values, &operator.values])
+    });
+    eprintln!(
+        "FIGURE helm upgrade of the operator under load: {failed} of {} requests failed; first failures: {errors:?}",
+        ok + failed
+    );
+    assert_eq!(
+        failed, 0,
+        "requests failed during the operator's upgrade: {errors:?}"
+    );
+    run(&mut dev.flynn(&["scale", "web=1", "--timeout", "180"]));
+    // The git receiver, with a push in flight: the old pod finishes it before it goes.
+    let receiver = rebuilt("gitreceiver", certs.path());
+    std::fs::write(
+        dev.src.join("UPGRADE"),
+        "pushed while the receiver was upgraded\n",
+    )
+    .unwrap();
+    run(&mut dev.git(&["add", "UPGRADE"]));
+    run(&mut dev.git(&["commit", "-q", "-m", "during the upgrade"]));
+    let builds = || {
+        run(&mut kubectl(&[
+            "-n",
+            &dev.ns,
+            "get",
+            "jobs",
+            "-l",
+            "flynn.io/build",
+            "-o",
+            "name",
+        ]))
+    };
+    let before = builds();
+    let mut push = dev.git(&["push", "flynn", "main"]);
+    let push = std::thread::spawn(move || output(&mut push));
+    until("the push's build to start", 120, || {
+        let now = builds();
+        if now.lines().any(|j| !before.lines().any(|b| b == j)) {
+            Ok(())
+        } else {
+            Err(now)
+        }
+    });
+    let started = Instant::now();
+    install(&[&values, &router.values, &operator.values, &receiver.values]);
+    let pushed = push.join().unwrap();
+    eprintln!(
+        "FIGURE helm upgrade of the git receiver with a push in flight: the push {} ({}); the upgrade took {:?}",
+        if pushed.status.success() {
+            "succeeded"
+        } else {
+            "FAILED"
+        },
+        pushed.status,
+        started.elapsed()
+    );
+    assert!(
+        pushed.status.success(),
+        "the push in flight during the receiver's upgrade failed:\n{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    serves(&host, "from Python");
+    // The slug store: its pod replaced (a config change; Recreate, one writer per volume)
+    // while new app pods download their slug from it. They retry connecting for 30 s, so
+    // none fails to start.
+    let upgrade = {
+        let (values, router, operator, receiver) = (
+            values.clone(),
+            router.values.clone(),
+            operator.values.clone(),
+            receiver.values.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut cmd = install_command(&[&values, &router, &operator, &receiver]);
+            cmd.args(["--set", "shelf.gc.graceSeconds=21601"]);
+            output(&mut cmd)
+        })
+    };
+    let store_pod = || {
+        run(&mut kubectl(&[
+            "-n",
+            SYSTEM_NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=flynn-shelf",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.metadata.deletionTimestamp}{\" \"}{end}",
+        ]))
+    };
+    let old_store = store_pod();
+    until("the slug store's pod to be replaced", 120, || {
+        let now = store_pod();
+        if now != old_store { Ok(()) } else { Err(now) }
+    });
+    run(&mut dev.flynn(&["scale", "web=3", "--timeout", "180"]));
+    let upgraded = upgrade.join().unwrap();
+    assert!(
+        upgraded.status.success(),
+        "the slug store's upgrade failed: {}",
+        String::from_utf8_lossy(&upgraded.stderr)
+    );
+    let restarts = run(&mut kubectl(&[
+        "-n",
+        &dev.ns,
+        "get",
+        "pods",
+        "-l",
+        "flynn.io/process=web",
+        "-o",
+        "jsonpath={range .items[*]}{.status.containerStatuses[0].restartCount}{\" \"}{end}",
+    ]));
+    let restarted: u32 = restarts
+        .split_whitespace()
+        .map(|r| r.parse::<u32>().unwrap())
+        .sum();
+    eprintln!(
+        "FIGURE helm upgrade of the slug store while 2 app pods started: {restarted} container restarts among the web pods ({restarts})"
+    );
+    assert_eq!(
+        restarted, 0,
+        "app pods failed to start while the store was replaced"
     );
     serves(&host, "from Python");
 
@@ -491,9 +632,10 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
     });
 
     // --- The platform team uninstalls: nothing of the platform stays but what is
-    // documented as kept (CRDs, which Helm never deletes; PersistentVolumeClaims, none
-    // here: the local cluster uses hostPath; the SSH host key). The leader Lease, which
-    // the operator makes, goes with the chart's ConfigMap that owns it.
+    // documented as kept (CRDs, which Helm never deletes; the PersistentVolumeClaims of
+    // slugs and repositories; the SSH host key and the slug store's token, which the
+    // components create). The leader Lease, which the operator makes, goes with the
+    // chart's ConfigMap that owns it; the router's namespace goes with the router.
     drop(dev);
     run(helm().args([
         "uninstall",
@@ -528,6 +670,12 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
                         // Kept on purpose (README, "On a real cluster"): a reinstall keeps the
                         // SSH host key developers pinned.
                         "secret/flynn-gitreceiver-hostkey",
+                        // ... and every Release's slug URL keeps working after a reinstall.
+                        "secret/flynn-shelf-token",
+                        // (or, installed first by a chart before 0.2, the token it made)
+                        "secret/flynn-shelf",
+                        "persistentvolumeclaim/flynn-shelf",
+                        "persistentvolumeclaim/flynn-gitreceiver",
                     ]
                     .contains(l)
                 })
@@ -556,6 +704,10 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
                 "name",
             ]));
             left.extend(cluster.lines().map(str::to_owned));
+            let edge = output(&mut kubectl(&["get", "namespace", EDGE_NS, "-o", "name"]));
+            if edge.status.success() {
+                left.push(format!("namespace {EDGE_NS}"));
+            }
             if left.is_empty() {
                 Ok(())
             } else {
@@ -571,6 +723,8 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
 fn developer() -> Developer {
     let ns = format!("e2e-dev-{}", std::process::id());
     run(&mut kubectl(&["create", "namespace", &ns]));
+    // Its apps, builds and one-off runs must pass Pod Security "restricted".
+    run(&mut kubectl(&["label", "namespace", &ns, RESTRICTED]));
     let home = tempfile::tempdir().unwrap();
     let h = home.path().to_owned();
     run(Command::new("ssh-keygen")
@@ -598,10 +752,11 @@ fn developer() -> Developer {
     std::fs::write(
         h.join("ssh_config"),
         format!(
-            "Host flynn.local\n  HostName 127.0.0.1\n  HostKeyAlias flynn.local\n  Port 2222\n  User git\n  \
+            "Host flynn.local\n  HostName 127.0.0.1\n  HostKeyAlias flynn.local\n  Port {1}\n  User git\n  \
              IdentityFile {0}/id_ed25519\n  IdentitiesOnly yes\n  UserKnownHostsFile {0}/known_hosts\n  \
              StrictHostKeyChecking yes\n",
-            h.display()
+            h.display(),
+            SSH_PORT
         ),
     )
     .unwrap();
@@ -639,6 +794,102 @@ fn flynn_bin() -> PathBuf {
 /// The release binaries e2e/images built.
 fn release_dir() -> PathBuf {
     flynn_bin().parent().unwrap().to_owned()
+}
+
+/// A component's image rebuilt under a new tag and pushed, and the values file that
+/// installs it.
+struct Rebuilt {
+    tag: String,
+    values: PathBuf,
+}
+
+fn rebuilt(component: &str, dir: &Path) -> Rebuilt {
+    let tag = format!("e2e-rebuilt-{}", std::process::id());
+    let pushed = run(
+        Command::new(repo().join(format!("{component}/image/build"))).args([
+            "--bin-dir",
+            release_dir().to_str().unwrap(),
+            "--tag",
+            &tag,
+            "--push",
+            "localhost:5001",
+        ]),
+    );
+    let pushed = pushed.trim().lines().last().unwrap().to_owned();
+    let (repo_tag, digest) = pushed
+        .split_once('@')
+        .expect("a pushed reference has a digest");
+    let values = dir.join(format!("{component}.yaml"));
+    std::fs::write(
+        &values,
+        format!(
+            "{component}:\n  image: {{repository: {}, tag: {tag}, digest: \"{digest}\"}}\n",
+            repo_tag.rsplit_once(':').unwrap().0
+        ),
+    )
+    .unwrap();
+    Rebuilt { tag, values }
+}
+
+/// Runs `f` (an upgrade) while clients request `host` through the router, and on until
+/// at least 20,000 requests have been made and 3 s have passed since `f` returned:
+/// (succeeded, failed, a few of the failures).
+fn under_load(host: &str, f: impl FnOnce()) -> (u64, u64, Vec<String>) {
+    let load = Load::start(host, 4);
+    std::thread::sleep(Duration::from_secs(2));
+    f();
+    let done = Instant::now();
+    while done.elapsed() < Duration::from_secs(3) || load.total() < 20_000 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, failed, errors) = load.stop();
+    assert!(ok > 0, "no request succeeded: {errors:?}");
+    (ok, failed, errors)
+}
+
+/// `helm test` says which component does not answer (here the slug store, stopped), and
+/// passes once every one does, from a restricted pod.
+fn helm_test_checks_each_component() {
+    let test = || output(helm().args(["test", RELEASE, "-n", SYSTEM_NS, "--timeout", "120s"]));
+    let scale = |n: &str| {
+        run(&mut kubectl(&[
+            "-n",
+            SYSTEM_NS,
+            "scale",
+            "deployment/flynn-shelf",
+            "--replicas",
+            n,
+        ]));
+        run(&mut kubectl(&[
+            "-n",
+            SYSTEM_NS,
+            "rollout",
+            "status",
+            "deployment/flynn-shelf",
+            "--timeout",
+            "120s",
+        ]));
+    };
+    scale("0");
+    let out = test();
+    // A failed test pod stays for its logs (until the next `helm test` replaces it).
+    let logs = run(&mut kubectl(&["-n", SYSTEM_NS, "logs", "flynn-test"]));
+    scale("1");
+    assert!(
+        !out.status.success(),
+        "helm test passed without the slug store:\n{logs}"
+    );
+    assert!(
+        logs.contains("FAIL slug store") && logs.contains("ok   operator"),
+        "{logs}"
+    );
+    let out = test();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Phase:          Succeeded"),
+        "helm test: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A values file pinning the router to a digest no registry has.
@@ -735,6 +986,36 @@ fn refusals_before_anything_is_applied(values: &Path) {
             "0".repeat(64)
         )) && err.contains("is not in its registry"),
         "the error does not name the missing image: {err}"
+    );
+    assert_eq!(
+        helm_revision(),
+        before,
+        "the refused install changed the release"
+    );
+
+    // The router on the host network, into the release namespace that enforces
+    // "restricted": refused before anything is applied, naming the namespace, its level
+    // and what to do. (The valid twin is the install that follows, with the router in a
+    // namespace of its own.)
+    let mut cmd = install_command(&[values]);
+    cmd.args([
+        "--set",
+        "router.namespace=",
+        "--set",
+        "router.createNamespace=false",
+    ]);
+    let out = output(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a host-network router installed into a restricted namespace: {err}"
+    );
+    assert!(
+        err.contains("The router (router.mode=hostNetwork)")
+            && err.contains(&format!("namespace {SYSTEM_NS} forbids"))
+            && err.contains("\"restricted\"")
+            && err.contains("router.mode=service"),
+        "the refusal does not say why: {err}"
     );
     assert_eq!(
         helm_revision(),

@@ -121,6 +121,32 @@ async fn users_register_and_remove_only_their_own_keys() {
         "{refused}"
     );
 
+    // A Secret of another type in one's own name is refused: a service-account token
+    // here would be readable by every user. (Its twin, a key of the key type, is
+    // admitted below.)
+    let token = key_secret(&release, "key-token", "alice", "dev,system:authenticated")
+        .replace(
+            "type: flynn.io/ssh-public-key",
+            "type: kubernetes.io/service-account-token",
+        )
+        .replace(
+            "annotations: {",
+            "annotations: {kubernetes.io/service-account.name: default, ",
+        );
+    let out = kubectl(
+        &as_user("alice", "dev", &["create", "-f", "-"]),
+        Some(&token),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a service-account-token Secret was admitted"
+    );
+    assert!(
+        err.contains("not kubernetes.io/service-account-token"),
+        "{err}"
+    );
+
     // Claiming a group one is not in is refused too.
     let out = kubectl(
         &as_user("alice", "dev", &["create", "-f", "-"]),
