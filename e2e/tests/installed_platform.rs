@@ -528,8 +528,21 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
         ]))
     };
     let before = builds();
+    let receiver_pods = || {
+        run(&mut kubectl(&[
+            "-n",
+            SYSTEM_NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=flynn-gitreceiver",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.metadata.deletionTimestamp}{\" \"}{end}",
+        ]))
+    };
+    let old_receiver = receiver_pods();
     let mut push = dev.git(&["push", "flynn", "main"]);
-    let push = std::thread::spawn(move || output(&mut push));
+    let push = std::thread::spawn(move || (output(&mut push), Instant::now()));
     until("the push's build to start", 120, || {
         let now = builds();
         if now.lines().any(|j| !before.lines().any(|b| b == j)) {
@@ -539,16 +552,49 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
         }
     });
     let started = Instant::now();
-    install(&[&values, &router.values, &operator.values, &receiver.values]);
-    let pushed = push.join().unwrap();
+    let upgrade = {
+        let files =
+            [&values, &router.values, &operator.values, &receiver.values].map(|p| p.to_path_buf());
+        std::thread::spawn(move || {
+            output(&mut install_command(&files.each_ref().map(|p| p.as_path())))
+        })
+    };
+    // When the old receiver is told to stop (its pod marked for deletion).
+    let stopping = until("the old receiver to be told to stop", 120, || {
+        let now = receiver_pods();
+        if now != old_receiver {
+            Ok(Instant::now())
+        } else {
+            Err(now)
+        }
+    });
+    let (pushed, push_ended) = push.join().unwrap();
+    let upgraded = upgrade.join().unwrap();
+    assert!(
+        upgraded.status.success(),
+        "the receiver's upgrade failed: {}",
+        String::from_utf8_lossy(&upgraded.stderr)
+    );
+    let in_flight = push_ended > stopping;
     eprintln!(
-        "FIGURE helm upgrade of the git receiver with a push in flight: the push {} ({}); the upgrade took {:?}",
+        "FIGURE helm upgrade of the git receiver with a push in flight: the push {} ({}), {}; the upgrade took {:?}",
         if pushed.status.success() {
             "succeeded"
         } else {
             "FAILED"
         },
         pushed.status,
+        if in_flight {
+            format!(
+                "ending {:?} after the old receiver was told to stop",
+                push_ended - stopping
+            )
+        } else {
+            format!(
+                "ending {:?} before the old receiver was told to stop",
+                stopping - push_ended
+            )
+        },
         started.elapsed()
     );
     assert!(
@@ -871,17 +917,38 @@ fn helm_test_checks_each_component() {
         ]));
     };
     scale("0");
+    // Until its pod is gone it may still answer (a terminating pod serves on).
+    run(&mut kubectl(&[
+        "-n",
+        SYSTEM_NS,
+        "wait",
+        "--for=delete",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=flynn-shelf",
+        "--timeout=120s",
+    ]));
     let out = test();
     // A failed test pod stays for its logs (until the next `helm test` replaces it).
-    let logs = run(&mut kubectl(&["-n", SYSTEM_NS, "logs", "flynn-test"]));
+    let logs = output(&mut kubectl(&["-n", SYSTEM_NS, "logs", "flynn-test"]));
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
+    );
     scale("1");
+    let said = format!(
+        "helm test said:\n{}{}\nthe test pod's log:\n{logs}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         !out.status.success(),
-        "helm test passed without the slug store:\n{logs}"
+        "helm test passed without the slug store: {said}"
     );
     assert!(
         logs.contains("FAIL slug store") && logs.contains("ok   operator"),
-        "{logs}"
+        "{said}"
     );
     let out = test();
     let text = String::from_utf8_lossy(&out.stdout);
