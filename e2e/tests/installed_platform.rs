@@ -666,6 +666,64 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
     );
     serves(&host, "from Python");
 
+    // --- A cluster that forbids host networking: the router as a Deployment behind a
+    // Service on unprivileged ports (here a NodePort: the local cluster has no load
+    // balancer), so its namespace too enforces "restricted" and nothing of the platform
+    // runs privileged.
+    let mut cmd = install_command(&[&values, &router.values, &operator.values, &receiver.values]);
+    cmd.args([
+        "--set",
+        "router.mode=service,router.service.type=NodePort,router.service.nodePorts.http=30080",
+    ]);
+    run(&mut cmd);
+    let edge = run(&mut kubectl(&[
+        "get",
+        "namespace",
+        EDGE_NS,
+        "--show-labels",
+        "--no-headers",
+    ]));
+    assert!(
+        edge.contains(RESTRICTED),
+        "{EDGE_NS} in service mode: {edge}"
+    );
+    // Two pods of the Deployment, none on the host network (the DaemonSet's is gone).
+    until(
+        "two router pods behind the Service, and no other",
+        120,
+        || {
+            let routers = run(&mut kubectl(&[
+                "-n",
+                EDGE_NS,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=flynn-router",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.ownerReferences[0].kind} hostNetwork={.spec.hostNetwork} {.status.phase}{\"\\n\"}{end}",
+            ]));
+            let lines: Vec<_> = routers.lines().collect();
+            if lines.len() == 2
+                && lines
+                    .iter()
+                    .all(|l| *l == "ReplicaSet hostNetwork= Running")
+            {
+                Ok(())
+            } else {
+                Err(routers)
+            }
+        },
+    );
+    let body = until(
+        &format!("http://{host}/ through the router's NodePort"),
+        120,
+        || match get(30080, &host, "/") {
+            Ok((200, body)) => Ok(body),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert!(body.contains("from Python"), "{body}");
+
     // --- The developer deletes the app: its objects go.
     run(&mut dev.flynn(&["delete", "--yes"]));
     until("the app's pods to go", 120, || {
