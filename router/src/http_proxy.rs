@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     backend::{self, BackendConn, ConnectError, ExchangeError, ResponseBody, ResponseHead},
+    forwarded::{HostError, TrustedProxies},
     metrics::SharedMetrics,
     sticky::Sticky,
     table::{Endpoint, HttpEntry, InFlight, TableHandle, UpstreamRequestBody},
@@ -58,6 +59,9 @@ pub struct ProxyOptions {
     pub backend_timeout: Duration,
     /// Log every request as JSON (`target: flynn_router::access`).
     pub access_log: bool,
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers are kept (and extended) rather
+    /// than replaced ([`crate::forwarded`]).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ProxyOptions {
@@ -68,6 +72,7 @@ impl Default for ProxyOptions {
             max_attempts: 3,
             backend_timeout: Duration::from_secs(60),
             access_log: false,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -87,23 +92,40 @@ pub struct ConnInfo {
 /// (not per request): a request clones them, which only bumps a reference count.
 #[derive(Debug, Clone)]
 pub struct ForwardHeaders {
-    /// The client's address (`X-Forwarded-For` when the request brings none).
+    /// The client's address (`X-Forwarded-For`, appended to a trusted proxy's chain).
     client_ip: HeaderValue,
+    /// `for=<client>` of the `Forwarded` element the router adds (RFC 7239 6: an IPv6
+    /// address is quoted and bracketed).
+    forwarded_for: HeaderValue,
     /// `X-Forwarded-Port`.
     port: HeaderValue,
     /// `X-Forwarded-Proto`.
     proto: HeaderValue,
+    /// The peer is a trusted proxy (`--trusted-proxies`): the forwarding headers it sends
+    /// are kept (and extended), not replaced.
+    trusted: bool,
 }
 
 impl ForwardHeaders {
-    /// The values for requests arriving on `conn`.
-    pub fn new(conn: &ConnInfo) -> Self {
-        let ip = conn.peer.ip().to_string();
+    /// The values for requests arriving on `conn`; the forwarding headers of its requests
+    /// are believed only if its peer is in `trusted`.
+    pub fn new(conn: &ConnInfo, trusted: &TrustedProxies) -> Self {
+        let peer = conn.peer.ip().to_canonical();
+        let ip = peer.to_string();
+        let forwarded_for = match peer {
+            std::net::IpAddr::V4(_) => format!("for={ip}"),
+            std::net::IpAddr::V6(_) => format!("for=\"[{ip}]\""),
+        };
+        let value = |s: String| {
+            HeaderValue::from_maybe_shared(Bytes::from(s))
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        };
         Self {
-            client_ip: HeaderValue::from_maybe_shared(Bytes::from(ip))
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            client_ip: value(ip),
+            forwarded_for: value(forwarded_for),
             port: HeaderValue::from(conn.local_port),
             proto: HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+            trusted: trusted.contains(peer),
         }
     }
 }
@@ -170,6 +192,8 @@ pub struct Proxy {
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
 
@@ -207,7 +231,7 @@ impl Proxy {
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let fwd = ForwardHeaders::new(&conn);
+        let fwd = ForwardHeaders::new(&conn, &self.opts.trusted_proxies);
         self.handle_with(req, conn, &fwd).await
     }
 
@@ -220,16 +244,24 @@ impl Proxy {
         fwd: &ForwardHeaders,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
+        // RFC 9112 3.2: no Host, two, a malformed one, or one the target's authority
+        // contradicts: 400, and the value is never echoed.
+        let host = match crate::forwarded::request_host(&req) {
+            Ok(host) => host,
+            Err(e) => {
+                let resp = bad_host(e);
+                self.access_log(&req, "", None, None, resp.status(), start);
+                return Ok(resp);
+            }
+        };
         let entry = {
             // The guard is dropped before any await: a request holds its route's `Arc`, not
             // the table, so a swap is never delayed by slow requests.
-            let host = request_host(&req).unwrap_or_default();
             let table = self.table.load();
             table.http.lookup(host, req.uri().path()).cloned()
         };
         let Some(entry) = entry else {
             self.metrics.no_route.inc();
-            let host = request_host(&req).unwrap_or_default();
             let resp = text_response(
                 StatusCode::NOT_FOUND,
                 format!("404 Not Found: no route for host {host:?}\n"),
@@ -238,7 +270,7 @@ impl Proxy {
             return Ok(resp);
         };
         if entry.https_redirect && !conn.tls {
-            let resp = redirect_to_https(request_host(&req).unwrap_or_default(), req.uri());
+            let resp = redirect_to_https(host, req.uri());
             entry.metrics.record(resp.status().as_u16(), 0.0);
             return Ok(resp);
         }
@@ -246,7 +278,7 @@ impl Proxy {
         let logged = self.opts.access_log.then(|| {
             (
                 req.method().clone(),
-                request_host(&req).unwrap_or_default().to_owned(),
+                host.to_owned(),
                 req.uri().path().to_owned(),
             )
         });
@@ -810,12 +842,13 @@ async fn handshake(
     Ok(tx)
 }
 
-/// The request's host: the `Host` header (HTTP/1.1), else the URI's authority (HTTP/2).
-pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+/// The 400 for a request whose `Host` was refused; the connection closes after it.
+fn bad_host(e: HostError) -> Response<ProxyBody> {
+    debug!(error = %e, "refused a request's Host");
+    let mut resp = text_response(StatusCode::BAD_REQUEST, e.body());
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -865,8 +898,9 @@ fn encode_forwarded_head<B>(
 }
 
 /// Writes the head of a request without a body as the backend gets it, in one pass over the
-/// client's headers (names in any case; `headers` makes an iterator over them): hop-by-hop headers (and those `Connection` names)
-/// are skipped, `X-Forwarded-*`, `X-Request-Id` (`id`, when the client sent none) and
+/// client's headers (names in any case; `headers` makes an iterator over them): hop-by-hop
+/// headers (and those `Connection` names) are skipped, the forwarding headers
+/// ([`write_forwarding`]), `X-Request-Id` (`id`, when the client sent none) and
 /// `X-Request-Start` are written after the client's headers. `authority` becomes the
 /// `Host` header when the client sent none (HTTP/2's `:authority`, an absolute-form target).
 #[allow(clippy::too_many_arguments)]
@@ -880,21 +914,17 @@ pub(crate) fn encode_forwarded<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
     id: Option<&HeaderValue>,
     start: &HeaderValue,
 ) {
-    fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // HTTP/1 backends need a Host header.
+    let mut host: &[u8] = b"";
     if let Some(authority) = authority
         && !headers().any(|(n, _)| n.eq_ignore_ascii_case(b"host"))
     {
-        line(out, b"host", authority.as_bytes());
+        host = authority.as_bytes();
+        line(out, b"host", host);
     }
     // Headers a `Connection` header names are hop-by-hop too (allocates only if there are).
     let named: Vec<&[u8]> = headers()
@@ -902,45 +932,151 @@ pub(crate) fn encode_forwarded<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
         .flat_map(|(_, v)| backend::hop::tokens(v))
         .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"upgrade"))
         .collect();
-    let mut forwarded_for = false;
+    // What a trusted proxy said (allocates only if it said something).
+    let mut prior = Prior::default();
     for (name, value) in headers() {
         if backend::hop::is_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            // The first value, extended with the client (as `prepare_request` does).
-            if !forwarded_for {
-                forwarded_for = true;
-                out.extend_from_slice(b"x-forwarded-for: ");
-                if value
-                    .iter()
-                    .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-                {
-                    out.extend_from_slice(value);
-                    out.extend_from_slice(b", ");
-                }
-                out.extend_from_slice(fwd.client_ip.as_bytes());
-                out.extend_from_slice(b"\r\n");
+        if let Some(kind) = Forwarding::of(name) {
+            // An untrusted client's are dropped: the router writes its own below.
+            if fwd.trusted {
+                prior.add(kind, value);
             }
             continue;
         }
-        if name.eq_ignore_ascii_case(b"x-forwarded-proto")
-            || name.eq_ignore_ascii_case(b"x-forwarded-port")
-            || name.eq_ignore_ascii_case(b"x-request-start")
-        {
+        if name.eq_ignore_ascii_case(b"x-request-start") {
             continue;
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            host = value;
         }
         line(out, name, value);
     }
-    if !forwarded_for {
-        line(out, b"x-forwarded-for", fwd.client_ip.as_bytes());
-    }
-    line(out, b"x-forwarded-proto", fwd.proto.as_bytes());
-    line(out, b"x-forwarded-port", fwd.port.as_bytes());
+    write_forwarding(out, fwd, host, &prior);
     if let Some(id) = id {
         line(out, b"x-request-id", id.as_bytes());
     }
     line(out, b"x-request-start", start.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The forwarding headers a client may send, which only a trusted proxy's are believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forwarding {
+    For,
+    Proto,
+    Host,
+    Port,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+}
+
+impl Forwarding {
+    fn of(name: &[u8]) -> Option<Self> {
+        // A cut on length first: most headers are none of these.
+        let kind = match name.len() {
+            9 => Self::Forwarded,
+            15 => Self::For,
+            16 if name[12..].eq_ignore_ascii_case(b"host") => Self::Host,
+            16 => Self::Port,
+            17 => Self::Proto,
+            _ => return None,
+        };
+        let full: &[u8] = match kind {
+            Self::For => b"x-forwarded-for",
+            Self::Proto => b"x-forwarded-proto",
+            Self::Host => b"x-forwarded-host",
+            Self::Port => b"x-forwarded-port",
+            Self::Forwarded => b"forwarded",
+        };
+        name.eq_ignore_ascii_case(full).then_some(kind)
+    }
+}
+
+/// The forwarding headers a trusted proxy sent, in order.
+#[derive(Debug, Default)]
+struct Prior<'a> {
+    /// `X-Forwarded-For` and `Forwarded` values: every line, joined.
+    chains: Vec<(Forwarding, &'a [u8])>,
+    /// The first `X-Forwarded-Proto`, `-Host`, `-Port`.
+    proto: Option<&'a [u8]>,
+    host: Option<&'a [u8]>,
+    port: Option<&'a [u8]>,
+}
+
+impl<'a> Prior<'a> {
+    fn add(&mut self, kind: Forwarding, value: &'a [u8]) {
+        // Only visible ASCII is passed on (a value `http` would refuse is dropped).
+        if value.is_empty()
+            || !value
+                .iter()
+                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        {
+            return;
+        }
+        match kind {
+            Forwarding::For | Forwarding::Forwarded => self.chains.push((kind, value)),
+            Forwarding::Proto => {
+                self.proto.get_or_insert(value);
+            }
+            Forwarding::Host => {
+                self.host.get_or_insert(value);
+            }
+            Forwarding::Port => {
+                self.port.get_or_insert(value);
+            }
+        }
+    }
+
+    /// The values of one chain header, each followed by `, `.
+    fn chain(&self, kind: Forwarding, out: &mut Vec<u8>) {
+        for (_, v) in self.chains.iter().filter(|(k, _)| *k == kind) {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+    }
+}
+
+/// Writes `X-Forwarded-For`, `-Proto`, `-Host`, `-Port` and `Forwarded` for a request with
+/// `host` (already validated) from `fwd`'s connection: set from the peer, the listener and
+/// `host`; for a trusted proxy (`prior` holds what it sent), its chains extended by the peer
+/// and its `X-Forwarded-Proto/Host/Port` kept.
+fn write_forwarding(out: &mut Vec<u8>, fwd: &ForwardHeaders, host: &[u8], prior: &Prior<'_>) {
+    out.extend_from_slice(b"x-forwarded-for: ");
+    prior.chain(Forwarding::For, out);
+    out.extend_from_slice(fwd.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    line(
+        out,
+        b"x-forwarded-proto",
+        prior.proto.unwrap_or(fwd.proto.as_bytes()),
+    );
+    if let Some(host) = prior.host.or((!host.is_empty()).then_some(host)) {
+        line(out, b"x-forwarded-host", host);
+    }
+    line(
+        out,
+        b"x-forwarded-port",
+        prior.port.unwrap_or(fwd.port.as_bytes()),
+    );
+    out.extend_from_slice(b"forwarded: ");
+    prior.chain(Forwarding::Forwarded, out);
+    out.extend_from_slice(fwd.forwarded_for.as_bytes());
+    if !host.is_empty() {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(fwd.proto.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -970,26 +1106,47 @@ fn prepare_request<B>(req: &mut Request<B>, fwd: &ForwardHeaders, upgrade: bool)
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
-    // The common case (no prior X-Forwarded-For) reuses the connection's value: no allocation.
-    let prior = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .map(str::as_bytes);
-    let xff = match prior {
-        Some(prior) => {
-            let mut v = Vec::with_capacity(prior.len() + 2 + fwd.client_ip.len());
-            v.extend_from_slice(prior);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(fwd.client_ip.as_bytes());
-            HeaderValue::from_maybe_shared(Bytes::from(v)).ok()
+    // The same headers as `encode_forwarded` writes, by the same code: the client's
+    // forwarding headers are taken out, and what `write_forwarding` makes of them (and of
+    // the connection) put in.
+    let mut written = Vec::new();
+    {
+        let mut prior = Prior::default();
+        if fwd.trusted {
+            for (name, value) in headers.iter() {
+                if let Some(kind) = Forwarding::of(name.as_str().as_bytes()) {
+                    prior.add(kind, value.as_bytes());
+                }
+            }
         }
-        None => Some(fwd.client_ip.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        let host = headers.get(HOST).map_or(&b""[..], HeaderValue::as_bytes);
+        write_forwarding(&mut written, fwd, host, &prior);
+        written.extend_from_slice(b"\r\n");
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), fwd.proto.clone());
-    headers.insert(X_FORWARDED_PORT.clone(), fwd.port.clone());
+    for name in [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_FORWARDED_PORT,
+        &FORWARDED,
+    ] {
+        headers.remove(name);
+    }
+    let written = Bytes::from(written);
+    let mut fields = [httparse::EMPTY_HEADER; 5];
+    if let Ok(httparse::Status::Complete((_, fields))) =
+        httparse::parse_headers(&written, &mut fields)
+    {
+        for f in fields.iter() {
+            let at = f.value.as_ptr() as usize - written.as_ptr() as usize;
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(f.name.as_bytes()),
+                HeaderValue::from_maybe_shared(written.slice(at..at + f.value.len())),
+            ) {
+                headers.append(name, value);
+            }
+        }
+    }
     // Keep a request id the client (or an outer proxy) set, so one id follows the request.
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), request_id());
@@ -1305,6 +1462,100 @@ mod tests {
         }
     }
 
+    fn untrusted() -> ForwardHeaders {
+        ForwardHeaders::new(&info(), &TrustedProxies::default())
+    }
+
+    fn trusted() -> ForwardHeaders {
+        let proxies = TrustedProxies::new(["10.1.0.0/16".parse().unwrap()]);
+        let fwd = ForwardHeaders::new(&info(), &proxies);
+        assert!(fwd.trusted);
+        fwd
+    }
+
+    /// A spoofed chain from an untrusted client is replaced; the same chain from a trusted
+    /// proxy is extended, and its proto/host/port kept. Both paths (one-pass head and
+    /// `HeaderMap` rewrite) agree.
+    #[test]
+    fn forwarding_headers_are_believed_only_from_trusted_proxies() {
+        let build = || {
+            Request::builder()
+                .uri("/")
+                .header("host", "shop.test")
+                .header("X-Forwarded-For", "6.6.6.6")
+                .header("x-forwarded-for", "7.7.7.7")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "bank.test")
+                .header("x-forwarded-port", "8443")
+                .header("forwarded", "for=6.6.6.6;proto=https")
+                .body(())
+                .unwrap()
+        };
+        let v6 = ConnInfo {
+            peer: "[2001:db8::5]:1".parse().unwrap(),
+            local_port: 80,
+            tls: false,
+        };
+        let cases = [
+            (
+                untrusted(),
+                [
+                    "10.1.2.3",
+                    "https",
+                    "shop.test",
+                    "443",
+                    "for=10.1.2.3;host=\"shop.test\";proto=https",
+                ],
+            ),
+            (
+                trusted(),
+                [
+                    "6.6.6.6, 7.7.7.7, 10.1.2.3",
+                    "https",
+                    "bank.test",
+                    "8443",
+                    "for=6.6.6.6;proto=https, for=10.1.2.3;host=\"shop.test\";proto=https",
+                ],
+            ),
+            (
+                ForwardHeaders::new(&v6, &TrustedProxies::default()),
+                [
+                    "2001:db8::5",
+                    "http",
+                    "shop.test",
+                    "80",
+                    "for=\"[2001:db8::5]\";host=\"shop.test\";proto=http",
+                ],
+            ),
+        ];
+        for (fwd, want) in cases {
+            let mut req = build();
+            prepare_request(&mut req, &fwd, false);
+            let names = [
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-forwarded-port",
+                "forwarded",
+            ];
+            for (name, want) in names.iter().zip(want) {
+                let all: Vec<_> = req.headers().get_all(*name).iter().collect();
+                assert_eq!(all, [want], "{name} (trusted: {})", fwd.trusted);
+            }
+            let mut out = Vec::new();
+            encode_forwarded_head(&mut out, &build(), &fwd, None, &request_start());
+            let text = String::from_utf8(out).unwrap();
+            for (name, want) in names.iter().zip(want) {
+                assert_eq!(
+                    text.matches(&format!("\r\n{name}: ")).count(),
+                    1,
+                    "{name} in {text}"
+                );
+                assert!(text.contains(&format!("\r\n{name}: {want}\r\n")), "{text}");
+            }
+        }
+    }
+
     #[test]
     fn requests_get_forwarding_headers_and_lose_hop_by_hop_ones() {
         let mut req = Request::builder()
@@ -1317,14 +1568,20 @@ mod tests {
             .body(())
             .unwrap();
         *req.version_mut() = Version::HTTP_2;
-        prepare_request(&mut req, &ForwardHeaders::new(&info()), false);
+        prepare_request(&mut req, &untrusted(), false);
         let h = req.headers();
         assert_eq!(req.uri(), "/a?b=c");
         assert_eq!(req.version(), Version::HTTP_11);
         assert_eq!(h["host"], "example.com");
-        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
+        // The client is no trusted proxy: its X-Forwarded-For is replaced.
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-port"], "443");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.1.2.3;host=\"example.com\";proto=https"
+        );
         assert_eq!(h["x-request-id"].len(), 32);
         assert!(h["x-request-start"].to_str().unwrap().starts_with("t="));
         for gone in ["connection", "x-private", "keep-alive", "te"] {
@@ -1356,7 +1613,13 @@ mod tests {
             *req.version_mut() = Version::HTTP_2;
             req
         };
-        let fwd = ForwardHeaders::new(&info());
+        for fwd in [untrusted(), trusted()] {
+            heads_match(&build, &fwd);
+        }
+    }
+
+    fn heads_match(build: &impl Fn() -> Request<()>, fwd: &ForwardHeaders) {
+        let fwd = fwd.clone();
         let start = request_start();
         let mut out = Vec::new();
         encode_forwarded_head(&mut out, &build(), &fwd, None, &start);
@@ -1491,7 +1754,7 @@ mod tests {
             .header("x-request-id", "abc")
             .body(())
             .unwrap();
-        prepare_request(&mut req, &ForwardHeaders::new(&info()), false);
+        prepare_request(&mut req, &untrusted(), false);
         assert_eq!(req.headers()["x-request-id"], "abc");
     }
 
@@ -1505,7 +1768,7 @@ mod tests {
             .body(())
             .unwrap();
         assert!(is_upgrade(&req));
-        prepare_request(&mut req, &ForwardHeaders::new(&info()), true);
+        prepare_request(&mut req, &untrusted(), true);
         assert_eq!(req.headers()["upgrade"], "websocket");
         assert_eq!(req.headers()["connection"], "upgrade");
     }

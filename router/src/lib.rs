@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod forwarded;
 pub mod h1;
 pub mod head_timer;
 pub mod http_proxy;

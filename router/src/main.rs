@@ -112,6 +112,12 @@ struct Args {
     /// Log every request (target flynn_router::access).
     #[arg(long, env = "FLYNN_ROUTER_ACCESS_LOG")]
     access_log: bool,
+    // --- Edge: what the router believes of clients, and what one client may hold. ---
+    /// Peers (CIDR[,CIDR...], e.g. a load balancer's range) whose X-Forwarded-For/Proto/
+    /// Host/Port and Forwarded headers are kept and extended; everyone else's are replaced.
+    /// Empty (the default): no one's.
+    #[arg(long, env = "FLYNN_ROUTER_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<flynn_router::forwarded::Cidr>,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -193,6 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             connect_timeout: Duration::from_secs_f64(args.connect_timeout),
             access_log: args.access_log,
             backend_timeout: Duration::from_secs_f64(args.backend_timeout),
+            trusted_proxies: flynn_router::forwarded::TrustedProxies::new(args.trusted_proxies),
             ..ProxyOptions::default()
         },
         server: ServerOptions {

@@ -172,7 +172,8 @@ async fn serve_connection(
     let peer: SocketAddr = info.peer;
     // What every request on this connection shares, built once: one reference count per
     // request instead of per-request header allocations.
-    let shared = Arc::new((proxy, ForwardHeaders::new(&info)));
+    let fwd = ForwardHeaders::new(&info, &proxy.opts.trusted_proxies);
+    let shared = Arc::new((proxy, fwd));
     let own_shared = shared.clone();
     let own = h1::Conn {
         proxy: &own_shared.0,

@@ -145,6 +145,16 @@ where
         // Partial: `head_complete` saw the blank line; httparse disagrees only on broken
         // heads, which hyper answers.
         request::Parsed::Partial | request::Parsed::Hand => return One::Hand,
+        request::Parsed::Refuse(e) => {
+            // The value is never echoed; the connection closes after the 400.
+            tracing::debug!(peer = %conn.info.peer, error = %e, "refused a request's Host");
+            let local = Local::text(StatusCode::BAD_REQUEST, e.body());
+            bufs.write.clear();
+            local.encode(&mut bufs.write, true);
+            let _ = io.write_all(&bufs.write).await;
+            bufs.write.clear();
+            return One::Served(None);
+        }
     };
     let close = !head.keep_alive || drain.is_draining();
     let done = respond::respond(io, &mut bufs.write, conn, &head, close).await;

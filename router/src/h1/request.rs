@@ -2,6 +2,8 @@
 
 use httparse::Header;
 
+use crate::forwarded::{HostError, valid_host};
+
 /// Headers accepted in one request head (hyper's server allows as many).
 pub const MAX_HEADERS: usize = 100;
 
@@ -64,6 +66,9 @@ pub enum Parsed<'a> {
     /// `Expect`, HTTP/1.0, absolute-form targets, and heads that are not valid HTTP/1
     /// (hyper answers those with the right 4xx).
     Hand,
+    /// An HTTP/1.1 origin-form request whose `Host` is missing, repeated or malformed
+    /// (RFC 9112 3.2): answered with a 400 here, and the connection closed.
+    Refuse(HostError),
 }
 
 /// Whether `buf` holds the blank line that ends a head (CRLF or bare LF line ends), without
@@ -102,11 +107,12 @@ pub fn parse<'a>(buf: &'a [u8], headers: &'a mut [Header<'a>; MAX_HEADERS]) -> P
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 if host.is_some() {
-                    return Parsed::Hand;
+                    return Parsed::Refuse(HostError::Several);
                 }
+                // Valid hosts are ASCII.
                 match std::str::from_utf8(h.value) {
-                    Ok(v) => host = Some(v),
-                    Err(_) => return Parsed::Hand,
+                    Ok(v) if valid_host(h.value) => host = Some(v),
+                    _ => return Parsed::Refuse(HostError::Invalid),
                 }
             }
             6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Hand,
@@ -127,7 +133,7 @@ pub fn parse<'a>(buf: &'a [u8], headers: &'a mut [Header<'a>; MAX_HEADERS]) -> P
         }
     }
     let Some(host) = host else {
-        return Parsed::Hand;
+        return Parsed::Refuse(HostError::Missing);
     };
     Parsed::Serve(
         Head {
@@ -157,7 +163,7 @@ mod tests {
                 len,
             )),
             Parsed::Partial => panic!("partial: {raw:?}"),
-            Parsed::Hand => None,
+            Parsed::Hand | Parsed::Refuse(_) => None,
         }
     }
 
@@ -187,12 +193,47 @@ mod tests {
             "GET / HTTP/1.0\r\nhost: x\r\n\r\n",
             "GET http://x/ HTTP/1.1\r\nhost: x\r\n\r\n",
             "CONNECT x:443 HTTP/1.1\r\nhost: x\r\n\r\n",
-            "GET / HTTP/1.1\r\n\r\n",
-            "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
             "GET / HTTP/1.1\r\nbad header\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         ] {
             assert_eq!(served(raw), None, "{raw:?}");
+        }
+    }
+
+    /// RFC 9112 3.2, beside a valid twin of each.
+    #[test]
+    fn bad_hosts_are_refused_here() {
+        let refused = |raw: &str| {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match parse(raw.as_bytes(), &mut headers) {
+                Parsed::Refuse(e) => Some(e),
+                _ => None,
+            }
+        };
+        for (bad, good, why) in [
+            (
+                "GET / HTTP/1.1\r\n\r\n",
+                "GET / HTTP/1.1\r\nhost: b\r\n\r\n",
+                HostError::Missing,
+            ),
+            (
+                "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+                "GET / HTTP/1.1\r\nhost: a\r\nx-host: b\r\n\r\n",
+                HostError::Several,
+            ),
+            (
+                "GET / HTTP/1.1\r\nhost: evil.test/x?\r\n\r\n",
+                "GET / HTTP/1.1\r\nhost: evil.test\r\n\r\n",
+                HostError::Invalid,
+            ),
+            (
+                "GET / HTTP/1.1\r\nhost: xé\r\n\r\n",
+                "GET / HTTP/1.1\r\nhost: xe\r\n\r\n",
+                HostError::Invalid,
+            ),
+        ] {
+            assert_eq!(refused(bad), Some(why), "{bad:?}");
+            assert!(served(good).is_some(), "{good:?}");
         }
     }
 
