@@ -21,6 +21,13 @@ pub mod types {
     pub const CONFLICT: &str = "Conflict";
     /// Route: the router is serving the route.
     pub const PROGRAMMED: &str = "Programmed";
+    /// Route (written by the router): the certificate of `spec.http.tlsSecretName` is used
+    /// for the Route's host (from the Route's own namespace, covering the host, its key
+    /// matching).
+    pub const CERTIFICATE_READY: &str = "CertificateReady";
+    /// App: its default Route (`<app>.<defaultDomain>`) is accepted; false when another
+    /// namespace owns that host (an App of the same name elsewhere).
+    pub const DEFAULT_ROUTE_ACCEPTED: &str = "DefaultRouteAccepted";
 }
 
 /// Condition reasons (CamelCase, as the API conventions require).
@@ -59,6 +66,30 @@ pub mod reasons {
     pub const PROGRAMMED: &str = "Programmed";
     /// The router cannot open the TCP Route's port (another process holds it).
     pub const PORT_UNAVAILABLE: &str = "PortUnavailable";
+    /// Another namespace's Route claimed the host first (any path of it is that namespace's).
+    pub const HOST_OWNED_BY_NAMESPACE: &str = "HostOwnedByNamespace";
+    /// A wildcard covering the platform's default domain, which the platform does not allow.
+    pub const WILDCARD_NOT_ALLOWED: &str = "WildcardNotAllowed";
+    /// The TCP port is outside the range the platform allows.
+    pub const PORT_OUT_OF_RANGE: &str = "PortOutOfRange";
+    /// Another namespace's Route has the TCP port, and is older.
+    pub const PORT_OWNED_BY_NAMESPACE: &str = "PortOwnedByNamespace";
+    /// `spec.http.domain` is not a host name.
+    pub const INVALID_HOST: &str = "InvalidHost";
+    /// The Route is being deleted.
+    pub const DELETING: &str = "Deleting";
+    /// CertificateReady: the certificate is valid for the host and used.
+    pub const CERTIFICATE_VALID: &str = "Valid";
+    /// CertificateReady: no `kubernetes.io/tls` Secret of that name in the Route's namespace.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// CertificateReady: the router may not read Secrets in the namespace (yet); it retries.
+    pub const SECRET_ACCESS_PENDING: &str = "SecretAccessPending";
+    /// CertificateReady: the certificate's names (SAN dNSName) do not cover the host.
+    pub const HOST_NOT_COVERED: &str = "HostNotCovered";
+    /// CertificateReady: the private key is not the certificate's.
+    pub const KEY_MISMATCH: &str = "KeyMismatch";
+    /// CertificateReady: `tls.crt` or `tls.key` cannot be read as PEM.
+    pub const MALFORMED: &str = "Malformed";
 }
 
 /// `status` values of a condition.

@@ -22,9 +22,11 @@
 pub mod app;
 pub mod conditions;
 pub mod formation;
+pub mod host;
 pub mod labels;
 pub mod list;
 pub mod names;
+pub mod ownership;
 pub mod pod_security;
 pub mod quantity;
 pub mod release;
