@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use flynn_gitreceiver::pipeline::{Pipeline, PipelineSettings};
+use flynn_gitreceiver::pipeline::{Limits, Pipeline, PipelineSettings};
 use flynn_gitreceiver::settings::{HookMode, ObjectRef, Settings};
 
 #[derive(Debug, Parser)]
@@ -107,6 +107,13 @@ struct ServeArgs {
     /// Seconds between passes removing the repositories of deleted Apps (0: never).
     #[arg(long, env = "FLYNN_REPO_GC_INTERVAL_SECONDS", default_value_t = 3600)]
     repo_gc_interval_seconds: u64,
+    /// Most data one push may send (its pack, as received): bytes, or with a suffix Ki, Mi,
+    /// Gi (K, M, G: powers of 1000).
+    #[arg(long, env = "FLYNN_MAX_PUSH_BYTES", default_value = "1Gi", value_parser = parse_bytes)]
+    max_push_bytes: u64,
+    /// Most an App's repository may hold on disk, with a push's objects (bytes or Ki/Mi/Gi).
+    #[arg(long, env = "FLYNN_MAX_REPO_BYTES", default_value = "4Gi", value_parser = parse_bytes)]
+    max_repo_bytes: u64,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -174,6 +181,13 @@ struct PipelineArgs {
     /// Extra seconds to wait for the operator's rollout verdict beyond the App's deploy timeout.
     #[arg(long, env = "FLYNN_ROLLOUT_MARGIN_SECONDS", default_value_t = 30)]
     rollout_margin_seconds: u64,
+    /// Most the files of a pushed commit may add up to, unpacked (bytes or Ki/Mi/Gi): a
+    /// 2 GB file of zeros travels as 2 MB of pack.
+    #[arg(long, env = "FLYNN_MAX_SOURCE_BYTES", default_value = "1Gi", value_parser = parse_bytes)]
+    max_source_bytes: u64,
+    /// How deep the directories of a pushed commit may nest.
+    #[arg(long, env = "FLYNN_MAX_TREE_DEPTH", default_value_t = 256)]
+    max_tree_depth: usize,
     /// Where source tarballs are written before upload (default: the system's temp dir).
     #[arg(long, env = "FLYNN_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
@@ -225,7 +239,7 @@ impl PipelineArgs {
         Ok(ShelfToken::Known(token))
     }
 
-    fn settings(self, shelf_token: String) -> PipelineSettings {
+    fn settings(self, shelf_token: String, git_program: PathBuf) -> PipelineSettings {
         PipelineSettings {
             shelf_pod_url: self.shelf_pod_url.unwrap_or_else(|| self.shelf_url.clone()),
             shelf_url: self.shelf_url,
@@ -238,6 +252,11 @@ impl PipelineArgs {
             web_port: self.web_port,
             rollout_margin: Duration::from_secs(self.rollout_margin_seconds),
             tmp_dir: self.tmp_dir,
+            limits: Limits {
+                max_source_bytes: self.max_source_bytes,
+                max_tree_depth: self.max_tree_depth,
+            },
+            git_program,
             buildpack_urls: self
                 .buildpack_urls
                 .into_iter()
@@ -289,7 +308,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         repos_dir: args.repos_dir,
         hook_socket: args.hook_socket,
         hook_program,
-        git_program: args.git,
+        git_program: args.git.clone(),
         host_key_secret: args.host_key_secret,
         keys_namespace: args.keys_namespace,
         default_namespace: args.default_namespace,
@@ -305,7 +324,10 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         hook_mode: HookMode::Deploy,
         repo_gc_interval: (args.repo_gc_interval_seconds > 0)
             .then(|| Duration::from_secs(args.repo_gc_interval_seconds)),
+        max_push_bytes: args.max_push_bytes,
+        max_repo_bytes: args.max_repo_bytes,
     };
+    let git_program = args.git;
     anyhow::ensure!(
         !settings.deploy_branches.is_empty(),
         "--deploy-branches is empty: name at least one branch"
@@ -317,7 +339,8 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let pipeline_args = args.pipeline;
     let running = match shelf_token {
         ShelfToken::Known(token) => {
-            let pipeline = Pipeline::new(client.clone(), pipeline_args.settings(token));
+            let pipeline =
+                Pipeline::new(client.clone(), pipeline_args.settings(token, git_program));
             flynn_gitreceiver::start(settings, client, pipeline).await?
         }
         // The slug store creates the Secret; until it has, /readyz says so.
@@ -333,7 +356,10 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
                     )
                     .await?;
                     tracing::info!(secret = %format!("{}/{}", secret.namespace, secret.name), "slug store token read");
-                    Ok(Pipeline::new(client, pipeline_args.settings(token)))
+                    Ok(Pipeline::new(
+                        client,
+                        pipeline_args.settings(token, git_program),
+                    ))
                 }
             };
             flynn_gitreceiver::receiver::start_when(settings, client, pipeline).await?
@@ -344,6 +370,34 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("SIGTERM: no new connections; letting running pushes finish");
     running.stop().await;
     Ok(())
+}
+
+/// A byte count: digits, optionally followed by Ki, Mi, Gi, Ti (powers of 1024) or K, M, G,
+/// T (powers of 1000), as Kubernetes quantities write them.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: u64 = match &s[digits.len()..] {
+        "" => 1,
+        "K" => 1000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: write bytes, or a number with Ki, Mi, Gi, Ti (or K, M, G, T)"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{s:?} is not a byte count (e.g. 1073741824, 1Gi, 500Mi)"))
 }
 
 /// `<namespace>/<name>`.
@@ -397,6 +451,22 @@ mod tests {
             let err = parse_object_ref(bad).unwrap_err();
             assert!(err.contains("<namespace>/<name>"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn byte_counts_take_kubernetes_suffixes() {
+        assert_eq!(parse_bytes("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_bytes("500Mi"), Ok(500 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("12345"), Ok(12345));
+        for bad in ["", "Gi", "1GB", "-1", "1.5Gi", "99999999999Ti"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        let cli = parse(&["--shelf-token", "0123456789abcdef"]).unwrap();
+        assert_eq!(cli.serve.max_push_bytes, 1 << 30);
+        assert_eq!(cli.serve.max_repo_bytes, 4 << 30);
+        assert_eq!(cli.serve.pipeline.max_source_bytes, 1 << 30);
+        assert_eq!(cli.serve.pipeline.max_tree_depth, 256);
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub struct ResultLabel {
 pub struct Metrics {
     registry: Registry,
     /// Pushes by result: deployed, accepted (bench mode), up_to_date, build_failed,
-    /// refused_ref, forbidden, unknown_app, unknown_key, busy, cancelled, error.
+    /// refused_ref, too_large (--max-push-bytes), repo_too_large (--max-repo-bytes),
+    /// forbidden, unknown_app, unknown_key, busy, cancelled, error.
     pub pushes: Family<ResultLabel, Counter>,
     /// Time from the exec request to receive-pack's exit, builds included.
     pub push_duration: Histogram,

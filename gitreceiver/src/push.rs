@@ -164,6 +164,7 @@ async fn run_inner(
         &repo_dir,
         &settings.repos_dir,
         &env,
+        settings.max_push_bytes,
         &mut rx,
         tx,
         &shared.metrics,
@@ -182,6 +183,11 @@ async fn run_inner(
                 (None, 0) => "up_to_date",
                 (None, _) => "error",
             }
+        }
+        Ended::TooLarge(_) => {
+            // The client was told why (receive::too_large_message).
+            crate::ssh::finish(tx, 1).await;
+            "too_large"
         }
         Ended::ClientGone => {
             // The hook died with receive-pack's group; make sure the build stops too.

@@ -1,7 +1,11 @@
 //! Runs `git receive-pack` for a push, wired to the SSH channel: channel data → its stdin,
 //! its stdout → channel data, its stderr → extended data (stderr). It runs in a process
 //! group of its own, and the whole group (hooks included) is stopped if the client goes
-//! away.
+//! away, or sends more than the push limit.
+//!
+//! git is told to stream large objects (`core.bigFileThreshold`, inherited by the
+//! `index-pack` or `unpack-objects` it runs): with git's default, 512 MiB, a file below that
+//! is held whole in memory while it is unpacked, in the receiver's container.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -29,22 +33,40 @@ pub enum Ended {
     Exited(u32),
     /// The client closed the channel or the connection first; the group was stopped.
     ClientGone,
+    /// The client sent more than the limit (bytes); the group was stopped and the
+    /// client told why.
+    TooLarge(u64),
     /// git could not be started.
     SpawnFailed(std::io::Error),
 }
 
-/// Runs `git receive-pack <repo_dir>`.
+/// The line a client that sent more than `limit` bytes reads on its terminal.
+pub fn too_large_message(limit: u64) -> String {
+    format!(
+        "flynn: this push is larger than {}, the receiver's limit for the data of one push: push fewer commits at once (`git push <remote> <commit>:main`, then the rest), keep large files out of the repository, or ask the platform operator to raise --max-push-bytes (FLYNN_MAX_PUSH_BYTES; chart value gitreceiver.maxPushBytes)\n",
+        flynn_builder::output::human_size(limit)
+    )
+}
+
+/// Runs `git receive-pack <repo_dir>`; a client sending more than `max_bytes` is stopped.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     git: &Path,
     repo_dir: &Path,
     home: &Path,
     env: &[(&str, String)],
+    max_bytes: u64,
     rx: &mut ChannelReadHalf,
     tx: &ChannelWriteHalf<Msg>,
     metrics: &Metrics,
 ) -> Ended {
     let mut cmd = Command::new(git);
-    cmd.arg("receive-pack")
+    cmd.arg("-c")
+        .arg(format!(
+            "core.bigFileThreshold={}",
+            crate::pipeline::archive::GIT_STREAM_THRESHOLD
+        ))
+        .arg("receive-pack")
         .arg(repo_dir)
         // Nothing of the receiver's environment (kube credentials, tokens) reaches git or
         // the hook but what they need.
@@ -75,23 +97,23 @@ pub async fn run(
             copy_out(stderr, |b| tx.extended_data_bytes(1, b)),
         )
     };
-    let mut input = Input { stdin };
-    let client_gone = tokio::select! {
-        // A failed write means the session is gone.
-        r = outputs => r.is_err(),
-        () = input.pump(rx, metrics) => true,
+    let mut input = Input {
+        stdin,
+        received: 0,
+        max_bytes,
     };
-    if client_gone {
-        stop_group(&mut child, group).await;
-        return Ended::ClientGone;
+    let stopped = tokio::select! {
+        // A failed write means the session is gone.
+        r = outputs => r.is_err().then_some(Stop::ClientGone),
+        stop = input.pump(rx, metrics) => Some(stop),
+    };
+    if let Some(stop) = stopped {
+        return stop_for(stop, &mut child, group, tx).await;
     }
     // Both pipes closed: receive-pack is exiting. Keep draining the channel meanwhile.
     let status = tokio::select! {
         s = child.wait() => s,
-        () = input.pump(rx, metrics) => {
-            stop_group(&mut child, group).await;
-            return Ended::ClientGone;
-        }
+        stop = input.pump(rx, metrics) => return stop_for(stop, &mut child, group, tx).await,
     };
     Ended::Exited(match status {
         Ok(s) => exit_code(s),
@@ -105,6 +127,41 @@ fn exit_code(status: std::process::ExitStatus) -> u32 {
         (Some(c), _) => c as u32,
         (None, Some(sig)) => 128 + sig as u32,
         _ => 1,
+    }
+}
+
+/// Why the input stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    ClientGone,
+    TooLarge(u64),
+}
+
+/// Stops the group for `stop`; a push over the limit is told why first (on stderr, which
+/// ssh prints as it comes, while git is still sending).
+async fn stop_for(
+    stop: Stop,
+    child: &mut Child,
+    group: Option<Pid>,
+    tx: &ChannelWriteHalf<Msg>,
+) -> Ended {
+    match stop {
+        Stop::ClientGone => {
+            stop_group(child, group).await;
+            tracing::info!("client went away: stopped git receive-pack and its hook");
+            Ended::ClientGone
+        }
+        Stop::TooLarge(limit) => {
+            tracing::info!(
+                limit,
+                "push over --max-push-bytes: stopped git receive-pack"
+            );
+            let _ = tx
+                .extended_data_bytes(1, Bytes::from(too_large_message(limit)))
+                .await;
+            stop_group(child, group).await;
+            Ended::TooLarge(limit)
+        }
     }
 }
 
@@ -122,22 +179,30 @@ async fn stop_group(child: &mut Child, group: Option<Pid>) {
         // The leader is gone; a straggler (the hook) must not outlive the push.
         let _ = killpg(group, Signal::SIGKILL);
     }
-    tracing::info!("client went away: stopped git receive-pack and its hook");
 }
 
-/// Channel → child's stdin.
+/// Channel → child's stdin, counted against the push limit.
 struct Input {
     stdin: Option<ChildStdin>,
+    received: u64,
+    max_bytes: u64,
 }
 
 impl Input {
-    /// Returns when the client closed the channel or the connection; until then forwards
-    /// data and EOF. Never stops reading, so the connection never stalls.
-    async fn pump(&mut self, rx: &mut ChannelReadHalf, metrics: &Metrics) {
+    /// Returns when the client closed the channel or the connection, or sent more than
+    /// the limit; until then forwards data and EOF. Never stops reading, so the
+    /// connection never stalls.
+    async fn pump(&mut self, rx: &mut ChannelReadHalf, metrics: &Metrics) -> Stop {
         loop {
             match rx.wait().await {
                 Some(ChannelMsg::Data { data }) => {
                     metrics.bytes_received.inc_by(data.len() as u64);
+                    self.received = self.received.saturating_add(data.len() as u64);
+                    if self.received > self.max_bytes {
+                        // Not one byte past the limit reaches git.
+                        self.stdin = None;
+                        return Stop::TooLarge(self.max_bytes);
+                    }
                     if let Some(stdin) = &mut self.stdin
                         && stdin.write_all(&data).await.is_err()
                     {
@@ -146,7 +211,7 @@ impl Input {
                     }
                 }
                 Some(ChannelMsg::Eof) => self.stdin = None,
-                Some(ChannelMsg::Close) | None => return,
+                Some(ChannelMsg::Close) | None => return Stop::ClientGone,
                 Some(_) => {}
             }
         }

@@ -50,6 +50,7 @@ pub fn ensure(
     if !path.join("HEAD").exists() {
         init(&path, head_branch)?;
     }
+    remove_stale_quarantines(&path);
     install_hook(&path, hook_program).map_err(|source| Error::Hook {
         path: path.clone(),
         source,
@@ -87,6 +88,55 @@ fn init(path: &Path, head_branch: &str) -> Result<(), Error> {
         .map_err(config_err)?;
     tracing::info!(path = %path.display(), "created bare repository");
     Ok(())
+}
+
+/// Removes the quarantine directories (`objects/tmp_objdir-incoming-*`) a receive-pack
+/// killed with SIGKILL (or a receiver that died) left behind. Callers hold the App's lock,
+/// so no receive-pack of this repository is running: every one of them is stale.
+fn remove_stale_quarantines(repo: &Path) {
+    let Ok(entries) = std::fs::read_dir(repo.join("objects")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(b"tmp_objdir-incoming-")
+        {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %entry.path().display(), "removed a stale push quarantine")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "removing a stale push quarantine")
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of the files under `dir` (not following symlinks), walked with an explicit
+/// stack: what a repository, with a push's quarantine inside it, takes on disk.
+pub fn disk_usage(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0u64;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Removed meanwhile (git gc, a finished quarantine).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                total = total.saturating_add(meta.len());
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// The hook script: exec this binary, which calls back over the receiver's socket.
@@ -147,5 +197,25 @@ mod tests {
         ensure(dir.path(), &repo, Path::new("/bin/y"), "main").unwrap();
         let hook = std::fs::read_to_string(p.join("hooks/pre-receive")).unwrap();
         assert!(hook.contains("exec '/bin/y'"));
+    }
+
+    #[test]
+    fn stale_quarantines_are_removed_and_sizes_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = RepoPath {
+            namespace: "ns".into(),
+            app: "shop".into(),
+        };
+        let p = ensure(dir.path(), &repo, Path::new("/bin/y"), "main").unwrap();
+        let before = disk_usage(&p).unwrap();
+        // What a SIGKILLed receive-pack leaves, beside a pack that must stay.
+        let stale = p.join("objects/tmp_objdir-incoming-Ab12Cd/pack");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("tmp_pack_x"), vec![0u8; 5000]).unwrap();
+        std::fs::write(p.join("objects/pack/keep.pack"), vec![0u8; 3000]).unwrap();
+        assert_eq!(disk_usage(&p).unwrap(), before + 8000);
+        ensure(dir.path(), &repo, Path::new("/bin/y"), "main").unwrap();
+        assert!(!p.join("objects/tmp_objdir-incoming-Ab12Cd").exists());
+        assert_eq!(disk_usage(&p).unwrap(), before + 3000);
     }
 }

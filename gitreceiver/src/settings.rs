@@ -5,6 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default of `--max-push-bytes`: 1 GiB.
+pub const DEFAULT_MAX_PUSH_BYTES: u64 = 1 << 30;
+/// Default of `--max-repo-bytes`: 4 GiB.
+pub const DEFAULT_MAX_REPO_BYTES: u64 = 4 << 30;
+
 /// A namespaced object's coordinates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectRef {
@@ -64,6 +69,12 @@ pub struct Settings {
     pub hook_mode: HookMode,
     /// How often the repositories of deleted Apps are looked for and removed (`None`: never).
     pub repo_gc_interval: Option<Duration>,
+    /// Bytes one push may send (the pack, as received over SSH); past it the push is
+    /// stopped and git removes what it had received.
+    pub max_push_bytes: u64,
+    /// Bytes an App's repository may hold on disk with a push's objects (checked by the
+    /// hook, before anything is built or accepted).
+    pub max_repo_bytes: u64,
 }
 
 impl Settings {
@@ -92,6 +103,8 @@ impl Settings {
             max_sessions_per_connection: 2,
             hook_mode: HookMode::Deploy,
             repo_gc_interval: Some(Duration::from_secs(3600)),
+            max_push_bytes: DEFAULT_MAX_PUSH_BYTES,
+            max_repo_bytes: DEFAULT_MAX_REPO_BYTES,
         }
     }
 

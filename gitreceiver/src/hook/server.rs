@@ -32,6 +32,8 @@ pub enum Outcome {
     /// Bench mode only.
     Accepted,
     RefusedRef,
+    /// The repository would grow past `--max-repo-bytes`.
+    RepoTooLarge,
     BuildFailed,
     Cancelled,
 }
@@ -42,6 +44,7 @@ impl Outcome {
             Outcome::Deployed => "deployed",
             Outcome::Accepted => "accepted",
             Outcome::RefusedRef => "refused_ref",
+            Outcome::RepoTooLarge => "repo_too_large",
             Outcome::BuildFailed => "build_failed",
             Outcome::Cancelled => "cancelled",
         }
@@ -262,6 +265,17 @@ impl HookServer {
             }
         };
         context.span.record("commit", update.new.as_str());
+        // The pushed objects are in the quarantine, inside the repository: its size now is
+        // its size if the push is accepted.
+        if let Some(refusal) = self.repo_size_refusal(context).await {
+            tracing::info!(%refusal, "push refused");
+            outcome(Outcome::RepoTooLarge);
+            for line in refusal.lines() {
+                let _ = send(&mut write, &Reply::Line(format!(" !     {line}"))).await;
+            }
+            let _ = send(&mut write, &Reply::Done { accept: false }).await;
+            return;
+        }
         if self.settings.hook_mode == HookMode::BenchAcceptWithoutBuild {
             outcome(Outcome::Accepted);
             let _ = send(&mut write, &Reply::Done { accept: true }).await;
@@ -350,6 +364,40 @@ impl HookServer {
             let _ = send(&mut write, &Reply::Done { accept }).await;
         }
     }
+}
+
+impl HookServer {
+    /// Why the push makes the App's repository too large, if it does.
+    async fn repo_size_refusal(&self, context: &PushContext) -> Option<String> {
+        let limit = self.settings.max_repo_bytes;
+        let dir = context.repo_dir.clone();
+        let size = tokio::task::spawn_blocking(move || crate::repo::disk_usage(&dir)).await;
+        match size {
+            Ok(Ok(size)) if size > limit => Some(repo_too_large(&context.repo, size, limit)),
+            Ok(Ok(_)) => None,
+            // Not knowing is no reason to refuse a push; say so in the log.
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "measuring the repository");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "measuring the repository");
+                None
+            }
+        }
+    }
+}
+
+/// What the pusher reads when the repository would grow past the limit.
+pub fn repo_too_large(repo: &RepoPath, size: u64, limit: u64) -> String {
+    use flynn_builder::output::human_size;
+    format!(
+        "the repository of {}/{} would hold {} with this push, more than {}, the receiver's limit for one App's repository. Keep large files out of the history (`git filter-repo --strip-blobs-bigger-than 10M`), and ask the platform operator to remove the App's repository on the receiver (the next push sends the history afresh), or to raise --max-repo-bytes (FLYNN_MAX_REPO_BYTES; chart value gitreceiver.maxRepoBytes)",
+        repo.namespace,
+        repo.app,
+        human_size(size),
+        human_size(limit)
+    )
 }
 
 async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> std::io::Result<()> {

@@ -23,6 +23,15 @@ pub enum Error {
         source: super::archive::ArchiveError,
     },
 
+    /// The pushed commit is over one of the receiver's limits (its files' total size, its
+    /// tree's depth); the message names the setting that raises it.
+    #[error("commit {commit} was not built: {source}")]
+    SourceRefused {
+        commit: String,
+        #[source]
+        source: super::archive::ArchiveError,
+    },
+
     /// The source tarball could not be stored.
     #[error(
         "could not upload the source to the slug store: {source}. The store may be down: ask the platform operator to check the shelf (kubectl -n flynn-system get pods)"
@@ -122,6 +131,7 @@ impl Error {
         match self {
             Self::AppNotFound { .. } => "app_not_found",
             Self::Archive { .. } => "archive",
+            Self::SourceRefused { .. } => "source_limit",
             Self::Upload { .. } => "upload",
             Self::Kube { .. } => "kubernetes",
             Self::BuildNotStarted { .. } => "build_not_started",

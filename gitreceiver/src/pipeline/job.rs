@@ -12,6 +12,7 @@
 //! API access) and no service links.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use flynn_crds::{App, labels, pod_security};
 use k8s_openapi::{
@@ -218,6 +219,9 @@ pub fn config_secret(job: &Job, config: &BTreeMap<String, String>) -> Secret {
     }
 }
 
+/// How long a build waits for the operator to grant the receiver builds in a namespace.
+const GRANT_WAIT: Duration = Duration::from_secs(30);
+
 /// Creates the Job and its config Secret; the created Job.
 pub async fn create(
     client: &kube::Client,
@@ -231,10 +235,29 @@ pub async fn create(
         ..Default::default()
     };
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let created = jobs
-        .create(&pp, job)
-        .await
-        .map_err(Error::kube(format!("creating the build Job {name}")))?;
+    // The receiver may build only where the operator has bound its build role: in
+    // namespaces that hold an App. A push right after `flynn create` can arrive before
+    // that binding does, so a refusal is retried for a while before it is an error.
+    let mut waited = Duration::ZERO;
+    let mut pause = Duration::from_millis(100);
+    let created = loop {
+        match jobs.create(&pp, job).await {
+            Err(kube::Error::Api(s)) if s.code == 403 && waited < GRANT_WAIT => {
+                tracing::info!(namespace = %ns, ?waited, "not yet allowed to build here; waiting for the operator's grant");
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return Err(Error::kube(format!(
+                    "creating the build Job {name}: the receiver may build only in namespaces the operator has granted it (those holding an App); check that the operator runs and that `kubectl -n {ns} get rolebindings` lists the receiver's build role"
+                ))(kube::Error::Api(s)));
+            }
+            result => {
+                break result.map_err(Error::kube(format!("creating the build Job {name}")))?;
+            }
+        }
+    };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     if let Err(e) = secrets.create(&pp, &config_secret(&created, config)).await {
         delete(client, &ns, &name).await;

@@ -16,7 +16,7 @@
 //! deletes the build Job, which stops the build. See [`PipelineSettings`] for what a
 //! receiver configures.
 
-mod archive;
+pub mod archive;
 mod error;
 mod job;
 mod logs;
@@ -42,7 +42,7 @@ pub use archive::ArchiveError;
 pub use error::Error;
 pub use job::{BUILD_LABEL, COMMIT_ANNOTATION};
 pub use release::meta;
-pub use settings::PipelineSettings;
+pub use settings::{Limits, PipelineSettings};
 pub use store::BuildPaths;
 
 /// The field manager of everything the receiver writes to the API.
@@ -349,11 +349,18 @@ impl Pipeline {
             .unwrap_or_else(std::env::temp_dir);
         let token = cancel.clone();
         let span = tracing::Span::current();
+        let (limits, git) = (self.settings.limits, self.settings.git_program.clone());
         tokio::task::spawn_blocking(move || {
             let _enter = span.enter();
-            archive::archive(&repo, quarantine.as_deref(), &commit, &tmp, &|| {
-                token.is_cancelled()
-            })
+            let request = archive::Request {
+                repo: &repo,
+                quarantine: quarantine.as_deref(),
+                commit: &commit,
+                tmp_dir: &tmp,
+                git: &git,
+                limits,
+            };
+            archive::archive(&request, &|| token.is_cancelled())
         })
         .await
         .map_err(|e| Error::Archive {
@@ -362,6 +369,10 @@ impl Pipeline {
         })?
         .map_err(|source| match source {
             ArchiveError::Cancelled => Error::Cancelled,
+            source if source.is_limit() => Error::SourceRefused {
+                commit: short(&push.commit).to_owned(),
+                source,
+            },
             source => Error::Archive {
                 commit: push.commit.clone(),
                 source,

@@ -3,6 +3,8 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
+pub use super::archive::Limits;
+
 /// Settings of [`Pipeline`](super::Pipeline).
 #[derive(Clone)]
 pub struct PipelineSettings {
@@ -40,7 +42,13 @@ pub struct PipelineSettings {
     /// own verdict (rolled back, timed out) arrives before the receiver gives up.
     pub rollout_margin: Duration,
     /// Where source tarballs are written before upload (the system's temp dir if `None`).
+    /// Each push in flight writes at most one, never larger than the gzip of
+    /// `limits.max_source_bytes`; it is deleted when the push ends, however it ends.
     pub tmp_dir: Option<PathBuf>,
+    /// What archiving one commit may cost: its files' total size, its tree's depth.
+    pub limits: Limits,
+    /// The `git` executable (`cat-file` streams the files into the tarball).
+    pub git_program: PathBuf,
     /// Buildpacks (`URL#REF`) that replace the ones baked into the slugbuilder image, given
     /// to each build Job as `BUILDPACK_URLS` (fetched by the build). Empty: the image's.
     pub buildpack_urls: Vec<String>,
@@ -62,6 +70,8 @@ impl std::fmt::Debug for PipelineSettings {
             .field("web_port", &self.web_port)
             .field("rollout_margin", &self.rollout_margin)
             .field("tmp_dir", &self.tmp_dir)
+            .field("limits", &self.limits)
+            .field("git_program", &self.git_program)
             .field("buildpack_urls", &self.buildpack_urls)
             .finish()
     }
@@ -88,6 +98,8 @@ impl Default for PipelineSettings {
             web_port: 8080,
             rollout_margin: Duration::from_secs(30),
             tmp_dir: None,
+            limits: Limits::default(),
+            git_program: PathBuf::from("git"),
             buildpack_urls: Vec::new(),
         }
     }
