@@ -31,6 +31,7 @@ pub mod pod_security;
 pub mod quantity;
 pub mod release;
 pub mod route;
+pub mod ssh_key;
 pub mod validation;
 
 mod schema;
