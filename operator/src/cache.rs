@@ -761,7 +761,7 @@ mod tests {
                 .is_none_or(|m| m.is_empty())
         );
         assert_eq!(packed.app(), Some("blog"));
-        assert_eq!(packed.tag(), Some("domain blog.example.com path /"));
+        assert_eq!(packed.tag(), Some("host blog.example.com"));
         let json = serde_json::to_vec(&trimmed).unwrap().len();
         assert!(
             packed.payload.bytes.len() * 2 < json,
@@ -800,9 +800,9 @@ mod tests {
         let of_shop = cache.of_app("a", "shop").unwrap();
         assert_eq!(of_shop.len(), 1);
         assert_eq!(of_shop[0].metadata.namespace.as_deref(), Some("a"));
-        let contending = cache.tagged("domain shop.example.com path /").unwrap();
+        let contending = cache.tagged("host shop.example.com").unwrap();
         assert_eq!(contending.len(), 2);
-        assert_eq!(cache.tagged_refs("domain shop.example.com path /").len(), 2);
+        assert_eq!(cache.tagged_refs("host shop.example.com").len(), 2);
         assert!(cache.of_app("a", "nope").unwrap().is_empty());
     }
 
@@ -823,16 +823,8 @@ mod tests {
             Some("6")
         );
         // Lists select our copy by its own key, not the stale one's.
-        assert!(
-            cache
-                .tagged("domain shop.example.com path /")
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(
-            cache.tagged("domain new.example.com path /").unwrap().len(),
-            1
-        );
+        assert!(cache.tagged("host shop.example.com").unwrap().is_empty());
+        assert_eq!(cache.tagged("host new.example.com").unwrap().len(), 1);
         // The watch catches up with 7: the store answers again.
         apply(&mut w, &d, route("a", "shop", "7", "new.example.com"));
         let got = cache.get(&r).unwrap().unwrap();

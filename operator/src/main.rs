@@ -69,6 +69,13 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "FLYNN_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// FIRST-LAST: the ports TCP Routes may use (give the router the same range).
+    #[arg(long, env = "FLYNN_TCP_PORT_RANGE", default_value_t = flynn_crds::ownership::PortRange::DEFAULT)]
+    tcp_port_range: flynn_crds::ownership::PortRange,
+    /// Let Routes' wildcards cover the default domain (`*.<default-domain>`), whose names
+    /// belong to Apps (give the router the same setting).
+    #[arg(long, env = "FLYNN_ALLOW_DEFAULT_DOMAIN_WILDCARD")]
+    allow_default_domain_wildcard: bool,
 }
 
 #[tokio::main]
@@ -92,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
         namespace: args.namespace,
         exclude_namespace_label: args.exclude_namespace_label,
         drain_delay: std::time::Duration::from_secs(args.drain_seconds),
+        tcp_ports: args.tcp_port_range,
+        allow_default_domain_wildcard: args.allow_default_domain_wildcard,
         ..Settings::default()
     };
     let health = Arc::new(Health::default());

@@ -202,11 +202,9 @@ pub async fn run(
                 .filter(|f| in_scope(&f.namespace))
                 .into_iter()
                 .for_each(|f| trigger(&to_formations, f));
-            // A changed Route may take a key from, or hand it to, another one.
-            r.tag()
-                .map(|key| ctx.caches.routes.tagged_refs(key))
+            // A changed Route may take a host or port from, or hand it to, another one.
+            crate::route::affected(&ctx.caches.routes, r)
                 .into_iter()
-                .flatten()
                 .filter(|c| in_scope(&c.namespace))
                 .for_each(|c| trigger(&to_routes, c));
         }

@@ -28,6 +28,23 @@ pub struct Settings {
     /// How long a pod of a process behind a draining Route (`drainBackends`, the default)
     /// keeps running before its SIGTERM when it is stopped; zero turns draining off.
     pub drain_delay: Duration,
+    /// Ports TCP Routes may use (the router is given the same range).
+    pub tcp_ports: flynn_crds::ownership::PortRange,
+    /// Let Routes' wildcards cover `default_domain` (`*.<default_domain>`), whose names
+    /// belong to Apps' default Routes.
+    pub allow_default_domain_wildcard: bool,
+}
+
+impl Settings {
+    /// What Routes may claim, from these settings (the rule itself is in flynn-crds).
+    pub fn route_policy(&self) -> flynn_crds::ownership::Policy {
+        flynn_crds::ownership::Policy {
+            allow_default_domain_wildcard: self.allow_default_domain_wildcard,
+            tcp_ports: self.tcp_ports,
+            ..Default::default()
+        }
+        .with_default_domain(&self.default_domain)
+    }
 }
 
 impl Default for Settings {
@@ -42,6 +59,8 @@ impl Default for Settings {
             exclude_namespace_label: None,
             error_backoff: Duration::from_secs(1),
             drain_delay: Duration::from_secs(5),
+            tcp_ports: flynn_crds::ownership::PortRange::DEFAULT,
+            allow_default_domain_wildcard: false,
         }
     }
 }

@@ -97,6 +97,13 @@ pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Actio
             Some(diagnose_pods(&ctx, &ns, &name, app.spec.release.as_deref()).await?);
         decision = build::decide(&observed);
     }
+    default_route_condition(
+        &app,
+        &routes,
+        &ctx.settings.default_domain,
+        &mut decision.status.conditions,
+        observed.now.clone(),
+    );
 
     // A status that only says "still rolling out" waits for the report already on its
     // way (the Formation's or a Route's), which would supersede it at once.
@@ -297,6 +304,70 @@ where
     )
     .await
     .context(|| format!("applying {} {name}", K::kind(&())))
+}
+
+/// The App's `DefaultRouteAccepted` condition, from its default Route's `Accepted`: an App
+/// of the same name in another namespace may hold `<app>.<defaultDomain>` already, and the
+/// second App must say so, with what to do, rather than silently have no address. Absent
+/// while the App has no default Route, or its verdict is not in yet.
+fn default_route_condition(
+    app: &App,
+    routes: &[Arc<Route>],
+    default_domain: &str,
+    conds: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    now: Time,
+) {
+    let route_name = names::default_route_name(&app.name_any());
+    let verdict = routes
+        .iter()
+        .filter(|_| app.spec.default_route)
+        .find(|r| r.name_any() == route_name)
+        .and_then(|r| conditions::find(&r.status.as_ref()?.conditions, types::ACCEPTED));
+    let Some(verdict) = verdict else {
+        conds.retain(|c| c.type_ != types::DEFAULT_ROUTE_ACCEPTED);
+        return;
+    };
+    let host = format!("{}.{default_domain}", app.name_any());
+    let (ok, message) = if verdict.status == conditions::status::TRUE {
+        (
+            true,
+            format!("the default Route {route_name} serves {host}"),
+        )
+    } else if verdict.reason == reasons::HOST_OWNED_BY_NAMESPACE {
+        (
+            false,
+            format!(
+                "the default Route {route_name} is not served: {}. An App named {} in that \
+                 namespace has this address: rename this App, or set spec.defaultRoute: \
+                 false and route another domain to it (`flynn route add http <domain>`)",
+                verdict
+                    .message
+                    .split("; ")
+                    .next()
+                    .unwrap_or(&verdict.message),
+                app.name_any()
+            ),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "the default Route {route_name} is not served: {}",
+                verdict.message
+            ),
+        )
+    };
+    conditions::set(
+        conds,
+        conditions::new(
+            types::DEFAULT_ROUTE_ACCEPTED,
+            ok,
+            &verdict.reason,
+            message,
+            app.metadata.generation,
+            now,
+        ),
+    );
 }
 
 /// URLs of the App's accepted Routes, the default Route's first.
