@@ -1,5 +1,12 @@
 //! Decoding a `Transfer-Encoding: chunked` body (RFC 9112 7.1) straight out of the
 //! connection's read buffer: data is cut from the buffer, not copied.
+//!
+//! Strict: the router forwards a backend's chunked body (and trailers) as received, so
+//! anything a downstream parser could read differently is refused instead (a 502, or a
+//! body cut off): a bare LF anywhere in the framing (chunk-size lines, trailer lines),
+//! chunk extensions that are not `;name[=token|"quoted"]`, trailer lines that are not
+//! `name: value` (obs-fold, no colon, control characters). Whitespace after the size
+//! (RFC 9112's BWS) is accepted, as hyper does.
 
 use bytes::{Bytes, BytesMut};
 
@@ -19,6 +26,13 @@ pub enum ChunkedError {
     /// Chunk extensions or trailers longer than we keep reading.
     #[error("chunk extensions or trailers over {MAX_SKIPPED} bytes")]
     TooLong,
+    /// A chunk extension that is not `;name[=value]` (token or quoted-string).
+    #[error("invalid chunk extension")]
+    InvalidExtension,
+    /// A trailer line that is not `name: value` (obs-fold, no colon, control characters,
+    /// a bare LF).
+    #[error("invalid trailer field")]
+    InvalidTrailer,
 }
 
 /// What [`ChunkedDecoder::decode`] found.
@@ -35,13 +49,30 @@ pub enum Decoded {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Size,
-    Extension,
+    /// Whitespace after the size digits.
+    SizeWs,
+    /// After `;` (and whitespace): the extension's name.
+    ExtBeforeName,
+    ExtName,
+    /// After the name: whitespace, `=`, `;` or CR.
+    ExtAfterName,
+    /// After `=` (and whitespace): a token or a quoted string.
+    ExtBeforeValue,
+    ExtToken,
+    ExtQuoted,
+    /// After `\` in a quoted string.
+    ExtQuotedPair,
+    /// After the value: whitespace, `;` or CR.
+    ExtAfterValue,
     SizeLf,
     Data,
     DataCr,
     DataLf,
     TrailerStart,
+    /// A trailer field's name.
     TrailerLine,
+    /// A trailer field's value (after the colon).
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
@@ -110,8 +141,10 @@ impl ChunkedDecoder {
             let was = self.state;
             self.state = self.step(b)?;
             // Each trailer line with its CRLF; not the blank line that ends the body.
-            if matches!(self.state, State::TrailerLine | State::TrailerLf)
-                || (was == State::TrailerLf && self.state == State::TrailerStart)
+            if matches!(
+                self.state,
+                State::TrailerLine | State::TrailerValue | State::TrailerLf
+            ) || (was == State::TrailerLf && self.state == State::TrailerStart)
             {
                 self.trailers.push(b);
             }
@@ -175,7 +208,8 @@ impl ChunkedDecoder {
     /// One framing byte.
     fn step(&mut self, b: u8) -> Result<State, ChunkedError> {
         use State::*;
-        Ok(match (self.state, b) {
+        let ws = b == b' ' || b == b'\t';
+        let next = match (self.state, b) {
             (Size, b) if b.is_ascii_hexdigit() => {
                 if self.digits == 16 {
                     return Err(ChunkedError::InvalidSize);
@@ -184,19 +218,30 @@ impl ChunkedDecoder {
                 self.size = self.size << 4 | u64::from(hex(b));
                 Size
             }
-            (Size, b';' | b' ' | b'\t') if self.digits > 0 => Extension,
-            (Size, b'\r') if self.digits > 0 => SizeLf,
-            (Size, _) => return Err(ChunkedError::InvalidSize),
-            (Extension, b'\r') => SizeLf,
-            (Extension, b'\n') => return Err(ChunkedError::InvalidFraming),
-            (TrailerLine, b'\r') => TrailerLf,
-            (Extension | TrailerLine, _) => {
-                self.skipped += 1;
-                if self.skipped > MAX_SKIPPED {
-                    return Err(ChunkedError::TooLong);
-                }
-                self.state
-            }
+            (Size | SizeWs, _) if self.digits == 0 => return Err(ChunkedError::InvalidSize),
+            (Size | SizeWs, b' ' | b'\t') => SizeWs,
+            (Size | SizeWs, b';') => ExtBeforeName,
+            (Size | SizeWs, b'\r') => SizeLf,
+            (Size | SizeWs, _) => return Err(ChunkedError::InvalidSize),
+            // chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
+            (ExtBeforeName, _) if ws => ExtBeforeName,
+            (ExtBeforeName | ExtName, b) if is_tchar(b) => ExtName,
+            (ExtName | ExtAfterName, _) if ws => ExtAfterName,
+            (ExtName | ExtAfterName, b'=') => ExtBeforeValue,
+            (ExtName | ExtAfterName | ExtToken | ExtAfterValue, b';') => ExtBeforeName,
+            (ExtName | ExtAfterName | ExtToken | ExtAfterValue, b'\r') => SizeLf,
+            (ExtBeforeValue, _) if ws => ExtBeforeValue,
+            (ExtBeforeValue, b'"') => ExtQuoted,
+            (ExtBeforeValue | ExtToken, b) if is_tchar(b) => ExtToken,
+            (ExtToken | ExtAfterValue, _) if ws => ExtAfterValue,
+            (ExtQuoted, b'"') => ExtAfterValue,
+            (ExtQuoted, b'\\') => ExtQuotedPair,
+            (ExtQuoted | ExtQuotedPair, b) if ws || is_vchar_or_obs(b) => ExtQuoted,
+            (
+                ExtBeforeName | ExtName | ExtAfterName | ExtBeforeValue | ExtToken | ExtQuoted
+                | ExtQuotedPair | ExtAfterValue,
+                _,
+            ) => return Err(ChunkedError::InvalidExtension),
             (SizeLf, b'\n') => {
                 self.digits = 0;
                 if self.size == 0 { TrailerStart } else { Data }
@@ -204,16 +249,50 @@ impl ChunkedDecoder {
             (DataCr, b'\r') => DataLf,
             (DataLf, b'\n') => Size,
             (TrailerStart, b'\r') => EndLf,
-            (TrailerStart, b'\n') => return Err(ChunkedError::InvalidFraming),
-            (TrailerStart, _) => {
-                self.skipped += 1;
-                TrailerLine
-            }
+            // field-line = field-name ":" OWS field-value OWS; no obs-fold (a line that
+            // starts with whitespace), no bare LF.
+            (TrailerStart | TrailerLine, b) if is_tchar(b) => TrailerLine,
+            (TrailerLine, b':') => TrailerValue,
+            (TrailerValue, b'\r') => TrailerLf,
+            (TrailerValue, b) if ws || is_vchar_or_obs(b) => TrailerValue,
             (TrailerLf, b'\n') => TrailerStart,
+            (TrailerStart | TrailerLine | TrailerValue | TrailerLf, _) => {
+                return Err(ChunkedError::InvalidTrailer);
+            }
             (EndLf, b'\n') => Done,
             _ => return Err(ChunkedError::InvalidFraming),
-        })
+        };
+        if matches!(
+            next,
+            ExtBeforeName
+                | ExtName
+                | ExtAfterName
+                | ExtBeforeValue
+                | ExtToken
+                | ExtQuoted
+                | ExtQuotedPair
+                | ExtAfterValue
+                | TrailerLine
+                | TrailerValue
+        ) {
+            self.skipped += 1;
+            if self.skipped > MAX_SKIPPED {
+                return Err(ChunkedError::TooLong);
+            }
+        }
+        Ok(next)
     }
+}
+
+/// RFC 9110 5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Visible ASCII or obs-text (what a field value or quoted string may hold besides
+/// whitespace).
+fn is_vchar_or_obs(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) || b >= 0x80
 }
 
 fn hex(b: u8) -> u8 {
@@ -321,6 +400,88 @@ mod tests {
         assert_eq!(d.scan(b"X\r\n").unwrap_err(), ChunkedError::InvalidFraming);
     }
 
+    /// What a downstream parser could read differently is refused, each beside its valid
+    /// twin, on both the decoding and the scanning path.
+    #[test]
+    fn framing_a_strict_parser_refuses() {
+        for (bad, good, why) in [
+            // A bare LF inside a trailer section: one field to us, two to a lenient parser.
+            (
+                &b"3\r\nabc\r\n0\r\nx-a: 1\nx-b: 2\r\n\r\n"[..],
+                &b"3\r\nabc\r\n0\r\nx-a: 1\r\nx-b: 2\r\n\r\n"[..],
+                ChunkedError::InvalidTrailer,
+            ),
+            // A trailer section ended by bare LFs.
+            (
+                b"3\r\nabc\r\n0\r\nx-a: 1\n\n",
+                b"3\r\nabc\r\n0\r\nx-a: 1\r\n\r\n",
+                ChunkedError::InvalidTrailer,
+            ),
+            // obs-fold in a trailer.
+            (
+                b"3\r\nabc\r\n0\r\nx-a: 1\r\n folded\r\n\r\n",
+                b"3\r\nabc\r\n0\r\nx-a: 1 folded\r\n\r\n",
+                ChunkedError::InvalidTrailer,
+            ),
+            // A trailer line without a colon, and one with a control character.
+            (
+                b"3\r\nabc\r\n0\r\nnocolon\r\n\r\n",
+                b"3\r\nabc\r\n0\r\nno: colon\r\n\r\n",
+                ChunkedError::InvalidTrailer,
+            ),
+            (
+                b"3\r\nabc\r\n0\r\nx: a\x01b\r\n\r\n",
+                b"3\r\nabc\r\n0\r\nx: a\x80b\r\n\r\n",
+                ChunkedError::InvalidTrailer,
+            ),
+            // A bare LF ending a chunk-size line, with and without an extension.
+            (
+                b"3\nabc\r\n0\r\n\r\n",
+                b"3\r\nabc\r\n0\r\n\r\n",
+                ChunkedError::InvalidSize,
+            ),
+            (
+                b"3;a=b\nabc\r\n0\r\n\r\n",
+                b"3;a=b\r\nabc\r\n0\r\n\r\n",
+                ChunkedError::InvalidExtension,
+            ),
+            // Extensions that are not `;name[=token|quoted]`.
+            (
+                b"3;\r\nabc\r\n0\r\n\r\n",
+                b"3;n\r\nabc\r\n0\r\n\r\n",
+                ChunkedError::InvalidExtension,
+            ),
+            (
+                b"3;a=b c\r\nabc\r\n0\r\n\r\n",
+                b"3 ; a = \"b c\" ; d\r\nabc\r\n0\r\n\r\n",
+                ChunkedError::InvalidExtension,
+            ),
+            (
+                b"3;a=\"b\r\nabc\r\n0\r\n\r\n",
+                b"3;a=\"b\\\"\"\r\nabc\r\n0\r\n\r\n",
+                ChunkedError::InvalidExtension,
+            ),
+            (
+                b"3;a\x00\r\nabc\r\n0\r\n\r\n",
+                b"3;a\r\nabc\r\n0\r\n\r\n",
+                ChunkedError::InvalidExtension,
+            ),
+            // Whitespace then anything but `;` or CR after the size.
+            (
+                b"3 x\r\nabc\r\n0\r\n\r\n",
+                b"3 \r\nabc\r\n0\r\n\r\n",
+                ChunkedError::InvalidSize,
+            ),
+        ] {
+            assert_eq!(decode_all(bad, 100).unwrap_err(), why, "{bad:?}");
+            assert_eq!(ChunkedDecoder::default().scan(bad).unwrap_err(), why);
+            let (body, _) = decode_all(good, 100).unwrap();
+            assert_eq!(body, b"abc", "{good:?}");
+            let s = ChunkedDecoder::default().scan(good).unwrap();
+            assert!(s.done && s.body == good.len(), "{good:?}");
+        }
+    }
+
     #[test]
     fn malformed_bodies() {
         for (bad, want) in [
@@ -329,7 +490,7 @@ mod tests {
             (b"11111111111111111\r\n", ChunkedError::InvalidSize),
             (b"3\r\nabcX\r\n", ChunkedError::InvalidFraming),
             (b"3\nabc\r\n", ChunkedError::InvalidSize),
-            (b"3\r\nabc\r\n0\r\n\n", ChunkedError::InvalidFraming),
+            (b"3\r\nabc\r\n0\r\n\n", ChunkedError::InvalidTrailer),
         ] {
             assert_eq!(decode_all(bad, 100).unwrap_err(), want, "{bad:?}");
         }

@@ -18,7 +18,7 @@ mod pool;
 pub mod response;
 
 pub use body::{BodyError, Remaining, ResponseBody};
-pub use chunked::{ChunkedDecoder, ChunkedError, Scanned};
+pub use chunked::{ChunkedDecoder, ChunkedError, Decoded, Scanned};
 pub use conn::{BackendConn, ConnectError, READ_CHUNK};
 pub use exchange::{ExchangeError, MAX_HEAD_BYTES, exchange, exchange_with};
 pub use pool::ConnPool;

@@ -51,6 +51,15 @@ pub enum HeadError {
     /// `101 Switching Protocols` to a request that asked for no upgrade.
     #[error("101 Switching Protocols to a request without Upgrade")]
     UnexpectedSwitch,
+    /// Both `Content-Length` and `Transfer-Encoding`: RFC 9112 6.1 lets a recipient drop
+    /// the length, but a message that says two things about its end is how requests and
+    /// responses are smuggled, and the router forwards framing as received: refused.
+    #[error("Content-Length and Transfer-Encoding in one response")]
+    LengthWithTransferEncoding,
+    /// `Transfer-Encoding` in an HTTP/1.0 response (RFC 9112 6.1: 1.0 has no chunking; hyper
+    /// refuses it too).
+    #[error("Transfer-Encoding in an HTTP/1.0 response")]
+    TransferEncodingInHttp10,
 }
 
 /// Parses the response head at the start of `buf`, skipping interim (1xx) responses.
@@ -127,17 +136,13 @@ pub fn parse(
                 HeadError::InvalidHeader(String::from_utf8_lossy(name).into_owned())
             })?;
             if name == header::CONTENT_LENGTH {
-                hop.content_length(value)?;
+                hop.content_length(value);
             }
             let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
                 .map_err(|_| HeadError::InvalidHeader(name.as_str().to_owned()))?;
             headers.append(name, value);
         }
-        if hop.transfer_encoding.is_some() {
-            // RFC 9112 6.3: with Transfer-Encoding, Content-Length is wrong or a smuggling
-            // attempt; an intermediary that forwards the message must drop it.
-            headers.remove(header::CONTENT_LENGTH);
-        }
+        hop.check(version == Version::HTTP_10)?;
         if hop.names_others {
             // `Connection: x-foo` makes `x-foo` hop-by-hop too (rare: a second pass).
             for &(ns, ne, vs, ve) in &spans[..count] {
@@ -176,9 +181,23 @@ struct Hop {
     /// `Transfer-Encoding` is present; whether its last coding is `chunked`.
     transfer_encoding: Option<bool>,
     content_length: Option<u64>,
+    /// A `Content-Length` header is present (valid or not).
+    length_header: bool,
+    /// Its values are not one number.
+    invalid_length: bool,
 }
 
 impl Hop {
+    /// Refuses framing the router will not forward (see [`HeadError`]).
+    fn check(&self, http10: bool) -> Result<(), HeadError> {
+        match (self.transfer_encoding, self.length_header) {
+            (Some(_), _) if http10 => Err(HeadError::TransferEncodingInHttp10),
+            (Some(_), true) => Err(HeadError::LengthWithTransferEncoding),
+            _ if self.invalid_length => Err(HeadError::InvalidContentLength),
+            _ => Ok(()),
+        }
+    }
+
     fn read(&mut self, name: &[u8], value: &[u8]) {
         if name.eq_ignore_ascii_case(b"connection") {
             for token in hop::tokens(value) {
@@ -191,26 +210,31 @@ impl Hop {
                 }
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let last = hop::tokens(value).last();
-            let chunked = last.map(|t| t.eq_ignore_ascii_case(b"chunked"));
-            self.transfer_encoding = chunked.or(self.transfer_encoding).or(Some(false));
+            // Chunked when the last coding of the last line is (`chunked, ` is not: its last
+            // element is empty), exactly as hyper's client decides, so that both clients
+            // frame a body alike.
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         }
     }
 
-    /// One `Content-Length` header: (possibly comma-listed) values that must all agree.
-    fn content_length(&mut self, value: &[u8]) -> Result<(), HeadError> {
+    /// One `Content-Length` header: (possibly comma-listed) values that must all agree;
+    /// [`Hop::check`] refuses the head if they do not.
+    fn content_length(&mut self, value: &[u8]) {
+        self.length_header = true;
         for part in value.split(|&b| b == b',') {
             let part = part.trim_ascii();
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::InvalidContentLength);
+                self.invalid_length = true;
+                return;
             }
             let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
             if self.content_length.is_some_and(|l| l != n) {
-                return Err(HeadError::InvalidContentLength);
+                self.invalid_length = true;
+                return;
             }
             self.content_length = Some(n);
         }
-        Ok(())
     }
 }
 
@@ -308,9 +332,10 @@ pub fn parse_raw(
             if hop::is_hop_by_hop(name) {
                 hop.read(name, h.value);
             } else if name.eq_ignore_ascii_case(b"content-length") {
-                hop.content_length(h.value)?;
+                hop.content_length(h.value);
             }
         }
+        hop.check(resp.version == Some(0))?;
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(&[
@@ -325,11 +350,7 @@ pub fn parse_raw(
             let name = h.name.as_bytes();
             let framing_header = name.eq_ignore_ascii_case(b"transfer-encoding")
                 || name.eq_ignore_ascii_case(b"trailer");
-            // Content-Length next to Transfer-Encoding goes, as in `parse`.
-            let overridden_length =
-                hop.transfer_encoding.is_some() && name.eq_ignore_ascii_case(b"content-length");
             if (hop::is_hop_by_hop(name) && !framing_header)
-                || overridden_length
                 || (hop.names_others && connection_names(resp.headers, name))
             {
                 continue;
@@ -397,20 +418,46 @@ mod tests {
     }
 
     #[test]
-    fn chunked_overrides_content_length() {
-        let (h, _) = parsed(
-            "HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
-            false,
-        );
-        assert_eq!(h.framing, Framing::Chunked);
-        assert!(h.keep_alive);
-        assert!(
-            !h.headers.contains_key("content-length"),
-            "dropped, not forwarded"
-        );
-        let mut buf = BytesMut::from(
-            "HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: chunked\r\nx: y\r\n\r\n",
-        );
+    fn framing_that_says_two_things_is_refused() {
+        // Each refused head beside its valid twin, on both parsers.
+        for (bad, good, why) in [
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                HeadError::LengthWithTransferEncoding,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n",
+                HeadError::LengthWithTransferEncoding,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                HeadError::TransferEncodingInHttp10,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\ncontent-length: 8\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\ncontent-length: 9\r\n\r\n",
+                HeadError::InvalidContentLength,
+            ),
+        ] {
+            let mut buf = BytesMut::from(bad);
+            assert_eq!(parse(&mut buf, false, false).unwrap_err(), why, "{bad:?}");
+            let mut buf = BytesMut::from(bad);
+            let e = parse_raw(&mut buf, false, &mut Vec::new()).unwrap_err();
+            assert_eq!(e, why, "{bad:?}");
+            let mut buf = BytesMut::from(good);
+            assert!(parse(&mut buf, false, false).unwrap().is_some(), "{good:?}");
+            let mut buf = BytesMut::from(good);
+            assert!(
+                parse_raw(&mut buf, false, &mut Vec::new())
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        let mut buf =
+            BytesMut::from("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx: y\r\n\r\n");
         let mut out = Vec::new();
         let raw = parse_raw(&mut buf, false, &mut out).unwrap().unwrap();
         assert_eq!(raw.framing, Framing::Chunked);
@@ -418,12 +465,19 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx: y\r\n"
         );
-        let (h, _) = parsed(
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n",
-            false,
-        );
-        assert_eq!(h.framing, Framing::UntilClose);
-        assert!(!h.keep_alive);
+        // Only a final `chunked` (of the last line, as hyper reads it) frames the body.
+        for (te, framing) in [
+            ("chunked, gzip", Framing::UntilClose),
+            ("chunked, ", Framing::UntilClose),
+            ("gzip, chunked", Framing::Chunked),
+        ] {
+            let (h, _) = parsed(
+                &format!("HTTP/1.1 200 OK\r\ntransfer-encoding: {te}\r\n\r\n"),
+                false,
+            );
+            assert_eq!(h.framing, framing, "{te}");
+            assert_eq!(h.keep_alive, framing == Framing::Chunked);
+        }
     }
 
     #[test]

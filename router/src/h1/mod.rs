@@ -17,7 +17,7 @@
 //! size limit gets a 431 here.
 
 mod buffers;
-mod request;
+pub mod request;
 mod respond;
 mod rewind;
 

@@ -85,6 +85,25 @@ pub fn head_complete(buf: &[u8], from: &mut usize) -> bool {
     false
 }
 
+/// Bytes an origin-form target may hold as the router forwards it (RFC 3986 `pchar`, `/`,
+/// `?`): a target with anything else (a fragment, `{`, `"`, `\`, non-ASCII, ...) goes to
+/// hyper, whose URI parser decides it (it drops a fragment, refuses some), so that both
+/// servers forward a target alike (`tests/differential.rs`).
+const TARGET: [bool; 256] = {
+    let mut t = [false; 256];
+    let ok = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:@/?";
+    let mut i = 0;
+    while i < ok.len() {
+        t[ok[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+fn plain_target(target: &[u8]) -> bool {
+    target.iter().all(|&b| TARGET[b as usize])
+}
+
 /// Parses the head at the start of `buf` into `headers`.
 pub fn parse<'a>(buf: &'a [u8], headers: &'a mut [Header<'a>; MAX_HEADERS]) -> Parsed<'a> {
     let mut req = httparse::Request::new(headers);
@@ -96,7 +115,7 @@ pub fn parse<'a>(buf: &'a [u8], headers: &'a mut [Header<'a>; MAX_HEADERS]) -> P
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Hand;
     };
-    if method == "CONNECT" || !target.starts_with('/') {
+    if method == "CONNECT" || !target.starts_with('/') || !plain_target(target.as_bytes()) {
         return Parsed::Hand;
     }
     let mut host = None;

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Conn, request::Head};
 use crate::{
@@ -118,8 +118,25 @@ where
     )
     .await;
     drop(a.in_flight);
-    if let Err(e) = &copied {
-        debug!(route = %entry.key, backend = %addr, error = %e, "response body broke off");
+    match &copied {
+        Err(CopyError::Refused(e)) => {
+            // Nothing was written yet: the client gets a 502 instead of the framing.
+            warn!(route = %entry.key, backend = %addr, error = %e,
+                "refused a backend's response body framing");
+            let local = Local::text(
+                StatusCode::BAD_GATEWAY,
+                format!("502 Bad Gateway: backend {addr}: response body: {e}\n"),
+            );
+            return local_response(io, out, conn, head, Some(&entry), local, true, start).await;
+        }
+        Err(e @ CopyError::Chunked(_)) => {
+            warn!(route = %entry.key, backend = %addr, error = %e,
+                "refused a backend's response body framing; closing the client's connection");
+        }
+        Err(e) => {
+            debug!(route = %entry.key, backend = %addr, error = %e, "response body broke off")
+        }
+        Ok(_) => {}
     }
     access_log(conn, head, Some(&entry), Some(addr), status, start);
     // A response written in one go ends about when it was answered: no clock read.
@@ -183,6 +200,9 @@ enum CopyError {
     Truncated,
     #[error("response body: {0}")]
     Chunked(#[from] backend::ChunkedError),
+    /// Framing refused before anything of the response was written.
+    #[error("response body: {0}")]
+    Refused(backend::ChunkedError),
     #[error("writing to the client: {0}")]
     Client(#[source] std::io::Error),
 }
@@ -219,7 +239,11 @@ where
                 take
             }
             Remaining::Chunked(decoder) => {
-                let scanned = decoder.scan(&backend.read)?;
+                let scanned = match decoder.scan(&backend.read) {
+                    Ok(s) => s,
+                    Err(e) if first => return Err(CopyError::Refused(e)),
+                    Err(e) => return Err(e.into()),
+                };
                 if scanned.done {
                     left = Remaining::Done;
                 }
