@@ -157,11 +157,15 @@ pub struct DeleteArgs {
 pub enum KeyCommand {
     /// Register an SSH public key for your Kubernetes user.
     #[command(
-        after_help = "Examples:\n  flynn key add                     # ~/.ssh/id_ed25519.pub, else ~/.ssh/id_rsa.pub\n  flynn key add ~/.ssh/work.pub"
+        after_help = "Examples:\n  flynn key add                     # ~/.ssh/id_ed25519.pub, else ~/.ssh/id_rsa.pub\n  flynn key add ~/.ssh/work.pub\n  flynn key add --expires 90d       # pushes with it are refused after 90 days\n\nThe key carries your user and groups as the API server names them now; run\n`flynn key add` again after your groups change (it updates the key)."
     )]
     Add {
         /// The public key file (default: ~/.ssh/id_ed25519.pub, then ~/.ssh/id_rsa.pub).
         file: Option<PathBuf>,
+        /// When the key stops working: a duration (90d, 12h, 30m) or an RFC 3339 time
+        /// (default: never). Adding the key again sets a new expiry.
+        #[arg(long, value_name = "DURATION|TIME")]
+        expires: Option<String>,
     },
     /// List your registered keys.
     #[command(after_help = "Example:\n  flynn key list")]

@@ -266,7 +266,9 @@ fn keys_table() {
         &key,
         "alice",
         &["developers".into(), "system:authenticated".into()],
-    );
+        None,
+    )
+    .unwrap();
     secret.metadata.creation_timestamp =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             "2025-11-02T03:04:05Z".parse().unwrap(),

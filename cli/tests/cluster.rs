@@ -179,8 +179,9 @@ async fn key_add_list_remove() {
     assert_eq!(secret.labels()["flynn.io/ssh-key"], "true");
     assert_eq!(secret.annotations()["flynn.io/user"], user);
     assert_eq!(
-        secret.annotations()["flynn.io/groups"],
-        me.groups.unwrap().join(",")
+        secret.annotations()["flynn.io/group-list"],
+        me.groups.unwrap().join("\n"),
+        "the groups, one per line"
     );
     assert_eq!(secret.annotations()["flynn.io/fingerprint"], FINGERPRINT);
     assert_eq!(secret.data.unwrap()["publicKey"].0, KEY.as_bytes());

@@ -40,7 +40,15 @@ impl Drop for Installed {
     }
 }
 
-fn key_secret(ns: &str, name: &str, user: &str, groups: &str) -> String {
+/// A key Secret; `groups` are one per line (as `flynn key add` writes them), `extra` more
+/// annotations (`key: "value", ` each).
+fn key_secret(ns: &str, name: &str, user: &str, groups: &[&str]) -> String {
+    key_secret_with(ns, name, user, groups, "")
+}
+
+fn key_secret_with(ns: &str, name: &str, user: &str, groups: &[&str], extra: &str) -> String {
+    // A YAML double-quoted scalar: `\n` is a newline.
+    let groups = groups.join("\\n");
     format!(
         r#"apiVersion: v1
 kind: Secret
@@ -49,7 +57,7 @@ metadata:
   name: {name}
   namespace: {ns}
   labels: {{flynn.io/ssh-key: "true"}}
-  annotations: {{flynn.io/user: "{user}", flynn.io/groups: "{groups}"}}
+  annotations: {{{extra}flynn.io/user: "{user}", flynn.io/group-list: "{groups}"}}
 stringData: {{publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDPeQvZ3cG9wbW3e0q0h7Gq1n4m3qUjPp0Jc8n1m2lZ3 test"}}
 "#
     )
@@ -98,10 +106,20 @@ async fn users_register_and_remove_only_their_own_keys() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let alice = key_secret(&release, "key-alice", "alice", "dev,system:authenticated");
+    let alice = key_secret(
+        &release,
+        "key-alice",
+        "alice",
+        &["dev", "system:authenticated"],
+    );
     // A new policy takes a moment to reach the admission chain: until then creates pass
     // unchecked, so wait until someone else's key is refused.
-    let forged = key_secret(&release, "key-forged", "bob", "dev,system:authenticated");
+    let forged = key_secret(
+        &release,
+        "key-forged",
+        "bob",
+        &["dev", "system:authenticated"],
+    );
     let mut refused = None;
     for _ in 0..60 {
         let out = kubectl(
@@ -117,22 +135,29 @@ async fn users_register_and_remove_only_their_own_keys() {
     }
     let refused = refused.expect("a key in someone else's name was admitted for 30 s");
     assert!(
-        refused.contains("must be your own (alice; dev,system:authenticated)"),
+        refused.contains(
+            "must be your own (user alice; groups, one per line: [dev, system:authenticated])"
+        ),
         "{refused}"
     );
 
     // A Secret of another type in one's own name is refused: a service-account token
     // here would be readable by every user. (Its twin, a key of the key type, is
     // admitted below.)
-    let token = key_secret(&release, "key-token", "alice", "dev,system:authenticated")
-        .replace(
-            "type: flynn.io/ssh-public-key",
-            "type: kubernetes.io/service-account-token",
-        )
-        .replace(
-            "annotations: {",
-            "annotations: {kubernetes.io/service-account.name: default, ",
-        );
+    let token = key_secret(
+        &release,
+        "key-token",
+        "alice",
+        &["dev", "system:authenticated"],
+    )
+    .replace(
+        "type: flynn.io/ssh-public-key",
+        "type: kubernetes.io/service-account-token",
+    )
+    .replace(
+        "annotations: {",
+        "annotations: {kubernetes.io/service-account.name: default, ",
+    );
     let out = kubectl(
         &as_user("alice", "dev", &["create", "-f", "-"]),
         Some(&token),
@@ -147,17 +172,92 @@ async fn users_register_and_remove_only_their_own_keys() {
         "{err}"
     );
 
-    // Claiming a group one is not in is refused too.
+    // Claiming a group one is not in is refused too: as a group of its own, or a line
+    // added to one's own list.
+    for groups in [
+        &["system:masters", "system:authenticated"][..],
+        &["dev", "system:masters", "system:authenticated"][..],
+    ] {
+        let out = kubectl(
+            &as_user("alice", "dev", &["create", "-f", "-"]),
+            Some(&key_secret(&release, "key-admin", "alice", groups)),
+        );
+        assert!(
+            !out.status.success(),
+            "a forged group was admitted: {groups:?}"
+        );
+    }
+
+    // A comma is part of a group's name: alice, whose one group is `devs,system:masters`,
+    // registers exactly that list (the receiver reads it back as that one group;
+    // gitreceiver/tests/keys.rs shows the SubjectAccessReview), and her twin in group
+    // `devs` cannot claim it.
+    let comma = ["devs,system:masters", "system:authenticated"];
+    let out = kubectl(
+        &as_user("alice", "devs", &["create", "-f", "-"]),
+        Some(&key_secret(&release, "key-comma", "alice", &comma)),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("must be your own"),
+        "a list with someone else's group was admitted: {err}"
+    );
+    let out = kubectl(
+        &as_user("alice", "devs,system:masters", &["create", "-f", "-"]),
+        Some(&key_secret(&release, "key-comma", "alice", &comma)),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kubectl(&["delete", "secret", "-n", &release, "key-comma"], None);
+
+    // The first format's comma-joined flynn.io/groups is refused, even beside a right list.
     let out = kubectl(
         &as_user("alice", "dev", &["create", "-f", "-"]),
-        Some(&key_secret(
+        Some(&key_secret_with(
             &release,
-            "key-admin",
+            "key-old",
             "alice",
-            "system:masters,system:authenticated",
+            &["dev", "system:authenticated"],
+            r#"flynn.io/groups: "dev,system:authenticated", "#,
         )),
     );
-    assert!(!out.status.success(), "a forged group was admitted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("the old format"),
+        "{err}"
+    );
+
+    // An expiry must be an RFC 3339 time; its twin with one is admitted.
+    let out = kubectl(
+        &as_user("alice", "dev", &["create", "-f", "-"]),
+        Some(&key_secret_with(
+            &release,
+            "key-expiring",
+            "alice",
+            &["dev", "system:authenticated"],
+            r#"flynn.io/expires: "in 90 days", "#,
+        )),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("RFC 3339"), "{err}");
+    let out = kubectl(
+        &as_user("alice", "dev", &["create", "-f", "-"]),
+        Some(&key_secret_with(
+            &release,
+            "key-expiring",
+            "alice",
+            &["dev", "system:authenticated"],
+            r#"flynn.io/expires: "2027-03-01T00:00:00Z", "#,
+        )),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // One's own key: created; another user can neither change nor remove it; its owner can.
     let out = kubectl(

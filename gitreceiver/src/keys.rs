@@ -16,24 +16,24 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher::Config};
 use russh::keys::{HashAlg, PublicKey};
 
-/// The label the registry watches.
-pub const LABEL: &str = "flynn.io/ssh-key";
-/// Annotation: the Kubernetes user name the key belongs to.
-pub const USER_ANNOTATION: &str = "flynn.io/user";
-/// Annotation: the user's groups, comma-separated.
-pub const GROUPS_ANNOTATION: &str = "flynn.io/groups";
-/// Data key: the `authorized_keys` line.
-pub const PUBLIC_KEY_DATA: &str = "publicKey";
+pub use flynn_crds::ssh_key::{
+    EXPIRES as EXPIRES_ANNOTATION, GROUPS as GROUPS_ANNOTATION, LABEL,
+    OLD_GROUPS as OLD_GROUPS_ANNOTATION, PUBLIC_KEY as PUBLIC_KEY_DATA, USER as USER_ANNOTATION,
+};
+use k8s_openapi::jiff::Timestamp;
 
 /// Who a registered key belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub user: String,
+    /// Exactly the list the key's Secret holds: what the SubjectAccessReview receives.
     pub groups: Vec<String>,
     /// `SHA256:...`, as `ssh-keygen -lf` prints it.
     pub fingerprint: String,
     /// The Secret that registered it.
     pub secret: String,
+    /// When the key stops working, if it does.
+    pub expires: Option<Timestamp>,
 }
 
 /// Why a key Secret was left out of the registry.
@@ -47,6 +47,46 @@ pub enum Malformed {
     NoUser,
     #[error("the name should be {expected} (\"key-\" + 32 hex digits of the key blob's SHA-256)")]
     Name { expected: String },
+    #[error("{GROUPS_ANNOTATION}: {0}")]
+    Groups(#[from] flynn_crds::ssh_key::GroupError),
+    #[error("{0}")]
+    Expires(String),
+    /// The first format's comma-joined groups, which a comma in a group name could forge:
+    /// not read. The key is known (so its owner is told what to do), not usable.
+    #[error(
+        "it has the comma-separated {OLD_GROUPS_ANNOTATION} of an older flynn and no {GROUPS_ANNOTATION}"
+    )]
+    OldFormat { fingerprint: String },
+}
+
+/// Why a registered key may not log in; `Display` is the line its owner reads.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Unusable {
+    #[error(
+        "your SSH key {fingerprint} expired at {at}: renew it with `flynn key add --expires 90d <its .pub file>`, or add a new key with `flynn key add`"
+    )]
+    Expired { fingerprint: String, at: Timestamp },
+    #[error(
+        "your SSH key {fingerprint} was registered by an older flynn, whose format is no longer read: register it again with `flynn key remove {fingerprint}` and `flynn key add <its .pub file>`"
+    )]
+    OldFormat { fingerprint: String },
+}
+
+/// What the registry knows of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(Identity),
+    /// Registered, but not usable (its owner is told why once the key is proven theirs).
+    Unusable(Unusable),
+    Unknown,
+}
+
+/// An entry of the index: the Secret it comes from, and the identity, or `None` for a key
+/// in the old format (kept, so its owner learns why it fails).
+#[derive(Clone, Debug)]
+struct Entry {
+    secret: String,
+    identity: Option<Identity>,
 }
 
 /// The fingerprint of a key, `SHA256:<base64 without padding>`.
@@ -88,39 +128,73 @@ pub fn parse_secret(secret: &Secret) -> Result<Identity, Malformed> {
         .map(|u| u.trim())
         .filter(|u| !u.is_empty())
         .ok_or(Malformed::NoUser)?;
-    let groups = annotations
-        .and_then(|a| a.get(GROUPS_ANNOTATION))
-        .map(|g| {
-            g.split(',')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let groups = match (
+        annotations.and_then(|a| a.get(GROUPS_ANNOTATION)),
+        annotations.and_then(|a| a.get(OLD_GROUPS_ANNOTATION)),
+    ) {
+        (Some(list), _) => flynn_crds::ssh_key::decode_groups(list)?,
+        (None, Some(_)) => {
+            return Err(Malformed::OldFormat {
+                fingerprint: fingerprint(&key),
+            });
+        }
+        (None, None) => Vec::new(),
+    };
+    let expires = annotations
+        .and_then(|a| a.get(EXPIRES_ANNOTATION))
+        .map(|e| flynn_crds::ssh_key::parse_expires(e).map_err(Malformed::Expires))
+        .transpose()?;
     Ok(Identity {
         user: user.to_owned(),
         groups,
         fingerprint: fingerprint(&key),
         secret: name,
+        expires,
     })
 }
 
-/// The registry: fingerprint → identity, kept up to date by [`KeyRegistry::run`].
+/// The registry: fingerprint → identity, kept up to date by [`KeyRegistry::run`]. Every
+/// authentication reads it, so a changed or deleted key Secret takes effect on the next
+/// connection; it holds the user and groups the Secret says, which change only when the
+/// Secret does (`flynn key add` again).
 #[derive(Clone, Debug, Default)]
 pub struct KeyRegistry {
-    index: Arc<RwLock<HashMap<String, Identity>>>,
+    index: Arc<RwLock<HashMap<String, Entry>>>,
     synced: Arc<AtomicBool>,
 }
 
 impl KeyRegistry {
-    /// Who `key` belongs to, if it is registered.
-    pub fn lookup(&self, key: &PublicKey) -> Option<Identity> {
-        self.index
+    /// What the registry knows of `key` at `now`.
+    pub fn lookup_at(&self, key: &PublicKey, now: Timestamp) -> Lookup {
+        let fp = fingerprint(key);
+        match self
+            .index
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&fingerprint(key))
-            .cloned()
+            .get(&fp)
+        {
+            None => Lookup::Unknown,
+            Some(Entry {
+                identity: Some(id), ..
+            }) => match id.expires {
+                Some(at) if at <= now => Lookup::Unusable(Unusable::Expired {
+                    fingerprint: fp,
+                    at,
+                }),
+                _ => Lookup::Found(id.clone()),
+            },
+            Some(Entry { identity: None, .. }) => {
+                Lookup::Unusable(Unusable::OldFormat { fingerprint: fp })
+            }
+        }
+    }
+
+    /// Who `key` belongs to, if it is registered and usable now.
+    pub fn lookup(&self, key: &PublicKey) -> Option<Identity> {
+        match self.lookup_at(key, Timestamp::now()) {
+            Lookup::Found(id) => Some(id),
+            _ => None,
+        }
     }
 
     /// Who the key of an `authorized_keys` line belongs to, if it is registered.
@@ -128,6 +202,14 @@ impl KeyRegistry {
         PublicKey::from_openssh(line.trim())
             .ok()
             .and_then(|k| self.lookup(&k))
+    }
+
+    /// What the registry knows of the key of an `authorized_keys` line, now.
+    pub fn lookup_authorized_key_entry(&self, line: &str) -> Lookup {
+        match PublicKey::from_openssh(line.trim()) {
+            Ok(k) => self.lookup_at(&k, Timestamp::now()),
+            Err(_) => Lookup::Unknown,
+        }
     }
 
     /// Whether the first list has been read.
@@ -151,13 +233,13 @@ impl KeyRegistry {
         let config = Config::default().labels(&format!("{LABEL}=true"));
         let mut events = watcher::watcher(api, config).default_backoff().boxed();
         // Objects of the list in progress: swapped in whole at InitDone.
-        let mut relist: HashMap<String, Identity> = HashMap::new();
+        let mut relist: HashMap<String, Entry> = HashMap::new();
         while let Some(event) = events.next().await {
             match event {
                 Ok(Event::Init) => relist.clear(),
                 Ok(Event::InitApply(secret)) => {
-                    if let Some(id) = accept(&secret) {
-                        relist.insert(id.fingerprint.clone(), id);
+                    if let Some((fp, entry)) = accept(&secret) {
+                        relist.insert(fp, entry);
                     }
                 }
                 Ok(Event::InitDone) => {
@@ -172,10 +254,12 @@ impl KeyRegistry {
                     let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
                     // The Secret may have changed its key or become malformed: drop its
                     // old entry first.
-                    index.retain(|_, id| id.secret != name);
-                    if let Some(id) = accept(&secret) {
-                        tracing::info!(user = %id.user, fingerprint = %id.fingerprint, "SSH key registered");
-                        index.insert(id.fingerprint.clone(), id);
+                    index.retain(|_, e| e.secret != name);
+                    if let Some((fp, entry)) = accept(&secret) {
+                        if let Some(id) = &entry.identity {
+                            tracing::info!(user = %id.user, fingerprint = %id.fingerprint, "SSH key registered");
+                        }
+                        index.insert(fp, entry);
                     }
                 }
                 Ok(Event::Delete(secret)) => {
@@ -183,7 +267,7 @@ impl KeyRegistry {
                     self.index
                         .write()
                         .unwrap_or_else(|e| e.into_inner())
-                        .retain(|_, id| id.secret != name);
+                        .retain(|_, e| e.secret != name);
                     tracing::info!(secret = %name, "SSH key removed");
                 }
                 Err(e) => tracing::warn!(error = %e, "watching SSH key Secrets (retrying)"),
@@ -192,16 +276,34 @@ impl KeyRegistry {
     }
 }
 
-fn accept(secret: &Secret) -> Option<Identity> {
+/// The index entry of a key Secret: a usable identity, or a key known to be in the old
+/// format (kept, so its owner learns why it fails). Anything else is logged and left out.
+fn accept(secret: &Secret) -> Option<(String, Entry)> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
     match parse_secret(secret) {
-        Ok(id) => Some(id),
+        Ok(id) => Some((
+            id.fingerprint.clone(),
+            Entry {
+                secret: name,
+                identity: Some(id),
+            },
+        )),
         Err(e) => {
             tracing::warn!(
-                secret = secret.metadata.name.as_deref().unwrap_or_default(),
+                secret = %name,
                 namespace = secret.metadata.namespace.as_deref().unwrap_or_default(),
                 "ignoring SSH key Secret: {e}"
             );
-            None
+            match e {
+                Malformed::OldFormat { fingerprint } => Some((
+                    fingerprint,
+                    Entry {
+                        secret: name,
+                        identity: None,
+                    },
+                )),
+                _ => None,
+            }
         }
     }
 }
@@ -209,23 +311,41 @@ fn accept(secret: &Secret) -> Option<Identity> {
 /// Builds the Secret that registers `authorized_key` for `user` (what `flynn key add`
 /// writes; used by tests and the benchmark).
 pub fn key_secret(authorized_key: &str, user: &str, groups: &[&str]) -> Result<Secret, Malformed> {
+    key_secret_expiring(authorized_key, user, groups, None)
+}
+
+/// [`key_secret`], with an expiry.
+pub fn key_secret_expiring(
+    authorized_key: &str,
+    user: &str,
+    groups: &[&str],
+    expires: Option<Timestamp>,
+) -> Result<Secret, Malformed> {
     let key = PublicKey::from_openssh(authorized_key.trim())
         .map_err(|e| Malformed::BadKey(e.to_string()))?;
+    let mut annotations: std::collections::BTreeMap<String, String> = [
+        (USER_ANNOTATION.to_owned(), user.to_owned()),
+        (
+            GROUPS_ANNOTATION.to_owned(),
+            flynn_crds::ssh_key::encode_groups(groups)?,
+        ),
+        (
+            flynn_crds::ssh_key::FINGERPRINT.to_owned(),
+            fingerprint(&key),
+        ),
+    ]
+    .into();
+    if let Some(at) = expires {
+        annotations.insert(EXPIRES_ANNOTATION.to_owned(), at.to_string());
+    }
     Ok(Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(secret_name(&key)?),
             labels: Some([(LABEL.to_owned(), "true".to_owned())].into()),
-            annotations: Some(
-                [
-                    (USER_ANNOTATION.to_owned(), user.to_owned()),
-                    (GROUPS_ANNOTATION.to_owned(), groups.join(",")),
-                    ("flynn.io/fingerprint".to_owned(), fingerprint(&key)),
-                ]
-                .into(),
-            ),
+            annotations: Some(annotations),
             ..Default::default()
         },
-        type_: Some("flynn.io/ssh-public-key".into()),
+        type_: Some(flynn_crds::ssh_key::SECRET_TYPE.into()),
         data: Some(
             [(
                 PUBLIC_KEY_DATA.to_owned(),
@@ -279,5 +399,70 @@ mod tests {
         let mut s = good;
         s.metadata.annotations = None;
         assert_eq!(parse_secret(&s), Err(Malformed::NoUser));
+    }
+
+    #[test]
+    fn groups_are_read_as_the_exact_list() {
+        // The attack on the first format: one group whose name holds a comma. It stays one
+        // group; its twin with two real groups reads as two.
+        let attack = key_secret(KEY, "mallory", &["devs,system:masters"]).unwrap();
+        assert_eq!(
+            parse_secret(&attack).unwrap().groups,
+            ["devs,system:masters"]
+        );
+        let twin = key_secret(KEY, "alice", &["devs", "system:authenticated"]).unwrap();
+        assert_eq!(
+            parse_secret(&twin).unwrap().groups,
+            ["devs", "system:authenticated"]
+        );
+        // A newline in a group name cannot be written one per line: refused.
+        assert!(matches!(
+            key_secret(KEY, "mallory", &["devs\nsystem:masters"]),
+            Err(Malformed::Groups(_))
+        ));
+    }
+
+    #[test]
+    fn a_key_in_the_comma_joined_format_is_not_read_and_its_owner_is_told() {
+        let mut s = key_secret(KEY, "mallory", &[]).unwrap();
+        let a = s.metadata.annotations.as_mut().unwrap();
+        a.remove(GROUPS_ANNOTATION);
+        a.insert(OLD_GROUPS_ANNOTATION.into(), "devs,system:masters".into());
+        assert_eq!(
+            parse_secret(&s),
+            Err(Malformed::OldFormat {
+                fingerprint: FINGERPRINT.into()
+            })
+        );
+        let (fp, entry) = accept(&s).unwrap();
+        assert_eq!((fp.as_str(), entry.identity), (FINGERPRINT, None));
+    }
+
+    #[test]
+    fn an_expired_key_is_unusable_and_its_twin_is_not() {
+        let registry = KeyRegistry::default();
+        let at: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let s = key_secret_expiring(KEY, "alice", &["devs"], Some(at)).unwrap();
+        let (fp, entry) = accept(&s).unwrap();
+        registry.index.write().unwrap().insert(fp, entry);
+        let key = PublicKey::from_openssh(KEY).unwrap();
+        let before: Timestamp = "2026-05-31T23:59:59Z".parse().unwrap();
+        assert!(
+            matches!(registry.lookup_at(&key, before), Lookup::Found(id) if id.expires == Some(at))
+        );
+        let Lookup::Unusable(why) = registry.lookup_at(&key, at) else {
+            panic!("an expired key was usable")
+        };
+        let msg = why.to_string();
+        assert!(msg.contains("expired at 2026-06-01T00:00:00Z"), "{msg}");
+        assert!(msg.contains("flynn key add --expires 90d"), "{msg}");
+        // A malformed expiry leaves the key out rather than never expiring.
+        let mut bad = s.clone();
+        bad.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(EXPIRES_ANNOTATION.into(), "next week".into());
+        assert!(matches!(parse_secret(&bad), Err(Malformed::Expires(_))));
     }
 }

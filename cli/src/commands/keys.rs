@@ -21,19 +21,30 @@ use crate::errors::{Error, Result};
 use crate::output::{self, Format, Table, note};
 use crate::sshkey::PublicKey;
 
-pub const SECRET_TYPE: &str = "flynn.io/ssh-public-key";
-pub const LABEL: &str = "flynn.io/ssh-key";
-pub const USER: &str = "flynn.io/user";
-pub const GROUPS: &str = "flynn.io/groups";
-pub const FINGERPRINT: &str = "flynn.io/fingerprint";
-pub const DATA_KEY: &str = "publicKey";
+pub use flynn_crds::ssh_key::{
+    EXPIRES, FINGERPRINT, GROUPS, LABEL, PUBLIC_KEY as DATA_KEY, SECRET_TYPE, USER,
+};
 
 pub async fn run(ctx: &Ctx, command: &KeyCommand) -> Result<()> {
     let namespace = ctx.platform().await.keys_namespace()?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let (user, groups) = whoami(ctx).await?;
     match command {
-        KeyCommand::Add { file } => add(ctx, &api, file.as_deref(), &user, &groups).await,
+        KeyCommand::Add { file, expires } => {
+            let expires = expires
+                .as_deref()
+                .map(|e| {
+                    flynn_crds::ssh_key::expiry_from(e, Timestamp::now()).map_err(|problem| {
+                        Error::BadArgument {
+                            arg: e.to_owned(),
+                            problem,
+                            example: "flynn key add --expires 90d".into(),
+                        }
+                    })
+                })
+                .transpose()?;
+            add(ctx, &api, file.as_deref(), &user, &groups, expires).await
+        }
         KeyCommand::List => list(ctx, &api, &user).await,
         KeyCommand::Remove { fingerprint } => remove(&api, fingerprint, &user).await,
     }
@@ -74,17 +85,33 @@ fn key_file(file: Option<&Path>) -> Result<PathBuf> {
         })
 }
 
-/// The registry Secret for `key` owned by `user` (pure; the README's format).
-pub fn key_secret(key: &PublicKey, user: &str, groups: &[String]) -> Secret {
-    Secret {
+/// The registry Secret for `key` owned by `user` (pure; the README's format): the groups
+/// one per line, exactly as the API server listed them; a group that cannot be written so
+/// (a newline in its name) is refused.
+pub fn key_secret(
+    key: &PublicKey,
+    user: &str,
+    groups: &[String],
+    expires: Option<Timestamp>,
+) -> Result<Secret> {
+    let groups = flynn_crds::ssh_key::encode_groups(groups).map_err(|e| Error::BadArgument {
+        arg: "your groups".into(),
+        problem: e.to_string(),
+        example: String::new(),
+    })?;
+    let mut annotations = BTreeMap::from([
+        (USER.to_owned(), user.to_owned()),
+        (GROUPS.to_owned(), groups),
+        (FINGERPRINT.to_owned(), key.fingerprint()),
+    ]);
+    if let Some(at) = expires {
+        annotations.insert(EXPIRES.to_owned(), at.to_string());
+    }
+    Ok(Secret {
         metadata: ObjectMeta {
             name: Some(key.secret_name()),
             labels: Some(BTreeMap::from([(LABEL.to_owned(), "true".to_owned())])),
-            annotations: Some(BTreeMap::from([
-                (USER.to_owned(), user.to_owned()),
-                (GROUPS.to_owned(), groups.join(",")),
-                (FINGERPRINT.to_owned(), key.fingerprint()),
-            ])),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         },
         type_: Some(SECRET_TYPE.to_owned()),
@@ -93,7 +120,7 @@ pub fn key_secret(key: &PublicKey, user: &str, groups: &[String]) -> Secret {
             ByteString(key.line().into_bytes()),
         )])),
         ..Secret::default()
-    }
+    })
 }
 
 async fn add(
@@ -102,6 +129,7 @@ async fn add(
     file: Option<&Path>,
     user: &str,
     groups: &[String],
+    expires: Option<Timestamp>,
 ) -> Result<()> {
     let path = key_file(file)?;
     let text = std::fs::read_to_string(&path).map_err(|e| Error::BadKey {
@@ -113,10 +141,8 @@ async fn add(
         problem: e.to_string(),
     })?;
     let fingerprint = key.fingerprint();
-    match api
-        .create(&PostParams::default(), &key_secret(&key, user, groups))
-        .await
-    {
+    let secret = key_secret(&key, user, groups, expires)?;
+    match api.create(&PostParams::default(), &secret).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.is_already_exists() => {
             let existing = api
@@ -131,16 +157,29 @@ async fn add(
             if owner != user {
                 return Err(Error::KeyTaken { fingerprint, owner });
             }
+            // The user's own key: bring its groups (and expiry) up to date, which is how a
+            // change of group membership reaches pushes (and how a key is renewed).
+            let mut updated = secret;
+            updated.metadata.resource_version = existing.metadata.resource_version.clone();
+            api.replace(&key.secret_name(), &PostParams::default(), &updated)
+                .await
+                .map_err(Error::kube(format!("updating key {fingerprint}")))?;
             note(
                 ctx.ui,
-                &format!("key {fingerprint} was already registered for {user}"),
+                &format!(
+                    "key {fingerprint} was already registered for {user}: its groups{} are updated",
+                    if expires.is_some() { " and expiry" } else { "" }
+                ),
             );
             return Ok(());
         }
         Err(e) => return Err(Error::kube(format!("registering key {fingerprint}"))(e)),
     }
+    let until = expires
+        .map(|at| format!(", expires {at}"))
+        .unwrap_or_default();
     output::print_out(&format!(
-        "Added key {fingerprint} ({}) for {user}\n",
+        "Added key {fingerprint} ({}) for {user}{until}\n",
         path.display()
     ))
 }
@@ -153,6 +192,9 @@ pub struct KeyRow {
     pub type_: String,
     pub comment: String,
     pub created: Option<String>,
+    /// RFC 3339, when the key has an expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 fn key_row(secret: &Secret) -> KeyRow {
@@ -173,6 +215,7 @@ fn key_row(secret: &Secret) -> KeyRow {
             .unwrap_or_else(|| "?".into()),
         comment: key.map(|k| k.comment).unwrap_or_default(),
         created: output::created(&secret.metadata).map(|t| t.to_string()),
+        expires: secret.annotations().get(EXPIRES).cloned(),
     }
 }
 

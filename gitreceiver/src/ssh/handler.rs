@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Shared;
-use crate::keys::{Identity, fingerprint};
+use crate::keys::{Identity, Lookup, fingerprint};
 
 /// The only SSH user name; the key says who the user is.
 pub const SSH_USER: &str = "git";
@@ -28,6 +28,9 @@ pub struct Connection {
     identity: Option<Identity>,
     /// Fingerprints of offered keys that are not registered, for the refusal message.
     unknown_keys: Vec<String>,
+    /// Why registered keys the client proved it holds may not log in (expired, old
+    /// format): said only after the signature, so an offer alone learns nothing.
+    unusable: Vec<String>,
     wrong_user: Option<String>,
     /// Whether the refusal message was sent (keyboard-interactive) already.
     hinted: bool,
@@ -58,19 +61,25 @@ impl Connection {
             closed,
             identity: None,
             unknown_keys: Vec::new(),
+            unusable: Vec::new(),
             wrong_user: None,
             hinted: false,
             sessions: 0,
         }
     }
 
-    fn check(&mut self, user: &str, key: &PublicKey) -> Option<Identity> {
+    /// What the registry says of `key` for `user`, now (expiry is checked at every
+    /// authentication). Unknown keys are remembered for the refusal message.
+    fn check(&mut self, user: &str, key: &PublicKey) -> Lookup {
         if user != SSH_USER {
             self.wrong_user = Some(user.chars().take(64).collect());
-            return None;
+            return Lookup::Unknown;
         }
-        let found = self.shared.keys.lookup(key);
-        if found.is_none() {
+        let found = self
+            .shared
+            .keys
+            .lookup_at(key, k8s_openapi::jiff::Timestamp::now());
+        if found == Lookup::Unknown {
             let fp = fingerprint(key);
             if !self.unknown_keys.contains(&fp) && self.unknown_keys.len() < 8 {
                 self.unknown_keys.push(fp);
@@ -85,6 +94,8 @@ impl Connection {
             format!(
                 "flynn: the SSH user must be `{SSH_USER}` (you connected as `{user}`): use a remote like ssh://{SSH_USER}@<host>:<port>/<app>.git"
             )
+        } else if !self.unusable.is_empty() {
+            format!("flynn: {}", self.unusable.join("; "))
         } else if !self.unknown_keys.is_empty() {
             format!(
                 "flynn: your SSH key is not registered ({}): register it with `flynn key add ~/.ssh/id_ed25519.pub`",
@@ -109,10 +120,11 @@ impl russh::server::Handler for Connection {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         // Refuse unknown keys at the probe, so a client whose agent holds several keys
-        // goes on to offer the next one.
+        // goes on to offer the next one. A registered but unusable key (expired) is
+        // accepted here, so that the client proves it holds it before being told why.
         Ok(match self.check(user, offer.public_key) {
-            Some(_) => Auth::Accept,
-            None => Auth::reject(),
+            Lookup::Found(_) | Lookup::Unusable(_) => Auth::Accept,
+            Lookup::Unknown => Auth::reject(),
         })
     }
 
@@ -122,11 +134,20 @@ impl russh::server::Handler for Connection {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         match self.check(user, key.public_key) {
-            Some(identity) => {
+            Lookup::Found(identity) => {
                 self.identity = Some(identity);
                 Ok(Auth::Accept)
             }
-            None => Ok(Auth::reject()),
+            Lookup::Unusable(why) => {
+                let why = why.to_string();
+                let _span = self.span.enter();
+                tracing::info!(reason = %why, "registered key refused");
+                if !self.unusable.contains(&why) && self.unusable.len() < 8 {
+                    self.unusable.push(why);
+                }
+                Ok(Auth::reject())
+            }
+            Lookup::Unknown => Ok(Auth::reject()),
         }
     }
 
@@ -150,7 +171,7 @@ impl russh::server::Handler for Connection {
         self.hinted = true;
         self.shared.metrics.auth_failures.inc();
         let _span = self.span.enter();
-        tracing::info!(unknown_keys = ?self.unknown_keys, wrong_user = ?self.wrong_user, "authentication refused");
+        tracing::info!(unknown_keys = ?self.unknown_keys, unusable = ?self.unusable, wrong_user = ?self.wrong_user, "authentication refused");
         Ok(Auth::Partial {
             name: "".into(),
             instructions: self.refusal().into(),
