@@ -6,13 +6,13 @@
 //! process's alone (in the pod's own emptyDir): `flynn-router probe` ([`crate::probe`]), the
 //! kubelet's exec probe, asks this process and no other.
 
-use std::{convert::Infallible, path::Path};
+use std::{convert::Infallible, path::Path, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, UnixListener},
@@ -20,7 +20,13 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-use crate::{Error, listener, metrics::SharedMetrics, server::DrainSignal};
+use crate::{
+    Error,
+    limits::{ConnGuard, ConnLimit},
+    listener,
+    metrics::SharedMetrics,
+    server::DrainSignal,
+};
 
 /// What the endpoints report. The serving tasks run until they are aborted at shutdown:
 /// probes must keep getting `/readyz` 503 while connections drain.
@@ -33,7 +39,16 @@ pub struct Admin {
     pub serving: watch::Receiver<bool>,
     /// Draining: `/readyz` says 503.
     pub drain: DrainSignal,
+    /// The connection limit every listener shares.
+    pub limit: ConnLimit,
 }
+
+/// Time an admin client has to send a request head, and to send its next one on a
+/// keep-alive connection (probes and scrapes send theirs at once).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest an admin connection stays open: a client that reads `/metrics` slowly, or
+/// keeps sending requests, gives its descriptor back then.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 
 impl Admin {
     /// Serves the endpoints on a TCP listener.
@@ -41,7 +56,10 @@ impl Admin {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(self.clone().serve_connection(stream));
+                    // Over the limit: closed at once.
+                    if let Some(guard) = self.limit.admit("admin") {
+                        tokio::spawn(self.clone().serve_connection(stream, guard));
+                    }
                 }
                 Err(e) => self.accept_failed(e).await,
             }
@@ -53,7 +71,9 @@ impl Admin {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(self.clone().serve_connection(stream));
+                    if let Some(guard) = self.limit.admit("admin-socket") {
+                        tokio::spawn(self.clone().serve_connection(stream, guard));
+                    }
                 }
                 Err(e) => self.accept_failed(e).await,
             }
@@ -66,7 +86,7 @@ impl Admin {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
-    async fn serve_connection<I>(self, io: I)
+    async fn serve_connection<I>(self, io: I, _guard: ConnGuard)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -74,11 +94,14 @@ impl Admin {
             let resp = self.respond(req.uri().path());
             async move { Ok::<_, Infallible>(resp) }
         });
-        if let Err(e) = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(io), svc)
-            .await
-        {
-            debug!(error = %e, "admin connection ended");
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT)
+            .serve_connection(TokioIo::new(io), svc);
+        match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(error = %e, "admin connection ended"),
+            Err(_) => debug!("admin connection open too long; closed"),
         }
     }
 

@@ -35,6 +35,7 @@ use tracing::{debug, info, warn};
 use crate::{
     backend::{self, BackendConn, ConnectError, ExchangeError, ResponseBody, ResponseHead},
     forwarded::{HostError, TrustedProxies},
+    limits::{BodyPace, ConnGuard, TimedBody},
     metrics::SharedMetrics,
     sticky::Sticky,
     table::{Endpoint, HttpEntry, InFlight, TableHandle, UpstreamRequestBody},
@@ -62,6 +63,11 @@ pub struct ProxyOptions {
     /// Peers whose `X-Forwarded-*` and `Forwarded` headers are kept (and extended) rather
     /// than replaced ([`crate::forwarded`]).
     pub trusted_proxies: TrustedProxies,
+    /// The pace a request body must keep ([`crate::limits::TimedBody`]).
+    pub body_pace: BodyPace,
+    /// An upgraded (websocket) connection with no traffic either way for this long is
+    /// closed (zero: never).
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -73,6 +79,11 @@ impl Default for ProxyOptions {
             backend_timeout: Duration::from_secs(60),
             access_log: false,
             trusted_proxies: TrustedProxies::default(),
+            body_pace: BodyPace {
+                grace: Duration::from_secs(30),
+                min_rate: 1024,
+            },
+            tunnel_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -334,9 +345,15 @@ impl Proxy {
         if !upgrade && req.body().is_end_stream() {
             return self.forward_bodiless(entry, &req, fwd, sticky).await;
         }
-        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // The connection's place under the limit goes with its tunnel (the server put it in
+        // the request's extensions).
+        let downstream_upgrade = upgrade.then(|| {
+            let guard = req.extensions_mut().remove::<ConnGuard>();
+            (hyper::upgrade::on(&mut req), guard)
+        });
         prepare_request(&mut req, fwd, upgrade);
-        let mut req = req.map(Either::Left);
+        let pace = self.opts.body_pace;
+        let mut req = req.map(|body| Either::Left(TimedBody::new(body, pace)));
         // A safe request without a body can be sent again when a connection breaks after it
         // was written but before any answer (a backend closing an idle keep-alive connection,
         // a pod exiting): the client never learns of it. Anything else is not replayed.
@@ -685,7 +702,7 @@ impl Proxy {
         &self,
         entry: &HttpEntry,
         mut resp: Response<Incoming>,
-        downstream: hyper::upgrade::OnUpgrade,
+        (downstream, guard): (hyper::upgrade::OnUpgrade, Option<ConnGuard>),
         in_flight: InFlight,
     ) -> Response<ProxyBody> {
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -699,12 +716,14 @@ impl Proxy {
         }
         let upstream = hyper::upgrade::on(&mut resp);
         let route = entry.key.to_string();
+        let idle = self.opts.tunnel_idle_timeout;
         tokio::spawn(async move {
             let _in_flight = in_flight;
+            let _guard = guard;
             match tokio::try_join!(downstream, upstream) {
                 Ok((down, up)) => {
                     let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+                    if let Err(e) = crate::limits::splice(&mut down, &mut up, idle).await {
                         debug!(%route, error = %e, "upgraded connection ended");
                     }
                 }
@@ -851,7 +870,8 @@ fn bad_host(e: HostError) -> Response<ProxyBody> {
     resp
 }
 
-fn is_upgrade<B>(req: &Request<B>) -> bool {
+/// An HTTP/1.1 protocol switch (`Connection: upgrade` + `Upgrade`).
+pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && req

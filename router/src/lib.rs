@@ -18,6 +18,7 @@ pub mod forwarded;
 pub mod h1;
 pub mod head_timer;
 pub mod http_proxy;
+pub mod limits;
 pub mod listener;
 pub mod matcher;
 pub mod metrics;
@@ -89,7 +90,8 @@ impl Default for Config {
         Self {
             http_addr: SocketAddr::new(any, 80),
             https_addr: Some(SocketAddr::new(any, 443)),
-            admin_addr: SocketAddr::new(any, 9090),
+            // Loopback: on the host network a wildcard is the node's public address.
+            admin_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090),
             admin_socket: None,
             tcp_bind_ip: any,
             namespace: None,
@@ -172,10 +174,17 @@ impl Router {
         let tracker = TaskTracker::new();
         let mut background = Vec::new();
 
+        // One limit for every listener, admin included.
+        let limit = limits::ConnLimit::new(match config.server.max_connections {
+            0 => limits::default_max_connections(),
+            n => n,
+        });
+        info!(max_connections = limit.max(), "connection limit");
         let admin = Admin {
             metrics: metrics.clone(),
             serving: serving.clone(),
             drain: drain.clone(),
+            limit: limit.clone(),
         };
         if let Some(unix) = sockets.admin_unix {
             background.push(tokio::spawn(admin.clone().serve_unix(unix)));
@@ -219,7 +228,10 @@ impl Router {
                 connect_timeout: config.proxy.connect_timeout,
                 max_attempts: config.proxy.max_attempts,
                 problems: port_problems,
+                limit: limit.clone(),
+                idle_timeout: config.proxy.tunnel_idle_timeout,
             },
+            limit,
             tracker: tracker.clone(),
             drain,
         };
@@ -387,6 +399,7 @@ struct Traffic {
     tcp: TcpProxy,
     tracker: TaskTracker,
     drain: DrainSignal,
+    limit: limits::ConnLimit,
 }
 
 impl Traffic {
@@ -419,7 +432,7 @@ impl Traffic {
             self.proxy.clone(),
             None,
             self.server.clone(),
-            self.drain.clone(),
+            (self.drain.clone(), self.limit.clone()),
             self.tracker.clone(),
         ));
         if let Some((listener, tls)) = https {
@@ -428,7 +441,7 @@ impl Traffic {
                 self.proxy,
                 Some(tls),
                 self.server,
-                self.drain.clone(),
+                (self.drain.clone(), self.limit),
                 self.tracker.clone(),
             ));
         }

@@ -50,9 +50,15 @@ struct Args {
     /// HTTPS listener; empty to disable.
     #[arg(long, env = "FLYNN_ROUTER_HTTPS_ADDR", default_value = "0.0.0.0:443")]
     https_addr: String,
-    /// Ops listener: /metrics, /healthz, /readyz. Shared with the router that replaces this
-    /// one during an upgrade, so probes should use --admin-socket.
-    #[arg(long, env = "FLYNN_ROUTER_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    /// Ops listener: /metrics, /healthz, /readyz. Loopback by default: on the host network
+    /// a wildcard address is the node's public one. For scraping, bind the pod's IP behind
+    /// a Service (e.g. `$(POD_IP):9090`). Shared with the router that replaces this one
+    /// during an upgrade, so probes should use --admin-socket.
+    #[arg(
+        long,
+        env = "FLYNN_ROUTER_ADMIN_ADDR",
+        default_value = "127.0.0.1:9090"
+    )]
     admin_addr: SocketAddr,
     /// The ops endpoints on a unix socket of this process's own too (e.g. in the pod's
     /// emptyDir), for `flynn-router probe`. A socket left at the path is replaced.
@@ -118,6 +124,26 @@ struct Args {
     /// Empty (the default): no one's.
     #[arg(long, env = "FLYNN_ROUTER_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<flynn_router::forwarded::Cidr>,
+    /// Connections open at once over all listeners (HTTP, HTTPS, TCP routes, admin); above
+    /// it new ones are accepted and closed. 0: (RLIMIT_NOFILE, raised to its hard limit,
+    /// - 256) / 2.
+    #[arg(long, env = "FLYNN_ROUTER_MAX_CONNECTIONS", default_value_t = 0)]
+    max_connections: usize,
+    /// A request body gets this long, seconds, and then one more second per
+    /// --body-min-rate bytes received; slower, it is cut off. 0: no limit.
+    #[arg(long, env = "FLYNN_ROUTER_BODY_TIMEOUT", default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Bytes per second a request body must average after --body-timeout.
+    #[arg(long, env = "FLYNN_ROUTER_BODY_MIN_RATE", default_value_t = 1024)]
+    body_min_rate: u64,
+    /// A websocket (upgraded) or TCP route connection with no traffic either way for this
+    /// long, seconds, is closed. 0: never.
+    #[arg(
+        long,
+        env = "FLYNN_ROUTER_TUNNEL_IDLE_TIMEOUT",
+        default_value_t = 300.0
+    )]
+    tunnel_idle_timeout: f64,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -200,6 +226,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             access_log: args.access_log,
             backend_timeout: Duration::from_secs_f64(args.backend_timeout),
             trusted_proxies: flynn_router::forwarded::TrustedProxies::new(args.trusted_proxies),
+            body_pace: flynn_router::limits::BodyPace {
+                grace: Duration::from_secs_f64(args.body_timeout),
+                min_rate: args.body_min_rate,
+            },
+            tunnel_idle_timeout: Duration::from_secs_f64(args.tunnel_idle_timeout),
             ..ProxyOptions::default()
         },
         server: ServerOptions {
@@ -207,6 +238,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_header_bytes: args.max_header_bytes,
             h2c: args.h2c,
             own_http1: !args.hyper_http1,
+            max_connections: args.max_connections,
         },
         ..Config::default()
     };

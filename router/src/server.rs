@@ -19,6 +19,7 @@ use crate::{
     h1,
     head_timer::HeadTimer,
     http_proxy::{ConnInfo, ForwardHeaders, Proxy},
+    limits::{ConnGuard, ConnLimit},
 };
 
 /// Downstream protocol settings.
@@ -35,6 +36,9 @@ pub struct ServerOptions {
     /// Serve HTTP/1.1 requests without a body with the router's own server ([`h1`]);
     /// otherwise hyper's server takes every request.
     pub own_http1: bool,
+    /// Connections open at once over every listener ([`crate::limits::ConnLimit`]); zero:
+    /// derived from `RLIMIT_NOFILE`.
+    pub max_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -44,6 +48,7 @@ impl Default for ServerOptions {
             max_header_bytes: 64 * 1024,
             h2c: false,
             own_http1: true,
+            max_connections: 0,
         }
     }
 }
@@ -78,10 +83,11 @@ pub async fn serve_http(
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
     opts: Arc<ServerOptions>,
-    mut drain: DrainSignal,
+    (mut drain, limit): (DrainSignal, ConnLimit),
     tracker: TaskTracker,
 ) {
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let name = if tls.is_some() { "https" } else { "http" };
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -95,6 +101,10 @@ pub async fn serve_http(
             },
             () = drain.signaled() => return,
         };
+        // Over the limit: closed at once (dropped), before any work.
+        let Some(guard) = limit.admit(name) else {
+            continue;
+        };
         let info = ConnInfo {
             peer,
             local_port,
@@ -107,6 +117,7 @@ pub async fn serve_http(
             tls.clone(),
             opts.clone(),
             drain.clone(),
+            guard,
         ));
     }
 }
@@ -167,6 +178,7 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     opts: Arc<ServerOptions>,
     mut drain: DrainSignal,
+    guard: ConnGuard,
 ) {
     let _ = stream.set_nodelay(true);
     let peer: SocketAddr = info.peer;
@@ -180,7 +192,12 @@ async fn serve_connection(
         info,
         fwd: &own_shared.1,
     };
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // An upgraded connection outlives this task: its tunnel keeps the connection's
+        // place under the limit.
+        if crate::http_proxy::is_upgrade(&req) {
+            req.extensions_mut().insert(guard.clone());
+        }
         let shared = shared.clone();
         async move { shared.0.handle_with(req, info, &shared.1).await }
     });
@@ -347,6 +364,7 @@ mod tests {
                     None,
                     Arc::default(),
                     drain.clone(),
+                    ConnLimit::new(0).admit("test").unwrap(),
                 );
                 tokio::spawn(conn);
             }
@@ -406,7 +424,8 @@ mod tests {
             tls: false,
         };
         let (_tx, drain) = DrainSignal::new();
-        let conn = serve_connection(stream, info, proxy, None, Arc::default(), drain);
+        let guard = ConnLimit::new(0).admit("test").unwrap();
+        let conn = serve_connection(stream, info, proxy, None, Arc::default(), drain, guard);
         let size = std::mem::size_of_val(&conn);
         assert!(size <= 2048, "a connection's future is {size} bytes");
     }

@@ -19,7 +19,7 @@ use std::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use hyper::client::conn::http1::SendRequest;
 use rand::Rng;
 use rustls::sign::CertifiedKey;
 
@@ -46,7 +46,7 @@ impl std::fmt::Display for RouteKey {
 
 /// What the router sends backends: the client's body, streamed, or nothing, when a safe
 /// request without a body is sent again after a pooled connection broke under it.
-pub type UpstreamRequestBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamRequestBody = Either<crate::limits::TimedBody, Empty<Bytes>>;
 
 /// One backend address (a ready Pod port) and what the router keeps about it across tables.
 #[derive(Debug)]

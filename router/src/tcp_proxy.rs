@@ -14,7 +14,12 @@ use tokio::{
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::{listener, server::DrainSignal, table::TableHandle};
+use crate::{
+    limits::{self, ConnLimit},
+    listener,
+    server::DrainSignal,
+    table::TableHandle,
+};
 
 /// Ports TCP Routes ask for that cannot be opened, with why, for the status writer.
 pub type PortProblems = BTreeMap<u16, String>;
@@ -35,6 +40,10 @@ pub struct TcpProxy {
     pub max_attempts: usize,
     /// Where the ports that cannot be opened are published (Route status reads them).
     pub problems: watch::Sender<PortProblems>,
+    /// The connection limit every listener shares.
+    pub limit: ConnLimit,
+    /// A connection with no traffic either way for this long is closed (zero: never).
+    pub idle_timeout: Duration,
 }
 
 impl TcpProxy {
@@ -72,8 +81,12 @@ impl TcpProxy {
                             listener,
                             port,
                             self.table.clone(),
-                            self.connect_timeout,
-                            self.max_attempts,
+                            Splice {
+                                connect_timeout: self.connect_timeout,
+                                max_attempts: self.max_attempts,
+                                limit: self.limit.clone(),
+                                idle: self.idle_timeout,
+                            },
                             stop_rx,
                             tracker.clone(),
                         ));
@@ -102,15 +115,29 @@ impl TcpProxy {
     }
 }
 
+/// How a TCP route's connections are spliced.
+#[derive(Debug, Clone)]
+struct Splice {
+    connect_timeout: Duration,
+    max_attempts: usize,
+    limit: ConnLimit,
+    idle: Duration,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     port: u16,
     table: TableHandle,
-    connect_timeout: Duration,
-    max_attempts: usize,
+    splice: Splice,
     mut stop: oneshot::Receiver<()>,
     tracker: TaskTracker,
 ) {
+    let Splice {
+        connect_timeout,
+        max_attempts,
+        limit,
+        idle,
+    } = splice;
     loop {
         let (client, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -123,8 +150,13 @@ async fn accept_loop(
             },
             _ = &mut stop => return,
         };
+        // Over the limit: closed at once.
+        let Some(guard) = limit.admit("tcp") else {
+            continue;
+        };
         let table = table.clone();
         tracker.spawn(async move {
+            let _guard = guard;
             // The route as of now: a connection follows the table current when it arrives.
             let Some(entry) = table.load().tcp.get(&port).cloned() else {
                 return;
@@ -143,8 +175,7 @@ async fn accept_loop(
                         let _ = upstream.set_nodelay(true);
                         let _ = client.set_nodelay(true);
                         let mut client = client;
-                        let copied =
-                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        let copied = limits::splice(&mut client, &mut upstream, idle).await;
                         debug!(route = %entry.key, %peer, ?copied, "TCP connection ended");
                         drop(in_flight);
                         return;
