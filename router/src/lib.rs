@@ -70,6 +70,12 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Leave out Routes in namespaces carrying this label.
     pub exclude_namespace_label: Option<String>,
+    /// Serve only Routes of namespaces matching this label selector (a router shard, or a
+    /// test's router over the namespaces it made).
+    pub namespace_selector: Option<String>,
+    /// What Routes may claim: the default domain, wildcards over it, TCP ports (the same
+    /// settings as the operator's).
+    pub route_policy: flynn_crds::ownership::Policy,
     /// Certificate for names no Route's Secret covers.
     pub default_cert: Option<Arc<CertifiedKey>>,
     /// HMAC key of sticky-session cookies; replicas must share it.
@@ -96,6 +102,8 @@ impl Default for Config {
             tcp_bind_ip: any,
             namespace: None,
             exclude_namespace_label: None,
+            namespace_selector: None,
+            route_policy: flynn_crds::ownership::Policy::default(),
             default_cert: None,
             sticky_key: rand::random::<[u8; 32]>().to_vec(),
             http2: true,
@@ -196,6 +204,8 @@ impl Router {
             metrics: metrics.clone(),
             published,
             ready: ready.clone(),
+            policy: config.route_policy.clone(),
+            namespace_selector: config.namespace_selector.clone(),
         };
         background.push(tokio::spawn(watch_cluster(
             client.clone(),

@@ -74,6 +74,24 @@ struct Args {
     /// and run their own router).
     #[arg(long, env = "FLYNN_ROUTER_EXCLUDE_NAMESPACE_LABEL")]
     exclude_namespace_label: Option<String>,
+    /// Serve only Routes of namespaces matching this label selector (default: all).
+    #[arg(long, env = "FLYNN_ROUTER_NAMESPACE_SELECTOR")]
+    namespace_selector: Option<String>,
+    /// Domain of Apps' default Routes, as the operator's --default-domain: wildcards over it
+    /// are refused unless --allow-default-domain-wildcard.
+    #[arg(
+        long,
+        env = "FLYNN_ROUTER_DEFAULT_DOMAIN",
+        default_value = "flynn.local"
+    )]
+    default_domain: String,
+    /// Serve Routes whose wildcard covers the default domain (as the operator's flag).
+    #[arg(long, env = "FLYNN_ROUTER_ALLOW_DEFAULT_DOMAIN_WILDCARD")]
+    allow_default_domain_wildcard: bool,
+    /// FIRST-LAST: the only ports TCP Routes may make the router listen on (as the
+    /// operator's --tcp-port-range).
+    #[arg(long, env = "FLYNN_ROUTER_TCP_PORT_RANGE", default_value_t = flynn_crds::ownership::PortRange::DEFAULT)]
+    tcp_port_range: flynn_crds::ownership::PortRange,
     /// PEM certificate for names without a Route certificate.
     #[arg(long, env = "FLYNN_ROUTER_DEFAULT_CERT", requires = "default_key")]
     default_cert: Option<String>,
@@ -219,6 +237,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tcp_bind_ip: args.tcp_bind_ip,
         namespace: args.namespace,
         exclude_namespace_label: args.exclude_namespace_label.filter(|l| !l.is_empty()),
+        namespace_selector: args.namespace_selector.filter(|l| !l.is_empty()),
+        route_policy: flynn_crds::ownership::Policy {
+            allow_default_domain_wildcard: args.allow_default_domain_wildcard,
+            tcp_ports: args.tcp_port_range,
+            ..Default::default()
+        }
+        .with_default_domain(&args.default_domain),
         default_cert,
         report_status: !args.no_status,
         proxy: ProxyOptions {

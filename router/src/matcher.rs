@@ -27,14 +27,17 @@ impl<T> Default for HostMatcher<T> {
 #[derive(Debug, Clone)]
 struct Paths<T> {
     entries: Vec<(Box<str>, T)>,
+    /// The host belongs to another namespace than the wildcard covering it: a path it does
+    /// not route is not the wildcard's either.
+    sealed: bool,
 }
 
 impl<T> HostMatcher<T> {
     /// Adds `value` for `domain` (exact or `*.` wildcard, any case) and path prefix `path`.
     ///
     /// If the same domain + path is already present the table keeps the first and returns the
-    /// new value back as `Err`: the caller inserts in priority order (oldest Route first), so
-    /// the earlier owner keeps its traffic and the later one is reported as conflicting.
+    /// new value back as `Err` (the caller decides beforehand who is served, with
+    /// `flynn_crds::ownership`, so this is a guard, not the rule).
     pub fn insert(&mut self, domain: &str, path: &str, value: T) -> Result<(), T> {
         let domain = normalize_host(domain);
         let (map, key) = match domain.strip_prefix("*.") {
@@ -43,6 +46,7 @@ impl<T> HostMatcher<T> {
         };
         let paths = map.entry(key.into_boxed_str()).or_insert_with(|| Paths {
             entries: Vec::new(),
+            sealed: false,
         });
         if paths.entries.iter().any(|(p, _)| &**p == path) {
             return Err(value);
@@ -55,9 +59,22 @@ impl<T> HostMatcher<T> {
         Ok(())
     }
 
+    /// Keeps the wildcard covering the exact `host` (normalised) off it: the host belongs to
+    /// another namespace than the wildcard, so its unrouted paths are nobody's.
+    pub fn seal(&mut self, host: &str) {
+        self.exact
+            .entry(host.into())
+            .or_insert_with(|| Paths {
+                entries: Vec::new(),
+                sealed: true,
+            })
+            .sealed = true;
+    }
+
     /// The value for `host` (a Host header: any case, optional `:port`, optional trailing dot)
-    /// and request `path` (without the query). An exact host wins over a wildcard; within a
-    /// host the longest matching prefix wins.
+    /// and request `path` (without the query). An exact host wins over a wildcard (unless
+    /// sealed, only for paths it does not route); within a host the longest matching prefix
+    /// wins.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&T> {
         let host = strip_port(host);
         // Most clients send lower-case hosts: only allocate for the rare other case.
@@ -69,8 +86,11 @@ impl<T> HostMatcher<T> {
             host
         };
         let host = host.strip_suffix('.').unwrap_or(host);
-        if let Some(v) = self.exact.get(host).and_then(|p| p.lookup(path)) {
-            return Some(v);
+        if let Some(paths) = self.exact.get(host) {
+            let found = paths.lookup(path);
+            if found.is_some() || paths.sealed {
+                return found;
+            }
         }
         let (_, parent) = host.split_once('.')?;
         self.wildcard.get(parent).and_then(|p| p.lookup(path))
@@ -123,7 +143,8 @@ pub fn strip_port(host: &str) -> &str {
     }
 }
 
-/// Lower case, without a trailing dot.
+/// A client-supplied name (Host, SNI) for lookups: lower case, without a trailing dot. Route
+/// hosts are normalised (and checked) by `flynn_crds::host` before they reach the table.
 pub fn normalize_host(host: &str) -> String {
     let host = host.to_ascii_lowercase();
     match host.strip_suffix('.') {
@@ -133,10 +154,12 @@ pub fn normalize_host(host: &str) -> String {
 }
 
 /// A map from server name (exact or wildcard) to a value, for certificates chosen by SNI.
+/// An entry without a value ([`NameMap::refuse`]) stops the fallback to the wildcard: the
+/// caller's default (the platform's certificate) is all such a name gets.
 #[derive(Debug, Clone)]
 pub struct NameMap<T> {
-    exact: HashMap<Box<str>, T>,
-    wildcard: HashMap<Box<str>, T>,
+    exact: HashMap<Box<str>, Option<T>>,
+    wildcard: HashMap<Box<str>, Option<T>>,
 }
 
 impl<T> Default for NameMap<T> {
@@ -149,27 +172,46 @@ impl<T> Default for NameMap<T> {
 }
 
 impl<T> NameMap<T> {
-    /// Adds `value` for `name` unless the name is taken (the first insert wins).
-    pub fn insert(&mut self, name: &str, value: T) {
+    fn slot(&mut self, name: &str) -> &mut Option<T> {
         let name = normalize_host(name);
         match name.strip_prefix("*.") {
-            Some(parent) => self.wildcard.entry(parent.into()).or_insert(value),
-            None => self.exact.entry(name.into_boxed_str()).or_insert(value),
-        };
+            Some(parent) => self.wildcard.entry(parent.into()).or_default(),
+            None => self.exact.entry(name.into_boxed_str()).or_default(),
+        }
     }
 
-    /// The value for an exact name, else for the wildcard covering it.
+    /// Adds `value` for `name` unless the name has one (the first value wins over later
+    /// ones, and over a refusal).
+    pub fn insert(&mut self, name: &str, value: T) {
+        self.slot(name).get_or_insert(value);
+    }
+
+    /// Marks `name` as having no value, unless it has one: lookups of it find nothing and
+    /// do not fall back to the wildcard covering it.
+    pub fn refuse(&mut self, name: &str) {
+        self.slot(name);
+    }
+
+    /// The value for an exact name, else (unless the name is refused) for the wildcard
+    /// covering it.
     pub fn get(&self, name: &str) -> Option<&T> {
         let name = normalize_host(name);
-        self.exact.get(name.as_str()).or_else(|| {
-            let (_, parent) = name.split_once('.')?;
-            self.wildcard.get(parent)
-        })
+        match self.exact.get(name.as_str()) {
+            Some(v) => v.as_ref(),
+            None => {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent)?.as_ref()
+            }
+        }
     }
 
-    /// Number of names.
+    /// Number of names with a value.
     pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .filter(|v| v.is_some())
+            .count()
     }
 
     /// Whether there are no names.
@@ -266,6 +308,32 @@ mod tests {
         assert_eq!(m.get("a.example.com"), Some(&"a"));
         assert_eq!(m.get("B.example.com"), Some(&"wild"));
         assert_eq!(m.get("example.com"), None);
+    }
+
+    #[test]
+    fn a_refused_name_does_not_fall_back_to_its_wildcard() {
+        let mut m = NameMap::default();
+        m.insert("*.example.com", "wild");
+        m.refuse("shop.example.com");
+        assert_eq!(m.get("shop.example.com"), None);
+        // Twin: a name not refused still gets the wildcard's.
+        assert_eq!(m.get("blog.example.com"), Some(&"wild"));
+        // A value beats a refusal, whichever came first.
+        m.insert("shop.example.com", "own");
+        assert_eq!(m.get("shop.example.com"), Some(&"own"));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn a_sealed_host_keeps_its_other_paths_from_the_wildcard() {
+        let mut t = HostMatcher::default();
+        t.insert("shop.example.com", "/login", "a-login").unwrap();
+        t.insert("*.example.com", "/", "b-wild").unwrap();
+        t.seal("shop.example.com");
+        assert_eq!(t.lookup("shop.example.com", "/login"), Some(&"a-login"));
+        assert_eq!(t.lookup("shop.example.com", "/"), None);
+        // Twin: an unsealed name under the wildcard is the wildcard's.
+        assert_eq!(t.lookup("blog.example.com", "/"), Some(&"b-wild"));
     }
 
     #[test]

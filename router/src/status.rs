@@ -1,6 +1,9 @@
 //! Route status: the router server-side applies the `Programmed` condition of every Route it
-//! has a verdict on, with its own field manager (`flynn-router`), so it never touches the
-//! operator's `Accepted` / `Conflict` conditions in the same list.
+//! has a verdict on (and `CertificateReady` of those naming a TLS Secret), with its own field
+//! manager (`flynn-router`), so it never touches the operator's `Accepted` / `Conflict`
+//! conditions in the same list. A condition left out of an apply is removed (server-side
+//! apply drops what this manager no longer sets), so `CertificateReady` goes with the
+//! Secret's name.
 //!
 //! Writes happen only when the verdict differs from what the Route already says, so restarts
 //! and several router replicas converge without write storms: the second replica finds the
@@ -10,7 +13,10 @@ use std::collections::HashMap;
 
 use flynn_crds::{Route, conditions};
 use futures::StreamExt;
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
@@ -26,19 +32,56 @@ pub const FIELD_MANAGER: &str = "flynn-router";
 /// Status writes in flight at once.
 const CONCURRENCY: usize = 16;
 
-type Verdict = (bool, &'static str, String, Option<i64>);
+type Verdict = (
+    bool,
+    &'static str,
+    String,
+    Option<i64>,
+    Option<crate::table::CertVerdict>,
+);
 
 fn verdict(o: &RouteOutcome) -> Verdict {
-    (o.programmed, o.reason, o.message.clone(), o.generation)
+    (
+        o.programmed,
+        o.reason,
+        o.message.clone(),
+        o.generation,
+        o.certificate.clone(),
+    )
+}
+
+fn same(
+    c: Option<&Condition>,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> bool {
+    c.is_some_and(|c| {
+        c.status == if ok { "True" } else { "False" }
+            && c.reason == reason
+            && c.message == message
+            && c.observed_generation == generation
+    })
 }
 
 fn up_to_date(o: &RouteOutcome) -> bool {
-    o.current.as_ref().is_some_and(|c| {
-        c.status == if o.programmed { "True" } else { "False" }
-            && c.reason == o.reason
-            && c.message == o.message
-            && c.observed_generation == o.generation
-    })
+    same(
+        o.current.as_ref(),
+        o.programmed,
+        o.reason,
+        &o.message,
+        o.generation,
+    ) && match &o.certificate {
+        Some(cert) => same(
+            o.current_certificate.as_ref(),
+            cert.ready,
+            cert.reason,
+            &cert.message,
+            o.generation,
+        ),
+        None => o.current_certificate.is_none(),
+    }
 }
 
 /// The table's outcomes, with TCP Routes whose port cannot be opened not programmed.
@@ -119,25 +162,37 @@ pub async fn run(
     }
 }
 
-async fn write(client: Client, o: &RouteOutcome) -> bool {
-    let mut now = Time(Timestamp::now());
-    if let Some(c) = &o.current
-        && c.status == if o.programmed { "True" } else { "False" }
-    {
-        now = c.last_transition_time.clone();
+/// When a condition last changed status: kept from `current` unless the status flips.
+fn since(current: Option<&Condition>, ok: bool) -> Time {
+    match current {
+        Some(c) if c.status == if ok { "True" } else { "False" } => c.last_transition_time.clone(),
+        _ => Time(Timestamp::now()),
     }
-    let condition = conditions::new(
+}
+
+async fn write(client: Client, o: &RouteOutcome) -> bool {
+    let mut conds = vec![conditions::new(
         conditions::types::PROGRAMMED,
         o.programmed,
         o.reason,
         o.message.clone(),
         o.generation,
-        now,
-    );
+        since(o.current.as_ref(), o.programmed),
+    )];
+    if let Some(cert) = &o.certificate {
+        conds.push(conditions::new(
+            conditions::types::CERTIFICATE_READY,
+            cert.ready,
+            cert.reason,
+            cert.message.clone(),
+            o.generation,
+            since(o.current_certificate.as_ref(), cert.ready),
+        ));
+    }
     let patch = serde_json::json!({
         "apiVersion": "flynn.io/v1alpha1",
         "kind": "Route",
-        "status": { "conditions": [condition] },
+        "status": { "conditions": conds },
     });
     let api: Api<Route> = Api::namespaced(client, &o.key.namespace);
     match api

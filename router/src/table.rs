@@ -226,6 +226,21 @@ pub struct RouteOutcome {
     pub message: String,
     /// The Route's `Programmed` condition as last seen, to skip no-op writes.
     pub current: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    /// `CertificateReady`, for served HTTP Routes naming a TLS Secret.
+    pub certificate: Option<CertVerdict>,
+    /// The Route's `CertificateReady` condition as last seen.
+    pub current_certificate: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+}
+
+/// Whether a Route's certificate is used for its host, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertVerdict {
+    /// Used.
+    pub ready: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub message: String,
 }
 
 /// One immutable snapshot of everything the router serves.

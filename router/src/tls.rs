@@ -41,6 +41,128 @@ pub enum CertError {
     },
 }
 
+/// Why a Route's certificate is not used for its host (the `CertificateReady` condition).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertProblem {
+    /// No `kubernetes.io/tls` Secret of that name in the Route's namespace.
+    #[error(
+        "no Secret {secret} of type kubernetes.io/tls in namespace {namespace}: create it there \
+         (a certificate is only taken from the Route's own namespace)"
+    )]
+    SecretNotFound {
+        /// The Secret's name.
+        secret: String,
+        /// The Route's namespace.
+        namespace: String,
+    },
+    /// The router may not read Secrets in the namespace (yet): the platform grants it per
+    /// namespace, and the router retries.
+    #[error(
+        "the router cannot read Secrets in namespace {namespace} yet ({why}); it retries, and \
+         uses the certificate once the platform grants it access"
+    )]
+    AccessPending {
+        /// The Route's namespace.
+        namespace: String,
+        /// The API server's answer.
+        why: String,
+    },
+    /// `tls.crt` / `tls.key` could not be read.
+    #[error("Secret {secret}: {error}")]
+    Malformed {
+        /// The Secret's name.
+        secret: String,
+        /// What is wrong.
+        error: String,
+    },
+    /// The private key is not the certificate's.
+    #[error(
+        "Secret {secret}: tls.key is not the private key of the certificate in tls.crt (its \
+         public key differs): put the matching key in tls.key"
+    )]
+    KeyMismatch {
+        /// The Secret's name.
+        secret: String,
+    },
+    /// The certificate does not name the host.
+    #[error(
+        "the certificate in Secret {secret} does not cover {host}: its subjectAltName dNSNames \
+         must name {host}{wild} (the subject CN is not used)"
+    )]
+    HostNotCovered {
+        /// The Secret's name.
+        secret: String,
+        /// The Route's host.
+        host: String,
+        /// How a wildcard could cover it, if one can.
+        wild: String,
+    },
+}
+
+impl CertProblem {
+    /// The `CertificateReady` reason.
+    pub fn reason(&self) -> &'static str {
+        use flynn_crds::conditions::reasons;
+        match self {
+            Self::SecretNotFound { .. } => reasons::SECRET_NOT_FOUND,
+            Self::AccessPending { .. } => reasons::SECRET_ACCESS_PENDING,
+            Self::Malformed { .. } => reasons::MALFORMED,
+            Self::KeyMismatch { .. } => reasons::KEY_MISMATCH,
+            Self::HostNotCovered { .. } => reasons::HOST_NOT_COVERED,
+        }
+    }
+}
+
+/// Why a Secret's certificate and key cannot be used at all (whatever the host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretProblem {
+    /// Not PEM, missing, or an unsupported key.
+    Malformed(String),
+    /// The key is not the certificate's.
+    KeyMismatch,
+}
+
+/// A Secret's certificate and key, checked to belong together: what the index keeps.
+pub fn secret_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, SecretProblem> {
+    let key =
+        certified_key(cert_pem, key_pem).map_err(|e| SecretProblem::Malformed(e.to_string()))?;
+    match key.keys_match() {
+        Ok(()) => Ok(key),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(SecretProblem::KeyMismatch)
+        }
+        // ring's keys all know their public key; an unknown one is not refused.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(key),
+        Err(e) => Err(SecretProblem::Malformed(format!("tls.crt: {e}"))),
+    }
+}
+
+/// A label no certificate names: checking `<probe>.<suffix>` tells whether a certificate
+/// covers every name of one more label under `suffix`, i.e. has the wildcard itself.
+const WILDCARD_PROBE: &str = "flynn-wildcard-coverage-check";
+
+/// Whether the end-entity certificate of `key` covers `host`: RFC 6125 as webpki (the
+/// verifier browsers' rules follow) implements it: subjectAltName dNSNames only, never the
+/// subject CN; `*` only as the whole left-most label, matching exactly one label. A
+/// wildcard host is covered only by a wildcard name for the same suffix.
+pub fn covers(key: &CertifiedKey, host: &flynn_crds::host::Host) -> bool {
+    use flynn_crds::host::Host;
+    let Ok(der) = key.end_entity_cert() else {
+        return false;
+    };
+    let Ok(cert) = rustls::server::ParsedCertificate::try_from(der) else {
+        return false;
+    };
+    let name = match host {
+        Host::Exact(name) => name.clone(),
+        Host::Wildcard(suffix) => format!("{WILDCARD_PROBE}.{suffix}"),
+    };
+    let Ok(server_name) = rustls::pki_types::ServerName::try_from(name) else {
+        return false;
+    };
+    rustls::client::verify_server_name(&cert, &server_name).is_ok()
+}
+
 /// Parses a PEM certificate chain and private key into a signing identity.
 pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, CertError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
@@ -77,6 +199,8 @@ pub struct SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let table = self.table.load();
+        // A host whose own certificate is unusable, or another namespace's name under a
+        // wildcard, finds nothing (never the wildcard's certificate): the default, if any.
         hello
             .server_name()
             .and_then(|name| table.certs.get(name).cloned())

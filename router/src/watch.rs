@@ -1,6 +1,13 @@
 //! The config source: watches Routes, EndpointSlices and TLS Secrets into an index, and
 //! publishes a new immutable [`Table`] after every batch of changes.
 //!
+//! Which Routes are served is decided by `flynn_crds::ownership`, the rule the operator
+//! reports as `Accepted`: the router applies it itself, so a Route another namespace's host
+//! name belongs to is never served, even while the operator is down or behind. TLS Secrets
+//! are watched per namespace, and only in namespaces holding a Route that names one (the
+//! router may read Secrets only where the platform grants it; a refusal there is retried and
+//! reported as `CertificateReady=False`, `SecretAccessPending`, never fatal).
+//!
 //! This is the index pattern (apply / delete / reset per kind, as linkerd's policy controller),
 //! not a reconciler: the router keeps a model of what it watches and derives the whole table
 //! from it. Events that arrive together are applied together and cost one table build.
@@ -15,7 +22,12 @@ use std::{
     time::Instant,
 };
 
-use flynn_crds::{Route, RouteType, conditions, names};
+use flynn_crds::{
+    Route, RouteType, conditions,
+    host::Host,
+    names,
+    ownership::{self, Candidate, Policy, Verdict},
+};
 use futures::{FutureExt, StreamExt, stream::BoxStream};
 use k8s_openapi::{
     api::{
@@ -34,8 +46,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     metrics::{RouteMetrics, SharedMetrics},
-    table::{Backend, Endpoint, HttpEntry, RouteKey, RouteOutcome, Table, TableHandle, TcpEntry},
-    tls,
+    table::{
+        Backend, CertVerdict, Endpoint, HttpEntry, RouteKey, RouteOutcome, Table, TableHandle,
+        TcpEntry,
+    },
+    tls::{self, CertProblem, SecretProblem},
 };
 
 /// The label EndpointSlices carry naming their Service.
@@ -53,8 +68,23 @@ pub struct RouteInfo {
     pub generation: Option<i64>,
     /// Older Routes win conflicts.
     pub created: Option<Time>,
+    /// Being deleted: it claims nothing.
+    pub deleting: bool,
     /// The `Programmed` condition as last seen, to skip no-op status writes.
     pub programmed: Option<Condition>,
+    /// The `CertificateReady` condition as last seen.
+    pub certificate: Option<Condition>,
+}
+
+/// Whether the router can read a namespace's TLS Secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretAccess {
+    /// Its watch has not listed yet.
+    Pending,
+    /// Listed: a Secret not in the index does not exist.
+    Listed,
+    /// Listing failed (403 until the platform grants access): retried with backoff.
+    Refused(String),
 }
 
 /// The ready endpoints of one EndpointSlice.
@@ -71,9 +101,13 @@ pub struct SliceInfo {
 pub struct Index {
     routes: BTreeMap<RouteKey, RouteInfo>,
     slices: HashMap<(String, String), SliceInfo>,
-    secrets: HashMap<(String, String), Result<Arc<CertifiedKey>, String>>,
+    secrets: HashMap<(String, String), Result<Arc<CertifiedKey>, SecretProblem>>,
+    /// Per namespace whose Secrets are watched: whether they can be read.
+    secret_access: HashMap<String, SecretAccess>,
     /// Namespaces carrying the exclusion label: their Routes are not served.
     excluded: HashSet<String>,
+    /// With a namespace selector: the namespaces it selects (only their Routes are served).
+    selected: Option<HashSet<String>>,
 }
 
 fn key_of<K: ResourceExt>(obj: &K) -> (String, String) {
@@ -90,17 +124,25 @@ impl Index {
             .as_ref()
             .and_then(|s| conditions::find(&s.conditions, conditions::types::PROGRAMMED))
             .cloned();
+        let certificate = route
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, conditions::types::CERTIFICATE_READY))
+            .cloned();
         let info = RouteInfo {
             spec: route.spec.clone(),
             generation: route.metadata.generation,
             created: route.metadata.creation_timestamp.clone(),
+            deleting: route.metadata.deletion_timestamp.is_some(),
             programmed,
+            certificate,
         };
         let key = RouteKey { namespace, name };
         let changed = self.routes.get(&key).is_none_or(|old| {
             old.spec != info.spec
                 || old.generation != info.generation
                 || old.created != info.created
+                || old.deleting != info.deleting
         });
         self.routes.insert(key, info);
         changed
@@ -114,6 +156,106 @@ impl Index {
     /// Forgets an excluded namespace (deleted, or its label removed).
     pub fn delete_excluded_namespace(&mut self, namespace: &Namespace) -> bool {
         self.excluded.remove(&namespace.name_any())
+    }
+
+    /// Notes a namespace the namespace selector selects.
+    pub fn apply_selected_namespace(&mut self, namespace: &Namespace) -> bool {
+        self.selected
+            .get_or_insert_with(HashSet::new)
+            .insert(namespace.name_any())
+    }
+
+    /// Forgets a selected namespace (deleted, or no longer matching).
+    pub fn delete_selected_namespace(&mut self, namespace: &Namespace) -> bool {
+        self.selected
+            .get_or_insert_with(HashSet::new)
+            .remove(&namespace.name_any())
+    }
+
+    /// Whether this router serves Routes of `namespace` at all.
+    pub fn serves(&self, namespace: &str) -> bool {
+        !self.excluded.contains(namespace)
+            && self.selected.as_ref().is_none_or(|s| s.contains(namespace))
+    }
+
+    /// Namespaces holding a served Route that names a TLS Secret: where Secrets are watched.
+    pub fn secret_namespaces(&self) -> std::collections::BTreeSet<String> {
+        self.routes
+            .iter()
+            .filter(|(k, r)| {
+                r.spec
+                    .http
+                    .as_ref()
+                    .is_some_and(|h| h.tls_secret_name.is_some())
+                    && self.serves(&k.namespace)
+            })
+            .map(|(k, _)| k.namespace.clone())
+            .collect()
+    }
+
+    /// Records whether `namespace`'s Secrets can be read; returns whether that changed.
+    pub fn set_secret_access(&mut self, namespace: &str, access: SecretAccess) -> bool {
+        self.secret_access
+            .insert(namespace.to_owned(), access.clone())
+            != Some(access)
+    }
+
+    /// Stops tracking `namespace`'s Secrets (no Route there names one any more).
+    pub fn forget_secrets_of(&mut self, namespace: &str) -> bool {
+        let before = self.secrets.len();
+        self.secrets.retain(|(ns, _), _| ns != namespace);
+        self.secret_access.remove(namespace).is_some() || self.secrets.len() != before
+    }
+
+    /// Whether every watched namespace's Secrets are listed or refused (none still pending).
+    fn secrets_settled(&self) -> bool {
+        self.secret_access
+            .values()
+            .all(|a| *a != SecretAccess::Pending)
+    }
+
+    /// The certificate of Secret `secret` of `namespace` for `host`, or why there is none.
+    fn certificate(
+        &self,
+        namespace: &str,
+        secret: &str,
+        host: &Host,
+    ) -> Result<Arc<CertifiedKey>, CertProblem> {
+        match self.secrets.get(&(namespace.to_owned(), secret.to_owned())) {
+            Some(Ok(key)) if tls::covers(key, host) => Ok(key.clone()),
+            Some(Ok(_)) => Err(CertProblem::HostNotCovered {
+                secret: secret.to_owned(),
+                host: host.to_string(),
+                wild: match host {
+                    Host::Exact(_) => host
+                        .wildcard_suffix()
+                        .map(|s| format!(" or *.{s}"))
+                        .unwrap_or_default(),
+                    Host::Wildcard(_) => String::new(),
+                },
+            }),
+            Some(Err(SecretProblem::KeyMismatch)) => Err(CertProblem::KeyMismatch {
+                secret: secret.to_owned(),
+            }),
+            Some(Err(SecretProblem::Malformed(error))) => Err(CertProblem::Malformed {
+                secret: secret.to_owned(),
+                error: error.clone(),
+            }),
+            None => match self.secret_access.get(namespace) {
+                Some(SecretAccess::Listed) => Err(CertProblem::SecretNotFound {
+                    secret: secret.to_owned(),
+                    namespace: namespace.to_owned(),
+                }),
+                Some(SecretAccess::Refused(why)) => Err(CertProblem::AccessPending {
+                    namespace: namespace.to_owned(),
+                    why: why.clone(),
+                }),
+                Some(SecretAccess::Pending) | None => Err(CertProblem::AccessPending {
+                    namespace: namespace.to_owned(),
+                    why: "its Secrets are not listed yet".to_owned(),
+                }),
+            },
+        }
     }
 
     /// Removes a Route.
@@ -152,16 +294,14 @@ impl Index {
     }
 }
 
-fn secret_cert(secret: &Secret) -> Result<Arc<CertifiedKey>, String> {
+fn secret_cert(secret: &Secret) -> Result<Arc<CertifiedKey>, SecretProblem> {
     let data = secret.data.as_ref();
     let get = |k: &'static str| {
         data.and_then(|d| d.get(k))
             .map(|b| b.0.as_slice())
-            .ok_or(tls::CertError::Missing(k))
+            .ok_or_else(|| SecretProblem::Malformed(tls::CertError::Missing(k).to_string()))
     };
-    get("tls.crt")
-        .and_then(|crt| tls::certified_key(crt, get("tls.key")?))
-        .map_err(|e| e.to_string())
+    tls::secret_key(get("tls.crt")?, get("tls.key")?)
 }
 
 /// The port of a slice to send traffic to: its only port, else one named `http` or `web`,
@@ -213,9 +353,19 @@ pub struct Builder {
     /// Metric handles per Route, so a rebuild does not look up label sets again.
     route_metrics: HashMap<RouteKey, RouteMetrics>,
     generation: u64,
+    /// What Routes may claim.
+    policy: Policy,
 }
 
 impl Builder {
+    /// A builder applying `policy` (the default builder: no default domain, default ports).
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
+
     /// A table from `index`.
     pub fn build(&mut self, index: &Index, metrics: &SharedMetrics) -> Table {
         self.generation += 1;
@@ -259,32 +409,30 @@ impl Builder {
                 .clone()
         };
 
-        // Oldest first: the Route that was there first keeps a contested domain+path or port.
-        let mut routes: Vec<(&RouteKey, &RouteInfo)> = index
+        // Who is served: the rule the operator reports, over every Route this router serves
+        // namespaces of.
+        let routes: Vec<(&RouteKey, &RouteInfo)> = index
             .routes
             .iter()
-            .filter(|(key, _)| !index.excluded.contains(&key.namespace))
+            .filter(|(key, _)| index.serves(&key.namespace))
             .collect();
-        routes.sort_by(|a, b| {
-            let ts = |r: &RouteInfo| r.created.as_ref().map(|t| t.0);
-            ts(a.1).cmp(&ts(b.1)).then_with(|| a.0.cmp(b.0))
-        });
+        let candidates: Vec<Candidate<'_>> = routes
+            .iter()
+            .map(|(key, r)| Candidate {
+                namespace: &key.namespace,
+                name: &key.name,
+                created: r.created.as_ref().map(|t| t.0),
+                deleting: r.deleting,
+                spec: &r.spec,
+            })
+            .collect();
+        let decisions = ownership::decide(&candidates, &self.policy);
         let mut table = Table {
             generation: self.generation,
             ..Table::default()
         };
-        let mut tcp_owner: HashMap<u16, &RouteKey> = HashMap::new();
-        let mut http_owner: HashMap<(String, String), &RouteKey> = HashMap::new();
-        for (key, route) in routes {
+        for ((key, route), verdict) in routes.into_iter().zip(&decisions.verdicts) {
             let service = names::service_name(&route.spec.app, &route.spec.process);
-            let route_metrics = match self.route_metrics.get(key) {
-                Some(m) => m.clone(),
-                None => {
-                    let m = metrics.route(&key.to_string());
-                    self.route_metrics.insert(key.clone(), m.clone());
-                    m
-                }
-            };
             let mut outcome = RouteOutcome {
                 key: key.clone(),
                 generation: route.generation,
@@ -295,74 +443,99 @@ impl Builder {
                     key.namespace
                 ),
                 current: route.programmed.clone(),
+                certificate: None,
+                current_certificate: route.certificate.clone(),
+            };
+            if let Verdict::Refused(why) = verdict {
+                if route.deleting {
+                    continue;
+                }
+                outcome.programmed = false;
+                outcome.reason = why.reason();
+                outcome.message = format!("{why}; this route gets no traffic");
+                table.outcomes.push(outcome);
+                continue;
+            }
+            let route_metrics = match self.route_metrics.get(key) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = metrics.route(&key.to_string());
+                    self.route_metrics.insert(key.clone(), m.clone());
+                    m
+                }
             };
             match (route.spec.type_, &route.spec.http, &route.spec.tcp) {
                 (RouteType::Http, Some(http), _) => {
+                    // Served: the host parsed (a malformed one is refused above).
+                    let Ok(host) = Host::parse(&http.domain) else {
+                        continue;
+                    };
+                    let domain = host.to_string();
                     let entry = Arc::new(HttpEntry {
-                        key: key.clone(),
+                        key: (*key).clone(),
                         backend: backend_of(&key.namespace, service),
                         sticky: http.sticky,
                         https_redirect: http.https_redirect,
                         metrics: route_metrics,
                     });
-                    let domain = crate::matcher::normalize_host(&http.domain);
-                    if table.http.insert(&domain, &http.path, entry).is_err() {
-                        let owner = http_owner
-                            .get(&(domain.clone(), http.path.clone()))
-                            .map(|k| k.to_string())
-                            .unwrap_or_default();
-                        outcome.programmed = false;
-                        outcome.reason = conditions::reasons::CONFLICTING_ROUTE;
-                        outcome.message = format!(
-                            "route {owner} already serves {}{}; this route gets no traffic",
-                            http.domain, http.path
+                    // Ownership already gave each host + path to one Route.
+                    let _ = table.http.insert(&domain, &http.path, entry);
+                    // Another namespace's wildcard gets neither this host's other paths nor
+                    // its handshakes.
+                    if let Host::Exact(name) = &host
+                        && host
+                            .wildcard_suffix()
+                            .and_then(|s| decisions.wildcard_owner(s))
+                            .is_some_and(|owner| owner != key.namespace)
+                    {
+                        table.http.seal(name);
+                        table.certs.refuse(name);
+                    }
+                    if let Some(secret) = &http.tls_secret_name {
+                        outcome.certificate = Some(
+                            match index.certificate(&key.namespace, secret, &host) {
+                                Ok(cert) => {
+                                    table.certs.insert(&domain, cert);
+                                    CertVerdict {
+                                        ready: true,
+                                        reason: conditions::reasons::CERTIFICATE_VALID,
+                                        message: format!(
+                                            "Secret {secret} covers {domain} and its key matches; \
+                                             HTTPS is served with it"
+                                        ),
+                                    }
+                                }
+                                Err(problem) => {
+                                    // Not the wildcard's certificate either.
+                                    table.certs.refuse(&domain);
+                                    outcome.message.push_str(
+                                        "; over plain HTTP only: its certificate is not used (see CertificateReady)",
+                                    );
+                                    CertVerdict {
+                                        ready: false,
+                                        reason: problem.reason(),
+                                        message: problem.to_string(),
+                                    }
+                                }
+                            },
                         );
-                    } else {
-                        http_owner.insert((domain.clone(), http.path.clone()), key);
-                        if let Some(secret) = &http.tls_secret_name {
-                            match index.secrets.get(&(key.namespace.clone(), secret.clone())) {
-                                Some(Ok(cert)) => table.certs.insert(&domain, cert.clone()),
-                                Some(Err(e)) => {
-                                    outcome.programmed = false;
-                                    outcome.reason = conditions::reasons::INVALID_CERTIFICATE;
-                                    outcome.message = format!(
-                                        "TLS Secret {secret} is invalid ({e}); serving plain HTTP only"
-                                    );
-                                }
-                                None => {
-                                    outcome.programmed = false;
-                                    outcome.reason = conditions::reasons::INVALID_CERTIFICATE;
-                                    outcome.message = format!(
-                                        "TLS Secret {secret} (type kubernetes.io/tls) not found; serving plain HTTP only"
-                                    );
-                                }
-                            }
-                        }
                     }
                 }
                 (RouteType::Tcp, _, Some(tcp)) => {
+                    // In the platform's range (else refused above), so a u16.
                     let Ok(port) = u16::try_from(tcp.port) else {
                         continue;
                     };
-                    if let Some(owner) = tcp_owner.get(&port) {
-                        outcome.programmed = false;
-                        outcome.reason = conditions::reasons::CONFLICTING_ROUTE;
-                        outcome.message = format!(
-                            "route {owner} already uses TCP port {port}; this route gets no traffic"
-                        );
-                    } else {
-                        tcp_owner.insert(port, key);
-                        table.tcp.insert(
-                            port,
-                            Arc::new(TcpEntry {
-                                key: key.clone(),
-                                backend: backend_of(&key.namespace, service),
-                                metrics: route_metrics,
-                            }),
-                        );
-                    }
+                    table.tcp.insert(
+                        port,
+                        Arc::new(TcpEntry {
+                            key: (*key).clone(),
+                            backend: backend_of(&key.namespace, service),
+                            metrics: route_metrics,
+                        }),
+                    );
                 }
-                // The API server refuses a type without its block.
+                // The API server refuses a type without its block (and ownership with it).
                 _ => continue,
             }
             table.outcomes.push(outcome);
@@ -400,13 +573,84 @@ pub struct WatchContext {
     pub published: watch::Sender<u64>,
     /// Set once the first complete table is published.
     pub ready: Arc<AtomicBool>,
+    /// What Routes may claim (the operator is given the same).
+    pub policy: Policy,
+    /// Serve only Routes of namespaces matching this label selector (all if unset).
+    pub namespace_selector: Option<String>,
 }
 
 enum Change {
     Namespace(watcher::Event<Namespace>),
+    Selected(watcher::Event<Namespace>),
     Route(watcher::Event<Route>),
     Slice(watcher::Event<EndpointSlice>),
-    Secret(watcher::Event<Secret>),
+    Secret(String, SecretChange),
+}
+
+/// What a namespace's Secret watch reports.
+enum SecretChange {
+    Event(Box<watcher::Event<Secret>>),
+    /// The watch failed (403 until the platform grants access); it retries with backoff.
+    Failed(String),
+}
+
+/// A task that is aborted when dropped: one namespace's Secret watch.
+struct SecretWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for SecretWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Watches `namespace`'s TLS Secrets into `tx` until dropped.
+fn watch_secrets(
+    client: &Client,
+    namespace: &str,
+    tx: futures::channel::mpsc::UnboundedSender<Change>,
+) -> SecretWatch {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let ns = namespace.to_owned();
+    SecretWatch(tokio::spawn(async move {
+        let mut events = watcher(
+            api,
+            watcher::Config::default().fields("type=kubernetes.io/tls"),
+        )
+        .default_backoff()
+        .boxed();
+        while let Some(e) = events.next().await {
+            let change = match e {
+                Ok(e) => SecretChange::Event(Box::new(e)),
+                Err(e) => {
+                    let forbidden = forbidden(&e);
+                    debug!(namespace = %ns, error = %e, forbidden, "Secret watch failed; retrying");
+                    SecretChange::Failed(if forbidden {
+                        "the API server answers 403 Forbidden until the platform grants access"
+                            .to_owned()
+                    } else {
+                        e.to_string()
+                    })
+                }
+            };
+            if tx
+                .unbounded_send(Change::Secret(ns.clone(), change))
+                .is_err()
+            {
+                return;
+            }
+        }
+    }))
+}
+
+/// Whether a watch error is the API server's 403.
+fn forbidden(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.is_forbidden(),
+        watcher::Error::WatchError(s) => s.is_forbidden(),
+        _ => false,
+    }
 }
 
 /// Why the watch loop stopped.
@@ -434,7 +678,10 @@ impl<K> Default for Relist<K> {
 
 /// Watches `namespace` (or all namespaces) and publishes tables until the streams end.
 /// Routes in namespaces labelled `exclude_label` are left out (another router serves
-/// them, e.g. a test's own).
+/// them, e.g. a test's own), as are, with `ctx.namespace_selector`, those of namespaces it
+/// does not select. TLS Secrets are watched in `namespace`, or else in each namespace
+/// holding a served Route that names one, from when the first such Route appears to when
+/// the last goes.
 pub async fn run(
     client: Client,
     namespace: Option<String>,
@@ -461,14 +708,9 @@ pub async fn run(
     )
     .default_backoff()
     .map(|e| e.map(Change::Slice));
-    let secrets = watcher(
-        api::<Secret>(&client, ns),
-        watcher::Config::default().fields("type=kubernetes.io/tls"),
-    )
-    .default_backoff()
-    .map(|e| e.map(Change::Secret));
+    let (secret_tx, secret_rx) = futures::channel::mpsc::unbounded::<Change>();
     let mut streams: Vec<BoxStream<'static, Result<Change, watcher::Error>>> =
-        vec![routes.boxed(), slices.boxed(), secrets.boxed()];
+        vec![routes.boxed(), slices.boxed(), secret_rx.map(Ok).boxed()];
     let mut n = Relist::<Namespace>::default();
     match exclude_label {
         Some(label) => streams.push(
@@ -482,16 +724,30 @@ pub async fn run(
         ),
         None => n.synced = true,
     }
+    let mut sel = Relist::<Namespace>::default();
+    match &ctx.namespace_selector {
+        Some(selector) => streams.push(
+            watcher(
+                Api::<Namespace>::all(client.clone()),
+                watcher::Config::default().labels(selector),
+            )
+            .default_backoff()
+            .map(|e| e.map(Change::Selected))
+            .boxed(),
+        ),
+        None => sel.synced = true,
+    }
     let mut events = futures::stream::select_all(streams);
 
     let mut index = Index::default();
-    let mut builder = Builder::default();
+    let mut builder = Builder::new(ctx.policy.clone());
     let mut last_build = std::time::Duration::ZERO;
-    let (mut r, mut s, mut t) = (
+    let (mut r, mut s) = (
         Relist::<Route>::default(),
         Relist::<EndpointSlice>::default(),
-        Relist::<Secret>::default(),
     );
+    // Per namespace whose Secrets are watched: the watch and its re-list buffer.
+    let mut secret_watches: HashMap<String, (SecretWatch, Relist<Secret>)> = HashMap::new();
     loop {
         let Some(first) = events.next().await else {
             return Err(WatchError::Ended);
@@ -525,6 +781,16 @@ pub async fn run(
                         |i| i.excluded.clear(),
                     )
                 }
+                Ok(Change::Selected(e)) => {
+                    dirty |= apply(
+                        &mut sel,
+                        e,
+                        &mut index,
+                        Index::apply_selected_namespace,
+                        Index::delete_selected_namespace,
+                        |i| i.selected = Some(HashSet::new()),
+                    )
+                }
                 Ok(Change::Route(e)) => {
                     dirty |= apply(
                         &mut r,
@@ -545,21 +811,46 @@ pub async fn run(
                         |i| i.slices.clear(),
                     )
                 }
-                Ok(Change::Secret(e)) => {
-                    dirty |= apply(
-                        &mut t,
-                        e,
-                        &mut index,
-                        Index::apply_secret,
-                        Index::delete_secret,
-                        |i| i.secrets.clear(),
-                    )
+                Ok(Change::Secret(ns, change)) => {
+                    // Events of a watch already stopped are stale.
+                    let Some((_, relist)) = secret_watches.get_mut(&ns) else {
+                        continue;
+                    };
+                    dirty |= apply_secret_change(&mut index, &ns, relist, change);
                 }
                 // The watcher retries with backoff by itself; the table stays as it was.
                 Err(e) => warn!(error = %e, "watch error; retrying"),
             }
         }
-        if dirty && n.synced && r.synced && s.synced && t.synced {
+        // Secret watches follow the namespaces that need them (once Routes are listed).
+        if r.synced && n.synced && sel.synced {
+            let wanted = match &namespace {
+                Some(ns) => std::collections::BTreeSet::from([ns.clone()]),
+                None => index.secret_namespaces(),
+            };
+            secret_watches.retain(|ns, _| {
+                let keep = wanted.contains(ns);
+                if !keep {
+                    info!(namespace = %ns, "no Route names a TLS Secret here any more: Secret watch stopped");
+                    dirty |= index.forget_secrets_of(ns);
+                }
+                keep
+            });
+            for ns in wanted {
+                if let std::collections::hash_map::Entry::Vacant(slot) = secret_watches.entry(ns) {
+                    let ns = slot.key();
+                    info!(namespace = %ns, "watching TLS Secrets");
+                    index.set_secret_access(ns, SecretAccess::Pending);
+                    let watch = watch_secrets(&client, ns, secret_tx.clone());
+                    slot.insert((watch, Relist::default()));
+                    dirty = true;
+                }
+            }
+        }
+        // The first table waits for each Secret watch to list or fail once, so a router
+        // taking over from another does not start without certificates it can read.
+        let settled = ctx.ready.load(Ordering::SeqCst) || index.secrets_settled();
+        if dirty && n.synced && sel.synced && r.synced && s.synced && settled {
             let started = Instant::now();
             let table = Arc::new(builder.build(&index, &ctx.metrics));
             last_build = started.elapsed();
@@ -580,6 +871,43 @@ pub async fn run(
                 debug!(generation, ?took, "routing table published");
             }
             ctx.published.send_replace(generation);
+        }
+    }
+}
+
+/// Applies a namespace's Secret watch report; returns whether the index may have changed.
+fn apply_secret_change(
+    index: &mut Index,
+    namespace: &str,
+    relist: &mut Relist<Secret>,
+    change: SecretChange,
+) -> bool {
+    match change {
+        SecretChange::Event(e) if matches!(*e, watcher::Event::InitDone) => {
+            // A (re-)list replaces what the namespace had.
+            index.secrets.retain(|(ns, _), _| ns != namespace);
+            for secret in relist.buffer.take().unwrap_or_default() {
+                index.apply_secret(&secret);
+            }
+            relist.synced = true;
+            index.set_secret_access(namespace, SecretAccess::Listed);
+            true
+        }
+        SecretChange::Event(e) => apply(
+            relist,
+            *e,
+            index,
+            Index::apply_secret,
+            Index::delete_secret,
+            |_| {},
+        ),
+        // A namespace listed before keeps its certificates through a failing re-watch.
+        SecretChange::Failed(why) if !relist.synced => {
+            index.set_secret_access(namespace, SecretAccess::Refused(why))
+        }
+        SecretChange::Failed(why) => {
+            warn!(%namespace, error = %why, "Secret watch failed; retrying, certificates kept");
+            false
         }
     }
 }
@@ -706,7 +1034,7 @@ mod tests {
             RouteSpec::http("b", "a.example.com"),
             2,
         ));
-        index.apply_route(&route("ns", "db", RouteSpec::tcp("a", "db", 5432), 1));
+        index.apply_route(&route("ns", "db", RouteSpec::tcp("a", "db", 25432), 1));
         index.apply_slice(&slice(
             "ns",
             "s1",
@@ -733,8 +1061,8 @@ mod tests {
         let lost = t.outcomes.iter().find(|o| o.key.name == "new").unwrap();
         assert!(!lost.programmed);
         assert_eq!(lost.reason, conditions::reasons::CONFLICTING_ROUTE);
-        assert!(lost.message.contains("ns/old"), "{}", lost.message);
-        let db = &t.tcp[&5432];
+        assert!(lost.message.contains("Route old"), "{}", lost.message);
+        let db = &t.tcp[&25432];
         assert!(
             db.backend.endpoints.is_empty(),
             "no a-db Service: no endpoints"
@@ -780,7 +1108,7 @@ mod tests {
             RouteSpec::http("a", "a.example.com"),
             1,
         ));
-        index.apply_route(&route("test-1", "db", RouteSpec::tcp("a", "db", 5432), 1));
+        index.apply_route(&route("test-1", "db", RouteSpec::tcp("a", "db", 25432), 1));
         let mut ns = Namespace::default();
         ns.metadata.name = Some("test-1".into());
         assert!(index.apply_excluded_namespace(&ns));
@@ -825,19 +1153,264 @@ mod tests {
         );
     }
 
+    fn tls_route(ns: &str, name: &str, domain: &str, secret: &str, created: i64) -> Route {
+        let mut spec = RouteSpec::http("a", domain);
+        spec.http.as_mut().unwrap().tls_secret_name = Some(secret.into());
+        route(ns, name, spec, created)
+    }
+
+    fn tls_secret(ns: &str, name: &str, crt: &str, key: &str) -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": name},
+            "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": crt, "tls.key": key},
+        }))
+        .map(|mut s: Secret| {
+            // The API server turns stringData into data; the index reads data.
+            s.data = s.string_data.take().map(|d| {
+                d.into_iter()
+                    .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+                    .collect()
+            });
+            s
+        })
+        .unwrap()
+    }
+
+    /// A self-signed certificate for `names` and its key, PEM.
+    fn cert(names: &[&str]) -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    }
+
+    fn cert_outcome<'t>(t: &'t Table, name: &str) -> &'t CertVerdict {
+        t.outcomes
+            .iter()
+            .find(|o| o.key.name == name)
+            .and_then(|o| o.certificate.as_ref())
+            .unwrap_or_else(|| panic!("no certificate verdict for {name}: {:?}", t.outcomes))
+    }
+
     #[test]
     fn a_missing_tls_secret_is_reported() {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut index = Index::default();
-        let mut spec = RouteSpec::http("a", "a.example.com");
-        spec.http.as_mut().unwrap().tls_secret_name = Some("a-tls".into());
-        index.apply_route(&route("ns", "r", spec, 1));
+        index.apply_route(&tls_route("ns", "r", "a.example.com", "a-tls", 1));
+        // Before the namespace's Secrets are listed: access pending, not "not found".
+        let t = Builder::default().build(&index, &metrics);
+        assert_eq!(
+            cert_outcome(&t, "r").reason,
+            conditions::reasons::SECRET_ACCESS_PENDING
+        );
+        index.set_secret_access("ns", SecretAccess::Listed);
         let t = Builder::default().build(&index, &metrics);
         let o = &t.outcomes[0];
-        assert_eq!(o.reason, conditions::reasons::INVALID_CERTIFICATE);
+        assert!(o.programmed, "served over HTTP: {o:?}");
+        let c = cert_outcome(&t, "r");
+        assert!(!c.ready);
+        assert_eq!(c.reason, conditions::reasons::SECRET_NOT_FOUND);
         assert!(
             t.http.lookup("a.example.com", "/").is_some(),
             "still served over HTTP"
         );
+        assert!(t.certs.get("a.example.com").is_none());
+    }
+
+    #[test]
+    fn a_certificate_is_used_only_if_it_covers_the_host_and_its_key_matches() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut index = Index::default();
+        index.set_secret_access("ns", SecretAccess::Listed);
+        let (good_crt, good_key) = cert(&["good.example.com"]);
+        let (other_crt, other_key) = cert(&["other.example.com"]);
+        let (wild_crt, wild_key) = cert(&["*.example.com"]);
+        let (_, stranger_key) = cert(&["good.example.com"]);
+        for (name, crt, key) in [
+            ("good", &good_crt, &good_key),
+            ("other", &other_crt, &other_key),
+            ("mismatch", &good_crt, &stranger_key),
+            ("wild", &wild_crt, &wild_key),
+            ("junk", &"not a certificate".to_owned(), &good_key),
+        ] {
+            index.apply_secret(&tls_secret("ns", name, crt, key));
+        }
+        // Valid: covers its host, its key.
+        index.apply_route(&tls_route("ns", "good", "good.example.com", "good", 1));
+        // The attacks, each beside that twin: a certificate for another name, a key that
+        // is not the certificate's, a wildcard one label short, not PEM at all.
+        index.apply_route(&tls_route("ns", "other", "good2.example.com", "other", 1));
+        index.apply_route(&tls_route(
+            "ns",
+            "mismatch",
+            "good3.example.com",
+            "mismatch",
+            1,
+        ));
+        index.apply_route(&tls_route("ns", "deep", "a.b.example.com", "wild", 1));
+        index.apply_route(&tls_route("ns", "junk", "junk.example.com", "junk", 1));
+        // The wildcard's twin: one label under it is covered.
+        index.apply_route(&tls_route("ns", "shallow", "a.example.com", "wild", 1));
+        let t = Builder::default().build(&index, &metrics);
+        let reasons = conditions::reasons::CERTIFICATE_VALID;
+        assert_eq!(cert_outcome(&t, "good").reason, reasons);
+        assert!(t.certs.get("good.example.com").is_some());
+        assert_eq!(cert_outcome(&t, "shallow").reason, reasons);
+        for (name, host, reason) in [
+            (
+                "other",
+                "good2.example.com",
+                conditions::reasons::HOST_NOT_COVERED,
+            ),
+            (
+                "mismatch",
+                "good3.example.com",
+                conditions::reasons::KEY_MISMATCH,
+            ),
+            (
+                "deep",
+                "a.b.example.com",
+                conditions::reasons::HOST_NOT_COVERED,
+            ),
+            ("junk", "junk.example.com", conditions::reasons::MALFORMED),
+        ] {
+            let c = cert_outcome(&t, name);
+            assert!(!c.ready, "{name}");
+            assert_eq!(c.reason, reason, "{name}: {}", c.message);
+            assert!(
+                t.certs.get(host).is_none(),
+                "{name}: no certificate for {host}"
+            );
+        }
+        assert!(
+            cert_outcome(&t, "deep")
+                .message
+                .contains("a.b.example.com or *.b.example.com"),
+            "{}",
+            cert_outcome(&t, "deep").message
+        );
+    }
+
+    #[test]
+    fn a_certificate_comes_only_from_the_routes_own_namespace() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut index = Index::default();
+        let (crt, key) = cert(&["shop.example.com"]);
+        // team-a's Secret; team-b's Route names a Secret of the same name.
+        index.apply_secret(&tls_secret("team-a", "shop-tls", &crt, &key));
+        index.set_secret_access("team-a", SecretAccess::Listed);
+        index.set_secret_access("team-b", SecretAccess::Listed);
+        index.apply_route(&tls_route(
+            "team-b",
+            "shop",
+            "shop.example.com",
+            "shop-tls",
+            1,
+        ));
+        let t = Builder::default().build(&index, &metrics);
+        assert_eq!(
+            cert_outcome(&t, "shop").reason,
+            conditions::reasons::SECRET_NOT_FOUND
+        );
+        assert!(t.certs.get("shop.example.com").is_none());
+        // Twin: the same Route in team-a gets it.
+        index.apply_route(&tls_route(
+            "team-a",
+            "shop",
+            "shop.example.com",
+            "shop-tls",
+            0,
+        ));
+        let t = Builder::default().build(&index, &metrics);
+        assert!(cert_outcome(&t, "shop").ready || t.certs.get("shop.example.com").is_some());
+        assert!(t.certs.get("shop.example.com").is_some());
+    }
+
+    #[test]
+    fn another_namespaces_route_for_an_owned_host_is_not_served() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut index = Index::default();
+        let mut login = RouteSpec::http("b", "shop.example.com");
+        login.http.as_mut().unwrap().path = "/login".into();
+        index.apply_route(&route(
+            "team-a",
+            "shop",
+            RouteSpec::http("a", "shop.example.com"),
+            1,
+        ));
+        index.apply_route(&route("team-b", "login", login.clone(), 2));
+        // Spelled with a trailing dot and upper case: the same host.
+        login.http.as_mut().unwrap().domain = "SHOP.example.com.".into();
+        login.http.as_mut().unwrap().path = "/admin".into();
+        index.apply_route(&route("team-b", "admin", login, 3));
+        let t = Builder::default().build(&index, &metrics);
+        for path in ["/login", "/admin", "/"] {
+            let e = t.http.lookup("shop.example.com", path).unwrap();
+            assert_eq!(e.key.namespace, "team-a", "{path}");
+        }
+        for name in ["login", "admin"] {
+            let o = t.outcomes.iter().find(|o| o.key.name == name).unwrap();
+            assert!(!o.programmed);
+            assert_eq!(o.reason, conditions::reasons::HOST_OWNED_BY_NAMESPACE);
+            assert!(o.message.contains("namespace team-a"), "{}", o.message);
+        }
+    }
+
+    #[test]
+    fn another_namespaces_wildcard_gets_nothing_of_an_owned_host() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut index = Index::default();
+        let mut login = RouteSpec::http("a", "shop.example.com");
+        login.http.as_mut().unwrap().path = "/login".into();
+        index.apply_route(&route("team-a", "login", login, 1));
+        let (crt, key) = cert(&["*.example.com"]);
+        index.apply_secret(&tls_secret("team-b", "wild-tls", &crt, &key));
+        index.set_secret_access("team-b", SecretAccess::Listed);
+        index.apply_route(&tls_route("team-b", "wild", "*.example.com", "wild-tls", 2));
+        let t = Builder::default().build(&index, &metrics);
+        assert_eq!(
+            t.http
+                .lookup("shop.example.com", "/login")
+                .unwrap()
+                .key
+                .namespace,
+            "team-a"
+        );
+        // team-a routes only /login of its host; the rest is not team-b's.
+        assert!(t.http.lookup("shop.example.com", "/").is_none());
+        assert!(
+            t.certs.get("shop.example.com").is_none(),
+            "not team-b's certificate"
+        );
+        // Twin: a name nobody else holds is the wildcard's.
+        assert_eq!(
+            t.http
+                .lookup("blog.example.com", "/")
+                .unwrap()
+                .key
+                .namespace,
+            "team-b"
+        );
+        assert!(t.certs.get("blog.example.com").is_some());
+    }
+
+    #[test]
+    fn tcp_ports_outside_the_range_are_never_in_the_table() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut index = Index::default();
+        index.apply_route(&route("ns", "ssh", RouteSpec::tcp("a", "ssh", 2222), 1));
+        index.apply_route(&route("ns", "db", RouteSpec::tcp("a", "db", 20001), 1));
+        let policy = Policy {
+            tcp_ports: "20000-20010".parse().unwrap(),
+            ..Policy::default()
+        };
+        let t = Builder::new(policy).build(&index, &metrics);
+        assert!(!t.tcp.contains_key(&2222));
+        assert!(t.tcp.contains_key(&20001));
+        let o = t.outcomes.iter().find(|o| o.key.name == "ssh").unwrap();
+        assert_eq!(o.reason, conditions::reasons::PORT_OUT_OF_RANGE);
+        assert!(o.message.contains("20000-20010"), "{}", o.message);
     }
 }
