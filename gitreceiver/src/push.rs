@@ -170,6 +170,15 @@ async fn run_inner(
         &shared.metrics,
     )
     .await;
+    if matches!(ended, Ended::TooLarge(_) | Ended::ClientGone) {
+        // receive-pack was stopped: what it had received must not wait for the next push
+        // to this App to be removed (the App's lock is still held here).
+        let (dir, span) = (repo_dir.clone(), tracing::Span::current());
+        let _ = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| crate::repo::remove_stale_quarantines(&dir))
+        })
+        .await;
+    }
     let outcome = *registration
         .context
         .outcome

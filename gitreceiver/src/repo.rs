@@ -90,10 +90,12 @@ fn init(path: &Path, head_branch: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes the quarantine directories (`objects/tmp_objdir-incoming-*`) a receive-pack
-/// killed with SIGKILL (or a receiver that died) left behind. Callers hold the App's lock,
-/// so no receive-pack of this repository is running: every one of them is stale.
-fn remove_stale_quarantines(repo: &Path) {
+/// Removes the quarantine directories (`objects/tmp_objdir-incoming-*`) a stopped
+/// receive-pack left behind: git does not reliably remove its quarantine when its process
+/// group is stopped mid-pack (the receiver's own tests saw it stay), nor after SIGKILL or
+/// a receiver that died. Callers hold the App's lock, so no receive-pack of this
+/// repository is running: every one of them is stale.
+pub fn remove_stale_quarantines(repo: &Path) {
     let Ok(entries) = std::fs::read_dir(repo.join("objects")) else {
         return;
     };
