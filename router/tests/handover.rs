@@ -245,6 +245,8 @@ impl RouterProcess {
             .args(["--tcp-bind-ip", "127.0.0.1"])
             .args(["--namespace", NAMESPACE])
             .args(["--no-status", "--drain-timeout", "5"])
+            // The TCP Route's port is any free one (tests/ownership.rs tests the range).
+            .args(["--tcp-port-range", "1024-65535"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -514,8 +514,15 @@ async fn tcp_routes_open_and_close_listeners() {
         &[(e1.addr.ip(), true), (e2.addr.ip(), true)],
     )
     .await;
-    let router = router(ns.client().clone(), ns.name()).await;
     let port = flynn_e2e::free_port();
+    // The platform's TCP port range is the test's free port (tests/ownership.rs tests the range).
+    let router = router_with(ns.client().clone(), ns.name(), |c| {
+        c.route_policy.tcp_ports = flynn_crds::ownership::PortRange {
+            first: port,
+            last: port,
+        };
+    })
+    .await;
     create_route(&ns, "db", RouteSpec::tcp("db", "pg", i32::from(port))).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     eventually("the TCP route listens", || async {
@@ -563,10 +570,16 @@ async fn a_tcp_route_whose_port_is_taken_says_so_and_opens_once_it_is_free() {
     let net = Netns::create();
     let e1 = Backend::echo(&net, "e1", 5432).await;
     put_slice(&ns.api(), "db-pg-1", "db-pg", 5432, &[(e1.addr.ip(), true)]).await;
-    let router = router(ns.client().clone(), ns.name()).await;
     // Another process holds the port the Route asks for.
     let squatter = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = squatter.local_addr().unwrap().port();
+    let router = router_with(ns.client().clone(), ns.name(), |c| {
+        c.route_policy.tcp_ports = flynn_crds::ownership::PortRange {
+            first: port,
+            last: port,
+        };
+    })
+    .await;
     create_route(&ns, "db", RouteSpec::tcp("db", "pg", i32::from(port))).await;
     eventually(
         "Programmed=False, PortUnavailable, naming the port",
