@@ -407,6 +407,55 @@ pub fn free_port() -> u16 {
         .expect("binding a loopback port")
 }
 
+/// Whether `user` (e.g. `system:serviceaccount:flynn-system:flynn-router`) may `verb`
+/// `resource` (`group` "" for the core group) in `namespace` (None: cluster-wide), as the
+/// API server's authorizer answers a SubjectAccessReview: what `kubectl auth can-i --as`
+/// asks.
+pub async fn can_i(
+    client: &Client,
+    user: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    // A ServiceAccount's requests carry its groups too; RBAC may bind them.
+    let groups = user
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(ns, _)| {
+            vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".to_owned(),
+            ]
+        });
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            groups,
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.to_owned()),
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                namespace: namespace.map(str::to_owned),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = api
+        .create(&kube::api::PostParams::default(), &review)
+        .await
+        .unwrap_or_else(|e| panic!("SubjectAccessReview for {user} {verb} {resource}: {e}"));
+    answer.status.is_some_and(|s| s.allowed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

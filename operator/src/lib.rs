@@ -11,6 +11,9 @@
 //! - [`route`]: conflict detection across all namespaces (oldest Route wins), `Accepted` /
 //!   `Conflict` and the Route's URL.
 //!
+//! Beside them, [`grants`] binds the git receiver's and the router's roles only in the
+//! namespaces where they have work (Apps; Routes naming a certificate).
+//!
 //! Around them: [`leader`] election on a coordination.k8s.io Lease, [`metrics`] and the
 //! health [`server`], [`settings`] and the shared [`context`].
 
@@ -19,6 +22,7 @@ pub mod cache;
 pub mod context;
 pub mod error;
 pub mod formation;
+pub mod grants;
 pub mod leader;
 pub mod metrics;
 pub mod rollout;

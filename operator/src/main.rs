@@ -69,6 +69,14 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "FLYNN_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// CLUSTERROLE=NAMESPACE/SERVICEACCOUNT: the git receiver's build role, bound in each
+    /// namespace that holds an App (and nowhere else).
+    #[arg(long, env = "FLYNN_BUILDS_GRANT")]
+    builds_grant: Option<flynn_operator::grants::Grant>,
+    /// CLUSTERROLE=NAMESPACE/SERVICEACCOUNT: the router's certificate-reading role, bound
+    /// in each namespace holding a Route that names a TLS Secret.
+    #[arg(long, env = "FLYNN_CERTIFICATES_GRANT")]
+    certificates_grant: Option<flynn_operator::grants::Grant>,
     /// FIRST-LAST: the ports TCP Routes may use (give the router the same range).
     #[arg(long, env = "FLYNN_TCP_PORT_RANGE", default_value_t = flynn_crds::ownership::PortRange::DEFAULT)]
     tcp_port_range: flynn_crds::ownership::PortRange,
@@ -99,6 +107,10 @@ async fn main() -> anyhow::Result<()> {
         namespace: args.namespace,
         exclude_namespace_label: args.exclude_namespace_label,
         drain_delay: std::time::Duration::from_secs(args.drain_seconds),
+        grants: flynn_operator::grants::Grants {
+            builds: args.builds_grant,
+            certificates: args.certificates_grant,
+        },
         tcp_ports: args.tcp_port_range,
         allow_default_domain_wildcard: args.allow_default_domain_wildcard,
         ..Settings::default()

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::{self, Cache, Cached, Caches, Dictionary, Packed, Slim, Stored};
 use crate::metrics::Metrics;
 use crate::server::Health;
-use crate::{Context, Error, Settings, app, formation, route};
+use crate::{Context, Error, Settings, app, formation, grants, route};
 
 fn api<K>(client: &Client, settings: &Settings) -> Api<K>
 where
@@ -170,6 +170,16 @@ pub async fn run(
         futures::channel::mpsc::unbounded::<ObjectRef<Packed<Route>>>();
     let (to_formations, route_formation_triggers) =
         futures::channel::mpsc::unbounded::<ObjectRef<Packed<Formation>>>();
+    // The namespaces of changed Apps and Routes, for the grants (see `grants`).
+    let (to_grants, grant_triggers) = futures::channel::mpsc::unbounded::<String>();
+    let app_stream = app_stream.inspect_ok({
+        let to_grants = to_grants.clone();
+        move |a| {
+            if let Some(ns) = a.namespace_str() {
+                trigger(&to_grants, ns.to_owned());
+            }
+        }
+    });
     let formation_stream = formation_stream.inspect_ok({
         let to_apps = to_apps.clone();
         move |f| {
@@ -190,6 +200,9 @@ pub async fn run(
         let scope = settings.namespace.clone();
         let ctx = ctx.clone();
         move |r| {
+            if let Some(ns) = r.namespace_str() {
+                trigger(&to_grants, ns.to_owned());
+            }
             // Only the Routes of Apps in scope: in a cluster of 10,000 Routes, a scoped
             // operator must not schedule (and skip) a reconcile for each change.
             let in_scope = |ns: &Option<String>| scope.is_none() || *ns == scope;
@@ -254,7 +267,8 @@ pub async fn run(
             tracing::info!("caches synced; reconciling");
         }
     };
-    tokio::join!(app_ctl, formation_ctl, route_ctl, readiness);
+    let grants = grants::run(ctx.clone(), grant_triggers, shutdown.clone());
+    tokio::join!(app_ctl, formation_ctl, route_ctl, readiness, grants);
     Ok(())
 }
 

@@ -28,6 +28,8 @@ pub struct Settings {
     /// How long a pod of a process behind a draining Route (`drainBackends`, the default)
     /// keeps running before its SIGTERM when it is stopped; zero turns draining off.
     pub drain_delay: Duration,
+    /// The other components' roles, bound per namespace where they have work.
+    pub grants: crate::grants::Grants,
     /// Ports TCP Routes may use (the router is given the same range).
     pub tcp_ports: flynn_crds::ownership::PortRange,
     /// Let Routes' wildcards cover `default_domain` (`*.<default_domain>`), whose names
@@ -59,6 +61,7 @@ impl Default for Settings {
             exclude_namespace_label: None,
             error_backoff: Duration::from_secs(1),
             drain_delay: Duration::from_secs(5),
+            grants: crate::grants::Grants::default(),
             tcp_ports: flynn_crds::ownership::PortRange::DEFAULT,
             allow_default_domain_wildcard: false,
         }

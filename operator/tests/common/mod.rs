@@ -17,6 +17,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 /// The image of image apps: the smoke image with a non-root user, since the operator runs
 /// images with `runAsNonRoot` (the smoke image itself runs as root).
+#[allow(unused_imports)] // Not every test file runs image apps.
 pub use restricted::NONROOT_IMAGE;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -42,10 +43,23 @@ pub async fn setup_with(
     test: &str,
     change: impl FnOnce(&mut Settings),
 ) -> (TestNamespace, TestOperator) {
+    let ns = namespace(test).await;
+    let op = start(&ns, change);
+    (ns, op)
+}
+
+/// A test namespace with the images and CRDs the operator's tests need, and no operator
+/// yet (for tests whose settings name the namespace).
+pub async fn namespace(test: &str) -> TestNamespace {
     ensure_test_images();
     restricted::ensure_nonroot_image();
     let ns = TestNamespace::create(test).await;
     install_flynn_crds(ns.client()).await.unwrap();
+    ns
+}
+
+/// Starts an operator for `ns` with its settings changed by `change`.
+pub fn start(ns: &TestNamespace, change: impl FnOnce(&mut Settings)) -> TestOperator {
     let mut settings = Settings {
         namespace: Some(ns.name().to_owned()),
         default_domain: "test.flynn.local".into(),
@@ -61,7 +75,7 @@ pub async fn setup_with(
         Arc::new(Health::default()),
         token.clone(),
     ));
-    (ns, TestOperator { token, metrics })
+    TestOperator { token, metrics }
 }
 
 /// An image Release serving the smoke page on 8080 with busybox httpd (`image`: usually

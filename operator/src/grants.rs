@@ -1,0 +1,409 @@
+//! Per-namespace access for the platform's other components, granted only where there is
+//! work for them.
+//!
+//! The git receiver creates build Jobs (and their config Secrets) and the router reads TLS
+//! Secrets. Granting either cluster-wide would let a compromised receiver start a Job in
+//! `kube-system` or a compromised router read every Secret in the cluster. Instead the chart
+//! gives each a ClusterRole that is bound to nothing, and the operator binds it — with a
+//! RoleBinding in one namespace — where that component has work:
+//!
+//! - **builds**: the receiver's role, in every namespace that holds an App;
+//! - **certificates**: the router's role, in every namespace holding a Route that names a
+//!   TLS Secret.
+//!
+//! The operator itself needs no more than to `bind` those two roles (Kubernetes refuses a
+//! RoleBinding to a role whose permissions the creator lacks, unless it may `bind` it), and
+//! `get`/`patch`/`delete` on RoleBindings of those two names: it cannot read a Secret or
+//! start a Job itself.
+//!
+//! Each RoleBinding is owned by one of the objects that needs it (an App; a TLS Route), so
+//! the garbage collector removes it when the last of them goes, even while the operator is
+//! down. When that owner goes and others remain, the operator re-points the binding at
+//! another one within one watch round trip (a build started in that instant is refused and
+//! retried by the receiver).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flynn_crds::{Route, labels};
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{Cache, Cached, Stored};
+use crate::context::Scope;
+use crate::error::{KubeResultExt, Result, is_not_found};
+use crate::{Context, FIELD_MANAGER};
+
+/// A ClusterRole and the ServiceAccount the operator binds it to, namespace by namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The ClusterRole (also the RoleBinding's name).
+    pub role: String,
+    pub subject_namespace: String,
+    pub subject_name: String,
+}
+
+/// A `--builds-grant`/`--certificates-grant` value that is not `ROLE=NAMESPACE/SERVICEACCOUNT`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0:?} is not a grant: write CLUSTERROLE=NAMESPACE/SERVICEACCOUNT, e.g. flynn-gitreceiver-builds=flynn-system/flynn-gitreceiver"
+)]
+pub struct BadGrant(String);
+
+impl FromStr for Grant {
+    type Err = BadGrant;
+
+    fn from_str(s: &str) -> std::result::Result<Self, BadGrant> {
+        let bad = || BadGrant(s.to_owned());
+        let (role, subject) = s.split_once('=').ok_or_else(bad)?;
+        let (ns, sa) = subject.split_once('/').ok_or_else(bad)?;
+        // A namespace name (RFC 1123 label); the API server checks the rest when it binds.
+        let label = |v: &str| {
+            (1..=63).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !v.starts_with('-')
+                && !v.ends_with('-')
+        };
+        if role.is_empty() || role.contains('/') || !label(ns) || sa.is_empty() || sa.contains('/')
+        {
+            return Err(bad());
+        }
+        Ok(Self {
+            role: role.to_owned(),
+            subject_namespace: ns.to_owned(),
+            subject_name: sa.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={}/{}",
+            self.role, self.subject_namespace, self.subject_name
+        )
+    }
+}
+
+/// What the operator binds where (nothing, when run outside a chart, e.g. by the tests).
+#[derive(Clone, Debug, Default)]
+pub struct Grants {
+    /// The git receiver's build role, bound where Apps are.
+    pub builds: Option<Grant>,
+    /// The router's certificate role, bound where Routes name a TLS Secret.
+    pub certificates: Option<Grant>,
+}
+
+impl Grants {
+    fn each(&self) -> impl Iterator<Item = (Need, &Grant)> {
+        [
+            (Need::Apps, self.builds.as_ref()),
+            (Need::CertificateRoutes, self.certificates.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(need, grant)| grant.map(|g| (need, g)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.builds.is_none() && self.certificates.is_none()
+    }
+}
+
+/// What makes a namespace need a grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Need {
+    Apps,
+    CertificateRoutes,
+}
+
+/// The object a RoleBinding is owned by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Owner {
+    api_version: String,
+    kind: String,
+    name: String,
+    uid: String,
+}
+
+/// The RoleBinding granting `grant` in `namespace`, owned by `owner`.
+fn binding(grant: &Grant, namespace: &str, owner: &Owner) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(grant.role.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(
+                [(
+                    labels::MANAGED_BY.to_owned(),
+                    labels::MANAGED_BY_FLYNN.to_owned(),
+                )]
+                .into(),
+            ),
+            owner_references: Some(vec![OwnerReference {
+                api_version: owner.api_version.clone(),
+                kind: owner.kind.clone(),
+                name: owner.name.clone(),
+                uid: owner.uid.clone(),
+                ..OwnerReference::default()
+            }]),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: grant.role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: grant.subject_name.clone(),
+            namespace: Some(grant.subject_namespace.clone()),
+            ..Subject::default()
+        }]),
+    }
+}
+
+/// The first (by name, so every pass agrees) of `cache`'s objects in `namespace` that
+/// `needs` accepts. Only candidates are unpacked, and only until one passes.
+fn first_in<K: Cached, S: Stored<K>>(
+    cache: &Cache<K, S>,
+    namespace: &str,
+    needs: impl Fn(&K) -> bool,
+) -> Result<Option<Owner>> {
+    let mut candidates: Vec<_> = cache
+        .store()
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace_str() == Some(namespace))
+        .map(|s| s.reference())
+        .collect();
+    candidates.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in candidates {
+        if let Some(obj) = cache.get(&r)?
+            && obj.meta().deletion_timestamp.is_none()
+            && needs(&obj)
+        {
+            return Ok(Some(Owner {
+                api_version: K::api_version(&()).into_owned(),
+                kind: K::kind(&()).into_owned(),
+                name: obj.name_any(),
+                uid: obj.uid().unwrap_or_default(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a Route needs the router to read a Secret in its namespace.
+fn names_a_certificate(r: &Route) -> bool {
+    r.spec
+        .http
+        .as_ref()
+        .is_some_and(|h| h.tls_secret_name.is_some())
+}
+
+/// What the loop last wrote per (need, namespace): the owner, or `None` once removed.
+type Written = HashMap<(Need, String), Option<Owner>>;
+
+/// Makes `namespace`'s RoleBindings match what it holds.
+#[tracing::instrument(skip(ctx, written), level = "debug")]
+async fn reconcile(ctx: &Context, written: &mut Written, namespace: &str) -> Result<()> {
+    let in_scope = ctx.scope(Some(namespace)) == Scope::In;
+    for (need, grant) in ctx.settings.grants.each() {
+        let owner = if !in_scope {
+            None
+        } else {
+            match need {
+                Need::Apps => first_in(&ctx.caches.apps, namespace, |_| true)?,
+                Need::CertificateRoutes => {
+                    first_in(&ctx.caches.routes, namespace, names_a_certificate)?
+                }
+            }
+        };
+        let key = (need, namespace.to_owned());
+        if written.get(&key) == Some(&owner) {
+            continue;
+        }
+        let api: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
+        match &owner {
+            Some(o) => {
+                let rb = binding(grant, namespace, o);
+                api.patch(
+                    &grant.role,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&rb),
+                )
+                .await
+                .context(|| format!("granting {} in namespace {namespace}", grant.role))?;
+                tracing::info!(namespace, role = %grant.role, owner = %o.name, "granted");
+            }
+            None => match api.delete(&grant.role, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(namespace, role = %grant.role, "grant withdrawn"),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => {
+                    return Err(e).context(|| {
+                        format!("withdrawing {} in namespace {namespace}", grant.role)
+                    });
+                }
+            },
+        }
+        written.insert(key, owner);
+    }
+    Ok(())
+}
+
+/// Keeps the grants of every namespace named on `changed` (the namespaces of changed Apps
+/// and Routes) up to date until `shutdown`. Starts with a pass over every namespace that
+/// holds an App or a Route once the caches are synced.
+pub async fn run(
+    ctx: Arc<Context>,
+    mut changed: UnboundedReceiver<String>,
+    shutdown: CancellationToken,
+) {
+    if ctx.settings.grants.is_empty() {
+        // Drain, so senders never queue without bound.
+        while changed.next().await.is_some() {}
+        return;
+    }
+    ctx.caches.wait_synced().await;
+    let mut pending: BTreeSet<String> = ctx
+        .caches
+        .apps
+        .store()
+        .state()
+        .iter()
+        .filter_map(|a| a.namespace_str().map(str::to_owned))
+        .chain(
+            ctx.caches
+                .routes
+                .store()
+                .state()
+                .iter()
+                .filter_map(|r| r.namespace_str().map(str::to_owned)),
+        )
+        .collect();
+    let mut written = Written::new();
+    let mut failures: HashMap<String, u32> = HashMap::new();
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    loop {
+        // Everything queued meanwhile is handled in the same pass.
+        while let Some(Some(ns)) = changed.next().now_or_never() {
+            pending.insert(ns);
+        }
+        for ns in std::mem::take(&mut pending) {
+            match reconcile(&ctx, &mut written, &ns).await {
+                Ok(()) => {
+                    failures.remove(&ns);
+                }
+                Err(e) => {
+                    ctx.metrics.error("grants", e.metric_label());
+                    let n = failures.entry(ns.clone()).or_insert(0);
+                    *n = n.saturating_add(1);
+                    let wait = ctx
+                        .settings
+                        .error_backoff
+                        .saturating_mul(1 << (*n - 1).min(5))
+                        .min(Duration::from_secs(30));
+                    tracing::warn!(namespace = %ns, error = %e, retry_in = ?wait, "granting access failed");
+                    let at = tokio::time::Instant::now() + wait;
+                    retry_at = Some(retry_at.map_or(at, |r| r.min(at)));
+                    failed.insert(ns);
+                }
+            }
+        }
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            next = changed.next() => match next {
+                Some(ns) => { pending.insert(ns); }
+                None => return,
+            },
+            () = retry => {
+                retry_at = None;
+                pending.append(&mut failed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_reads_role_namespace_and_service_account() {
+        let g: Grant = "flynn-gitreceiver-builds=flynn-system/flynn-gitreceiver"
+            .parse()
+            .unwrap();
+        assert_eq!(g.role, "flynn-gitreceiver-builds");
+        assert_eq!(g.subject_namespace, "flynn-system");
+        assert_eq!(g.subject_name, "flynn-gitreceiver");
+        assert_eq!(
+            g.to_string(),
+            "flynn-gitreceiver-builds=flynn-system/flynn-gitreceiver"
+        );
+    }
+
+    #[test]
+    fn a_malformed_grant_says_how_to_write_one() {
+        for bad in [
+            "",
+            "role",
+            "role=sa",
+            "=ns/sa",
+            "role=ns/",
+            "role=Bad_NS/sa",
+            "role=ns/sa/extra",
+        ] {
+            let e = bad.parse::<Grant>().unwrap_err().to_string();
+            assert!(
+                e.contains("CLUSTERROLE=NAMESPACE/SERVICEACCOUNT"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_binding_names_the_role_the_subject_and_one_owner() {
+        let g: Grant = "r=flynn-system/sa".parse().unwrap();
+        let owner = Owner {
+            api_version: "flynn.io/v1alpha1".into(),
+            kind: "App".into(),
+            name: "shop".into(),
+            uid: "u1".into(),
+        };
+        let rb = binding(&g, "team-a", &owner);
+        assert_eq!(rb.metadata.name.as_deref(), Some("r"));
+        assert_eq!(rb.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(rb.role_ref.kind, "ClusterRole");
+        assert_eq!(rb.role_ref.name, "r");
+        let s = &rb.subjects.as_ref().unwrap()[0];
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()),
+            ("ServiceAccount", "sa", Some("flynn-system"))
+        );
+        let o = &rb.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (o.kind.as_str(), o.name.as_str(), o.uid.as_str()),
+            ("App", "shop", "u1")
+        );
+        assert_eq!(o.api_version, "flynn.io/v1alpha1");
+        // Not the controller and not blocking: the binding must not hold up deleting an App.
+        assert_eq!(o.controller, None);
+        assert_eq!(o.block_owner_deletion, None);
+    }
+}
