@@ -442,6 +442,8 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
         },
     );
 
+    least_privilege(&dev.ns);
+
     // A one-off process with a terminal (script(1) gives `flynn run` a real pty); its
     // exit code comes back. (It waits before printing: like `kubectl attach`, `flynn run`
     // attaches after the process starts, and what a TTY process writes before is lost.)
@@ -824,6 +826,133 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
 /// A namespace without the test label (the installed platform serves it), a key pair, an
 /// ssh config that finds the receiver on this node with its host key pinned from the
 /// cluster (no trust on first use), and the Python sample as a git checkout.
+/// What each component may do, as the API server's authorizer answers
+/// `kubectl auth can-i --as=<its ServiceAccount>`: a permission the component needs where
+/// it works (the developer's namespace, which now holds an App and a TLS Route), beside the
+/// same permission where it has no business (kube-system, the platform's own namespace).
+fn least_privilege(dev_ns: &str) {
+    let can = |sa_ns: &str, sa: &str, what: &[&str], ns: &str| -> bool {
+        let user = format!("--as=system:serviceaccount:{sa_ns}:{RELEASE}-{sa}");
+        let mut args = vec!["auth", "can-i"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["-n", ns, &user]);
+        let out = output(&mut kubectl(&args));
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            answer == "yes" || answer == "no",
+            "kubectl auth can-i {what:?} -n {ns} {user}: {answer:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        answer == "yes"
+    };
+    let receiver = |what: &[&str], ns: &str| can(SYSTEM_NS, "gitreceiver", what, ns);
+    let router = |what: &[&str], ns: &str| can(EDGE_NS, "router", what, ns);
+    let operator = |what: &[&str], ns: &str| can(SYSTEM_NS, "operator", what, ns);
+    for (who, allowed, what, ns) in [
+        // The receiver builds where Apps are, and only there.
+        (
+            "receiver",
+            receiver(&["create", "jobs"], dev_ns),
+            "create jobs",
+            dev_ns,
+        ),
+        (
+            "receiver",
+            !receiver(&["create", "jobs"], "kube-system"),
+            "not create jobs",
+            "kube-system",
+        ),
+        (
+            "receiver",
+            receiver(&["create", "secrets"], dev_ns),
+            "create secrets",
+            dev_ns,
+        ),
+        (
+            "receiver",
+            !receiver(&["create", "secrets"], "kube-system"),
+            "not create secrets",
+            "kube-system",
+        ),
+        (
+            "receiver",
+            !receiver(&["delete", "secrets"], dev_ns),
+            "not delete secrets",
+            dev_ns,
+        ),
+        (
+            "receiver",
+            !receiver(&["create", "events.events.k8s.io"], dev_ns),
+            "not create events",
+            dev_ns,
+        ),
+        // The router reads certificates where Routes name one, and only there.
+        (
+            "router",
+            router(&["list", "secrets"], dev_ns),
+            "list secrets",
+            dev_ns,
+        ),
+        (
+            "router",
+            !router(&["list", "secrets"], "kube-system"),
+            "not list secrets",
+            "kube-system",
+        ),
+        (
+            "router",
+            !router(&["list", "secrets"], SYSTEM_NS),
+            "not list secrets",
+            SYSTEM_NS,
+        ),
+        (
+            "router",
+            !router(&["get", "secrets"], "kube-system"),
+            "not get secrets",
+            "kube-system",
+        ),
+        // The operator binds those two roles; it holds neither itself, and binds nothing else.
+        (
+            "operator",
+            !operator(&["get", "secrets"], dev_ns),
+            "not get secrets",
+            dev_ns,
+        ),
+        (
+            "operator",
+            !operator(&["create", "jobs"], dev_ns),
+            "not create jobs",
+            dev_ns,
+        ),
+        (
+            "operator",
+            operator(
+                &[
+                    "patch",
+                    &format!("rolebindings/{RELEASE}-gitreceiver-builds"),
+                ],
+                dev_ns,
+            ),
+            "patch its grant",
+            dev_ns,
+        ),
+        (
+            "operator",
+            !operator(&["patch", "rolebindings/admin"], "kube-system"),
+            "not patch other bindings",
+            "kube-system",
+        ),
+        (
+            "operator",
+            !operator(&["bind", "clusterroles/cluster-admin"], dev_ns),
+            "not bind cluster-admin",
+            dev_ns,
+        ),
+    ] {
+        assert!(allowed, "the {who} should {what} in {ns}");
+    }
+}
+
 fn developer() -> Developer {
     let ns = format!("e2e-dev-{}", std::process::id());
     run(&mut kubectl(&["create", "namespace", &ns]));

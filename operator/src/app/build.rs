@@ -232,8 +232,26 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             c.reason == reasons::RELEASE_NOT_FOUND
                 || c.reason == reasons::UNKNOWN_PROCESS_TYPE
                 || c.reason == reasons::NO_PROCESSES
+                || c.reason == reasons::NOT_OWNED
         })
         .map(|c| (c.reason.clone(), c.message.clone()));
+    // A child's name taken by an object Flynn did not make: a `Conflict` of its own, so
+    // `kubectl wait --for=condition=Conflict` and dashboards see it; cleared once resolved.
+    let taken = formation_problem
+        .as_ref()
+        .filter(|(reason, _)| reason == reasons::NOT_OWNED)
+        .map(|(_, msg)| msg.clone());
+    if let Some(msg) = &taken {
+        conditions::set(
+            &mut status.conditions,
+            cond(types::CONFLICT, true, reasons::NOT_OWNED, msg.clone()),
+        );
+    } else if conditions::find(&old.conditions, types::CONFLICT).is_some() {
+        conditions::set(
+            &mut status.conditions,
+            cond(types::CONFLICT, false, reasons::NAMES_FREE, String::new()),
+        );
+    }
     let rolled_out = fstatus.is_some_and(|fs| fs.release.as_deref() == Some(target.as_str()));
     let waiting_for = fstatus
         .and_then(|fs| conditions::find(&fs.conditions, types::READY))

@@ -95,11 +95,22 @@ pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> 
         desired.services.iter().map(ResourceExt::name_any).collect();
     // Whether this pass wrote a child: its watch event will trigger the next pass.
     let mut wrote = false;
+    // Children whose names are taken by objects the platform did not make: left exactly
+    // as they are, and named in the status.
+    let mut taken: Vec<String> = Vec::new();
     for d in desired.deployments {
+        if let Some(other) = not_ours(&ctx, &ns, &uid, &d, &existing_deployments).await? {
+            taken.push(other);
+            continue;
+        }
         wrote |=
             apply_if_changed(&ctx, &ctx.caches.deployments, &ns, d, &existing_deployments).await?;
     }
     for s in desired.services {
+        if let Some(other) = not_ours(&ctx, &ns, &uid, &s, &existing_services).await? {
+            taken.push(other);
+            continue;
+        }
         wrote |= apply_if_changed(&ctx, &ctx.caches.services, &ns, s, &existing_services).await?;
     }
     wrote |= prune(
@@ -134,15 +145,69 @@ pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> 
         wrote,
         unobserved,
     };
-    update_status(
+    let problem = (!taken.is_empty()).then(|| {
+        (
+            reasons::NOT_OWNED,
+            format!(
+                "{} already exist{} in namespace {ns} and {} not made by Flynn, so the App's processes cannot use {}: rename or delete {}, or give the App another name",
+                taken.join(" and "),
+                if taken.len() == 1 { "s" } else { "" },
+                if taken.len() == 1 { "was" } else { "were" },
+                if taken.len() == 1 { "its name" } else { "their names" },
+                if taken.len() == 1 { "it" } else { "them" },
+            ),
+        )
+    });
+    let action = update_status(
         &formation,
         &ctx,
         Some(&release),
-        None,
+        problem,
         &existing_deployments,
         Some(hold),
     )
-    .await
+    .await?;
+    // An object that is not Flynn's is not watched: look again now and then, so the App
+    // runs soon after its owner frees the name.
+    Ok(if taken.is_empty() {
+        action
+    } else {
+        Action::requeue(TAKEN_RECHECK)
+    })
+}
+
+/// How often a child name taken by someone else's object is checked again.
+const TAKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `child`'s name when an object of that name exists that this Formation does not control
+/// (made by someone else, e.g. a Deployment `shop-web` a team made by hand): the operator
+/// must neither rewrite it nor, through its owner reference, delete it with the App.
+///
+/// The caches hold only objects labelled as Flynn's, so a miss is asked of the API server:
+/// once per child when it is first made (afterwards the child is cached).
+async fn not_ours<K: Cached>(
+    ctx: &Context,
+    ns: &str,
+    uid: &str,
+    child: &K,
+    existing: &[Arc<K>],
+) -> Result<Option<String>> {
+    let name = child.name_any();
+    let controlled = |o: &K| {
+        o.owner_references()
+            .iter()
+            .any(|r| r.uid == uid && r.controller == Some(true))
+    };
+    let describe = || format!("{} {name}", K::kind(&()));
+    if let Some(cached) = existing.iter().find(|o| o.name_any() == name) {
+        return Ok((!controlled(cached)).then(describe));
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let found = api
+        .get_opt(&name)
+        .await
+        .context(|| format!("reading {} {name}", K::kind(&())))?;
+    Ok(found.filter(|o| !controlled(o)).map(|_| describe()))
 }
 
 /// The process types of `release` whose pods drain when stopped: every type that listens
