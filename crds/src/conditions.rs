@@ -54,6 +54,10 @@ pub mod reasons {
     pub const WAITING_FOR_PODS: &str = "WaitingForPods";
     /// Nothing is being rolled out.
     pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    /// A Deployment or Service of the App's name exists and was not made by Flynn.
+    pub const NOT_OWNED: &str = "NotOwned";
+    /// Every name the App's processes use is the platform's again.
+    pub const NAMES_FREE: &str = "NamesFree";
     /// The Route is valid and unique.
     pub const ACCEPTED: &str = "Accepted";
     /// Another Route claims the same domain + path or TCP port.
