@@ -316,6 +316,102 @@ where
     }
 }
 
+/// When a connection last brought bytes ([`Watched`]), for an idle limit on connections
+/// whose protocol has none of its own (HTTP/2).
+#[derive(Debug)]
+pub struct Seen {
+    base: Instant,
+    /// Milliseconds since `base` of the last read that brought bytes.
+    last: AtomicU64,
+}
+
+impl Seen {
+    /// Resolves once nothing was read for `idle` (never, for zero).
+    pub async fn idle_for(&self, idle: Duration) {
+        if idle.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let seen = self.last.load(Ordering::Relaxed);
+            let at = self.base + Duration::from_millis(seen) + idle;
+            tokio::time::sleep_until(at.into()).await;
+            if self.last.load(Ordering::Relaxed) == seen {
+                return;
+            }
+        }
+    }
+}
+
+/// A stream that records in a [`Seen`] when it last read something.
+#[derive(Debug)]
+pub struct Watched<T> {
+    io: T,
+    seen: Arc<Seen>,
+}
+
+impl<T> Watched<T> {
+    /// `io`, watched from now.
+    pub fn new(io: T) -> (Self, Arc<Seen>) {
+        let seen = Arc::new(Seen {
+            base: Instant::now(),
+            last: AtomicU64::new(0),
+        });
+        (
+            Self {
+                io,
+                seen: seen.clone(),
+            },
+            seen,
+        )
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let ms = u64::try_from(self.seen.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.seen.last.store(ms, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 /// A stream that records when it last read something.
 struct Active<'a, T: ?Sized> {
     io: &'a mut T,

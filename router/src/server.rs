@@ -19,7 +19,7 @@ use crate::{
     h1,
     head_timer::HeadTimer,
     http_proxy::{ConnInfo, ForwardHeaders, Proxy},
-    limits::{ConnGuard, ConnLimit},
+    limits::{ConnGuard, ConnLimit, Watched},
 };
 
 /// Downstream protocol settings.
@@ -122,6 +122,31 @@ pub async fn serve_http(
     }
 }
 
+/// [`drive!`] for connections whose protocol has no idle limit of its own (HTTP/2): when
+/// nothing was read from the client for `$idle`, the connection is asked to finish (GOAWAY:
+/// streams in flight complete, no new ones) and close.
+macro_rules! drive_idle {
+    ($conn:expr, $drain:expr, $peer:expr, $seen:expr, $idle:expr) => {{
+        let mut conn = Box::pin($conn);
+        let result = tokio::select! {
+            biased;
+            r = conn.as_mut() => r,
+            () = $drain.signaled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            () = $seen.idle_for($idle) => {
+                debug!(peer = %$peer, "idle connection; closing it");
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            debug!(peer = %$peer, error = %e, "connection ended with an error");
+        }
+    }};
+}
+
 /// Serves an HTTP/1 connection: with the router's own server first if enabled, then (for
 /// what it hands over) hyper's.
 macro_rules! serve_http1 {
@@ -207,11 +232,16 @@ async fn serve_connection(
             serve_http1!(stream, own, svc, opts, drain, peer);
         }
         None => {
+            // h2c: HTTP/2 has no idle limit of its own; an idle one is closed after
+            // `header_timeout`, as an idle HTTP/1 keep-alive connection is.
             let b = auto_builder(&opts);
-            drive!(
+            let (stream, seen) = Watched::new(stream);
+            drive_idle!(
                 b.serve_connection_with_upgrades(TokioIo::new(stream), svc),
                 drain,
-                peer
+                peer,
+                seen,
+                opts.header_timeout
             );
         }
         // Boxed: a TLS stream is several KiB, which plain connections need not carry.
@@ -236,7 +266,14 @@ async fn serve_connection(
                     b.timer(TokioTimer::new()).max_header_list_size(
                         u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX),
                     );
-                    drive!(b.serve_connection(TokioIo::new(stream), svc), drain, peer);
+                    let (stream, seen) = Watched::new(stream);
+                    drive_idle!(
+                        b.serve_connection(TokioIo::new(stream), svc),
+                        drain,
+                        peer,
+                        seen,
+                        opts.header_timeout
+                    );
                 } else {
                     serve_http1!(stream, own, svc, opts, drain, peer);
                 }

@@ -590,6 +590,50 @@ async fn http2_requests_get_the_same_forwarding_headers() {
     edge.router.shutdown(Duration::from_secs(1)).await;
 }
 
+/// HTTP/2 has no idle limit of its own: a connection that sends nothing for
+/// `header_timeout` gets GOAWAY and is closed; its twin, busy all along, stays open.
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let edge = edge(|c| {
+        c.server.h2c = true;
+        c.server.header_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let connect = || async {
+        let tcp = TcpStream::connect(edge.router.http_addr).await.unwrap();
+        let (tx, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        (tx, tokio::spawn(conn))
+    };
+    let get = || {
+        Request::builder()
+            .uri(format!("http://{SHOP}/"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let (mut idle, idle_conn) = connect().await;
+    let (mut busy, busy_conn) = connect().await;
+    assert_eq!(idle.send_request(get()).await.unwrap().status(), 200);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2000) {
+        assert_eq!(busy.send_request(get()).await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        idle_conn.is_finished(),
+        "the idle HTTP/2 connection is still open"
+    );
+    assert!(
+        !busy_conn.is_finished(),
+        "the busy HTTP/2 connection was closed"
+    );
+    edge.router.shutdown(Duration::from_secs(1)).await;
+}
+
 /// RFC 9112 3.2: a missing, repeated or malformed Host, or an absolute-form target that
 /// names another authority, is a 400 on both servers, and the value is never reflected
 /// (the HTTPS redirect's Location, the 404 body, the 400 body); each beside its valid twin.
