@@ -1,7 +1,8 @@
 //! `Route`: how traffic reaches an App's process, by HTTP host and path or by TCP port.
 //!
-//! The router watches Routes and serves them; it reports back in `status` whether it accepted
-//! the Route or whether another Route already claims the same domain + path (or TCP port).
+//! The operator reports in `status` whether the Route is accepted, and the router whether it
+//! serves it; both decide by [`crate::ownership`] (a host name belongs to the namespace whose
+//! Route claimed it first, TCP ports come from the platform's range).
 //! Which of `http` and `tcp` is set must match `type`: the API server refuses anything else, so
 //! the router never sees a half-specified Route.
 
@@ -160,7 +161,8 @@ pub struct TcpRoute {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = schema::reflow_descriptions)]
 pub struct RouteStatus {
-    /// `Accepted`, `Conflict` and `Programmed`.
+    /// `Accepted` and `Conflict` (the operator's), `Programmed` and, for Routes naming a TLS
+    /// Secret, `CertificateReady` (the router's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -173,7 +175,9 @@ pub struct RouteStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// When `Conflict` is true: the Route (`<namespace>/<name>`) that owns the domain + path or port.
+    /// When `Conflict` is true because of an older Route of the same namespace: that Route
+    /// (`<namespace>/<name>`). Unset when another namespace owns the host or port: the
+    /// condition's message names that namespace, never its Routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflicts_with: Option<String>,
 }
