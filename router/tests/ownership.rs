@@ -324,6 +324,185 @@ async fn a_certificate_is_used_only_from_the_owning_namespace_for_hosts_it_cover
     router.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Creates cluster-scoped `obj` (ClusterRole or ClusterRoleBinding) owned by namespace
+/// `owner`, so it goes with the test's namespace.
+async fn create_owned<K>(client: &kube::Client, owner: &Namespace, obj: serde_json::Value)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let mut obj: K = serde_json::from_value(obj).unwrap();
+    obj.meta_mut().owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            name: owner.metadata.name.clone().unwrap(),
+            uid: owner.metadata.uid.clone().unwrap(),
+            ..Default::default()
+        },
+    ]);
+    Api::<K>::all(client.clone())
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap();
+}
+
+/// Lets `subject` list and watch TLS Secrets in `ns` (what the operator's grant does).
+async fn grant_secrets(ns: &TestNamespace, sa_namespace: &str) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "router-secrets"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}],
+    }))
+    .unwrap();
+    ns.api::<Role>()
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "router-secrets"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "router-secrets"},
+        "subjects": [{"kind": "ServiceAccount", "name": "router", "namespace": sa_namespace}],
+    }))
+    .unwrap();
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+/// The Route's condition `type_` once `done` holds for it.
+async fn wait_condition(
+    ns: &TestNamespace,
+    route: &str,
+    type_: &str,
+    timeout: Duration,
+    done: impl Fn(&Condition) -> bool,
+) -> Condition {
+    let api = ns.api::<Route>();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let found = api
+            .get(route)
+            .await
+            .ok()
+            .and_then(|r| r.status)
+            .and_then(|s| conditions::find(&s.conditions, type_).cloned());
+        if let Some(c) = found.filter(|c| done(c)) {
+            return c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting on {type_} of {}/{route}",
+            ns.name()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn secrets_it_may_not_read_yet_are_reported_and_retried_never_fatal() {
+    use k8s_openapi::api::{
+        core::v1::ServiceAccount,
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    };
+    let a = TestNamespace::create("own-403-a").await;
+    let b = TestNamespace::create("own-403-b").await;
+    install_flynn_crds(a.client()).await.unwrap();
+    let client = a.client().clone();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in [a.name(), b.name()] {
+        namespaces
+            .patch(
+                ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {SELECTOR_LABEL: a.name()}}})),
+            )
+            .await
+            .unwrap();
+    }
+    // The router's identity: everything but Secrets cluster-wide; Secrets in A only.
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "router"}})).unwrap();
+    a.api::<ServiceAccount>()
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let owner = namespaces.get(a.name()).await.unwrap();
+    let role = format!("flynn-test-router-{}", a.name());
+    create_owned::<ClusterRole>(&client, &owner, json!({
+        "metadata": {"name": role},
+        "rules": [
+            {"apiGroups": ["flynn.io"], "resources": ["routes"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["flynn.io"], "resources": ["routes/status"], "verbs": ["patch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+        ],
+    }))
+    .await;
+    create_owned::<ClusterRoleBinding>(&client, &owner, json!({
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "router", "namespace": a.name()}],
+    }))
+    .await;
+    grant_secrets(&a, a.name()).await;
+    let mut config = kube::Config::infer().await.unwrap();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{}:router", a.name()));
+    let router_client = kube::Client::try_from(config).unwrap();
+    let selector = format!("{SELECTOR_LABEL}={}", a.name());
+    let router = router_with(router_client, a.name(), |c| {
+        c.namespace = None;
+        c.namespace_selector = Some(selector);
+    })
+    .await;
+
+    let (za, zb) = (format!("{}.test", a.name()), format!("{}.test", b.name()));
+    let (host_a, host_b) = (format!("shop.{za}"), format!("shop.{zb}"));
+    let (crt_a, key_a, der_a) = cert(&[&host_a]);
+    let (crt_b, key_b, der_b) = cert(&[&host_b]);
+    create_secret(&a, "tls", &crt_a, &key_a).await;
+    create_secret(&b, "tls", &crt_b, &key_b).await;
+    create_route(&a, "shop", http("shop", &host_a, "/", Some("tls"))).await;
+    create_route(&b, "shop", http("shop", &host_b, "/", Some("tls"))).await;
+
+    // B: the router may not read its Secrets: reported, retried; A's twin is unaffected.
+    let t = Duration::from_secs(30);
+    let c = wait_condition(&b, "shop", conditions::types::CERTIFICATE_READY, t, |c| {
+        c.reason == conditions::reasons::SECRET_ACCESS_PENDING
+    })
+    .await;
+    assert_eq!(c.status, "False");
+    assert!(c.message.contains("403"), "{}", c.message);
+    wait_condition(&a, "shop", conditions::types::CERTIFICATE_READY, t, |c| {
+        c.status == "True"
+    })
+    .await;
+    let https = router.https_addr.unwrap();
+    assert_eq!(handshake(https, &host_a, &der_a).await.as_ref(), Ok(&der_a));
+    assert!(handshake(https, &host_b, &der_b).await.is_err());
+    assert!(router.is_ready(), "a refused Secret watch is not fatal");
+
+    // Granted (as the operator would): the retry picks B's certificate up.
+    grant_secrets(&b, a.name()).await;
+    wait_condition(
+        &b,
+        "shop",
+        conditions::types::CERTIFICATE_READY,
+        Duration::from_secs(90),
+        |c| c.status == "True",
+    )
+    .await;
+    eventually("B's certificate is served", || async {
+        handshake(https, &host_b, &der_b).await.as_ref() == Ok(&der_b)
+    })
+    .await;
+    router.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn the_router_listens_only_on_tcp_ports_in_the_platforms_range() {
     let inside = flynn_e2e::free_port();
