@@ -586,3 +586,131 @@ fn git_remotes_name_the_port_developers_reach() {
         "ssh://git@flynn.local:22"
     );
 }
+
+/// What a cluster-wide binding hands a platform component: `(role, resource, verb)` for
+/// every rule of every ClusterRole a ClusterRoleBinding of the render binds.
+fn cluster_wide_grants(objs: &[Value]) -> Vec<(String, String, String)> {
+    let bound: BTreeSet<&str> = kind(objs, "ClusterRoleBinding")
+        .iter()
+        .filter_map(|b| b["roleRef"]["name"].as_str())
+        .collect();
+    let mut out = Vec::new();
+    for role in kind(objs, "ClusterRole") {
+        let name = role["metadata"]["name"].as_str().unwrap_or_default();
+        if !bound.contains(name) {
+            continue;
+        }
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            let strings = |k: &str| -> Vec<String> {
+                rule[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            };
+            if !strings("resourceNames").is_empty() {
+                continue; // limited to named objects
+            }
+            for r in strings("resources") {
+                for v in strings("verbs") {
+                    out.push((name.to_owned(), r.clone(), v));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_component_reads_secrets_or_starts_jobs_cluster_wide() {
+    let objs = objects(&[]);
+    let dangerous = |g: &(String, String, String)| {
+        matches!(
+            (g.1.as_str(), g.2.as_str()),
+            ("secrets", _)
+                | ("jobs", "create")
+                | ("pods", "create")
+                | ("rolebindings", _)
+                | ("clusterroles", _)
+        ) || g.1 == "*"
+            || g.2 == "*"
+    };
+    let found: Vec<_> = cluster_wide_grants(&objs)
+        .into_iter()
+        .filter(dangerous)
+        .collect();
+    assert!(found.is_empty(), "granted cluster-wide: {found:?}");
+    // The per-namespace roles exist, and nothing in the render binds them: the operator
+    // does, namespace by namespace.
+    for role in ["flynn-gitreceiver-builds", "flynn-router-certificates"] {
+        one(&objs, "ClusterRole", role);
+        for binding in kind(&objs, "ClusterRoleBinding")
+            .into_iter()
+            .chain(kind(&objs, "RoleBinding"))
+        {
+            assert_ne!(
+                binding["roleRef"]["name"],
+                role,
+                "{} binds {role}",
+                id(binding)
+            );
+        }
+    }
+    // The twin that must fail: the same check over a role that reads Secrets, bound
+    // cluster-wide (as the router's was before grants).
+    let twin: Vec<Value> = serde_json::from_value(serde_json::json!([
+        {"kind": "ClusterRole", "metadata": {"name": "r"},
+         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}]},
+        {"kind": "ClusterRoleBinding", "metadata": {"name": "r"}, "roleRef": {"name": "r"}}
+    ]))
+    .unwrap();
+    assert_eq!(
+        cluster_wide_grants(&twin)
+            .into_iter()
+            .filter(dangerous)
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn every_rbac_rule_says_why() {
+    // Each rule of each Role/ClusterRole template has a comment line of its own after the
+    // rule before it (the first rule: or above the role).
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/flynn/templates");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in text.split("\n---") {
+            if !(doc.contains("\nkind: ClusterRole\n") || doc.contains("\nkind: Role\n")) {
+                continue;
+            }
+            let lines: Vec<&str> = doc.lines().collect();
+            let heading = lines
+                .iter()
+                .take_while(|l| !l.starts_with("apiVersion"))
+                .any(|l| l.trim_start().starts_with('#'));
+            let mut commented = heading;
+            for l in &lines {
+                let t = l.trim_start();
+                if t.starts_with('#') {
+                    commented = true;
+                } else if t.starts_with("- apiGroups:") {
+                    if !commented {
+                        missing.push(format!("{}: {}", path.display(), l.trim()));
+                    }
+                    commented = false;
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "rules without a comment saying why: {missing:#?}"
+    );
+}

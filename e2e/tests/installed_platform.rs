@@ -431,7 +431,13 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
         }
     });
     assert!(https.contains("from Python"), "{https}");
-    let tcp_port = free_port();
+    // From the platform's range of TCP Route ports (the chart's default, 20000-29999).
+    let tcp_port = (20000..=29999u16)
+        .cycle()
+        .skip(usize::from(free_port()) % 10000)
+        .take(10000)
+        .find(|p| std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok())
+        .expect("no free port in 20000-29999");
     run(&mut dev.flynn(&["route", "add", "tcp", "--port", &tcp_port.to_string()]));
     until(
         &format!("the TCP route on port {tcp_port}"),
