@@ -299,6 +299,38 @@ async fn users_register_and_remove_only_their_own_keys() {
         None,
     );
     assert!(!out.status.success(), "bob took over alice's key");
+    // Users may update keys (`flynn key add` again refreshes the groups and expiry), so
+    // the policy, not RBAC, stops bob replacing alice's key with one in his name...
+    let out = kubectl(
+        &as_user("bob", "dev", &["replace", "-f", "-"]),
+        Some(&key_secret(
+            &release,
+            "key-alice",
+            "bob",
+            &["dev", "system:authenticated"],
+        )),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("belongs to another user"),
+        "bob replaced alice's key: {err}"
+    );
+    // ...while alice refreshes her own, with an expiry.
+    let out = kubectl(
+        &as_user("alice", "dev", &["replace", "-f", "-"]),
+        Some(&key_secret_with(
+            &release,
+            "key-alice",
+            "alice",
+            &["dev", "system:authenticated"],
+            r#"flynn.io/expires: "2027-03-01T00:00:00Z", "#,
+        )),
+    );
+    assert!(
+        out.status.success(),
+        "alice could not update her key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Anything but a labelled key is refused in the keys namespace.
     let out = kubectl(
