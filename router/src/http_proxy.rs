@@ -1159,11 +1159,18 @@ fn prepare_request<B>(req: &mut Request<B>, fwd: &ForwardHeaders, upgrade: bool)
     {
         for f in fields.iter() {
             let at = f.value.as_ptr() as usize - written.as_ptr() as usize;
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(f.name.as_bytes()),
-                HeaderValue::from_maybe_shared(written.slice(at..at + f.value.len())),
-            ) {
-                headers.append(name, value);
+            // The static names: no allocation per header.
+            let name = match Forwarding::of(f.name.as_bytes()) {
+                Some(Forwarding::For) => &X_FORWARDED_FOR,
+                Some(Forwarding::Proto) => &X_FORWARDED_PROTO,
+                Some(Forwarding::Host) => &X_FORWARDED_HOST,
+                Some(Forwarding::Port) => &X_FORWARDED_PORT,
+                Some(Forwarding::Forwarded) => &FORWARDED,
+                None => continue,
+            };
+            if let Ok(value) = HeaderValue::from_maybe_shared(written.slice(at..at + f.value.len()))
+            {
+                headers.append(name.clone(), value);
             }
         }
     }
