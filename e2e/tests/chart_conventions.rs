@@ -461,6 +461,31 @@ fn pod_monitors_only_where_their_api_is() {
         "--api-versions",
         "monitoring.coreos.com/v1/PodMonitor",
     ]);
+    // On the host network the router's admin port listens on loopback only (the node's
+    // address may face the internet): nothing to scrape there ...
+    let monitors = kind(&objs, "PodMonitor");
+    assert_eq!(monitors.len(), 3, "operator, shelf, git receiver");
+    let args = |objs: &[Value]| {
+        one(objs, "DaemonSet", "flynn-router")["spec"]["template"]["spec"]["containers"][0]["args"]
+            .to_string()
+    };
+    assert!(
+        args(&objs).contains("--admin-addr=127.0.0.1:9090"),
+        "{}",
+        args(&objs)
+    );
+    // ... unless the platform team names an address the cluster alone reaches.
+    let objs = objects(&[
+        "--set",
+        "metrics.podMonitor.enabled=true,metrics.podMonitor.labels.release=prom,router.adminAddress=$(HOST_IP)",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PodMonitor",
+    ]);
+    assert!(
+        args(&objs).contains("--admin-addr=$(HOST_IP):9090"),
+        "{}",
+        args(&objs)
+    );
     let monitors = kind(&objs, "PodMonitor");
     assert_eq!(monitors.len(), 4, "operator, router, shelf, git receiver");
     let router = one(&objs, "PodMonitor", "flynn-router");
