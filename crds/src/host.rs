@@ -38,6 +38,12 @@ pub enum HostError {
     /// `*` alone, or `*.` followed by nothing.
     #[error("a wildcard needs a domain after '*.', as in *.example.com")]
     BareWildcard,
+    /// `*.com`: a wildcard over a top-level domain would claim every name under it that
+    /// no one holds yet (and every such name's traffic once its owner points DNS here).
+    #[error(
+        "a wildcard must cover a domain of at least two labels, as in *.example.com: *.{0} would claim every unclaimed name under .{0}"
+    )]
+    WildcardTooBroad(String),
 }
 
 /// A normalised host: lower case, no trailing dot, every label valid.
@@ -71,6 +77,9 @@ impl Host {
         }
         for label in rest.split('.') {
             check_label(label)?;
+        }
+        if wildcard && !rest.contains('.') {
+            return Err(HostError::WildcardTooBroad(rest.to_owned()));
         }
         Ok(if wildcard {
             Self::Wildcard(rest.to_owned())
@@ -177,11 +186,13 @@ mod tests {
             ("-a.b", HostError::BadLabel("-a".into())),
             ("a_b.c", HostError::BadLabel("a_b".into())),
             ("shöp.example", HostError::BadLabel("shöp".into())),
+            ("*.com", HostError::WildcardTooBroad("com".into())),
+            ("*.COM.", HostError::WildcardTooBroad("com".into())),
         ];
         for (domain, err) in refused {
             assert_eq!(Host::parse(domain), Err(err), "{domain:?}");
         }
-        for twin in ["a", "a.b", "*.b", "a-b.c", "x1.b", "a.b."] {
+        for twin in ["a", "a.b", "*.a.b", "a-b.c", "x1.b", "a.b.", "com"] {
             assert!(Host::parse(twin).is_ok(), "{twin:?}");
         }
         let long_label = "a".repeat(64);

@@ -653,21 +653,21 @@ mod tests {
     #[test]
     fn wildcards_over_the_default_domain_need_the_platform_to_allow_them() {
         let routes = [
-            http("b", "wild", 1, "*.flynn.local", "/"),
-            http("b", "above", 2, "*.local", "/"),
-            http("b", "below", 3, "*.x.flynn.local", "/"),
+            http("b", "wild", 1, "*.apps.flynn.local", "/"),
+            http("b", "above", 2, "*.flynn.local", "/"),
+            http("b", "below", 3, "*.x.apps.flynn.local", "/"),
             http("b", "other", 4, "*.example.com", "/"),
         ];
-        let strict = Policy::default().with_default_domain("Flynn.Local.");
+        let strict = Policy::default().with_default_domain("Apps.Flynn.Local.");
         let (v, _) = run(&routes, &strict);
         for i in [0, 1] {
             let Verdict::Refused(r) = &v[i] else {
                 panic!("{i}: {v:?}")
             };
             assert_eq!(r.reason(), reasons::WILDCARD_NOT_ALLOWED);
-            assert!(r.to_string().contains("flynn.local"), "{r}");
+            assert!(r.to_string().contains("apps.flynn.local"), "{r}");
         }
-        assert_eq!(v[2], Verdict::Served, "names below <app>.flynn.local");
+        assert_eq!(v[2], Verdict::Served, "names below <app>.apps.flynn.local");
         assert_eq!(v[3], Verdict::Served);
         let allowing = Policy {
             allow_default_domain_wildcard: true,

@@ -321,7 +321,13 @@ async fn prune<K: Cached>(
 ) -> Result<bool> {
     let stale: Vec<String> = existing
         .iter()
-        .filter(|o| o.owner_references().iter().any(|r| r.uid == owner_uid))
+        // Only what this Formation controls: an owner reference without `controller` can be
+        // written by anyone into their own object, and must not get it deleted.
+        .filter(|o| {
+            o.owner_references()
+                .iter()
+                .any(|r| r.uid == owner_uid && r.controller == Some(true))
+        })
         .map(|o| o.name_any())
         .filter(|n| !wanted.contains(n))
         .collect();
