@@ -85,7 +85,7 @@ fn child(mode: &str, repo: &Path, commit: &str, out: &Path) {
                     git: Path::new("git"),
                     limits: Limits {
                         max_source_bytes: u64::MAX,
-                        max_tree_depth: 256,
+                        ..Limits::default()
                     },
                 },
                 &|| false,

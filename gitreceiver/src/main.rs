@@ -188,6 +188,10 @@ struct PipelineArgs {
     /// How deep the directories of a pushed commit may nest.
     #[arg(long, env = "FLYNN_MAX_TREE_DEPTH", default_value_t = 256)]
     max_tree_depth: usize,
+    /// How many files and directories a pushed commit may hold (git shares identical
+    /// subtrees: a few KB of pack can name billions of paths).
+    #[arg(long, env = "FLYNN_MAX_ENTRIES", default_value_t = 1_000_000)]
+    max_entries: u64,
     /// Where source tarballs are written before upload (default: the system's temp dir).
     #[arg(long, env = "FLYNN_TMP_DIR")]
     tmp_dir: Option<PathBuf>,
@@ -255,6 +259,7 @@ impl PipelineArgs {
             limits: Limits {
                 max_source_bytes: self.max_source_bytes,
                 max_tree_depth: self.max_tree_depth,
+                max_entries: self.max_entries,
             },
             git_program,
             buildpack_urls: self

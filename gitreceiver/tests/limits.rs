@@ -119,6 +119,7 @@ async fn a_2gb_file_of_zeros_and_a_deep_tree_are_refused_while_other_pushes_depl
     let limits = Limits {
         max_source_bytes: 256 * MIB,
         max_tree_depth: 64,
+        ..Limits::default()
     };
     let pipeline = env.pipeline_with(|s| {
         s.limits = limits;

@@ -53,6 +53,10 @@ pub struct Limits {
     pub max_source_bytes: u64,
     /// Directories may nest this deep (`a/b/c/file` is 3 deep).
     pub max_tree_depth: usize,
+    /// The tree may hold this many entries (files, directories, symlinks, submodules). Git
+    /// shares identical subtrees, so a push of a few KB can name 10^12 paths of empty files:
+    /// without this, walking and archiving them would never end.
+    pub max_entries: u64,
 }
 
 impl Default for Limits {
@@ -61,6 +65,7 @@ impl Default for Limits {
         Self {
             max_source_bytes: 1 << 30,
             max_tree_depth: 256,
+            max_entries: 1_000_000,
         }
     }
 }
@@ -102,6 +107,10 @@ pub enum ArchiveError {
         "directory {path} is nested more than {limit} directories deep, the receiver's limit. Flatten the tree, or ask the platform operator to raise --max-tree-depth (FLYNN_MAX_TREE_DEPTH; chart value gitreceiver.maxTreeDepth)"
     )]
     TooDeep { limit: usize, path: String },
+    #[error(
+        "it holds more than {limit} files and directories, the receiver's limit (reached at {path}). Keep generated or vendored trees out of the repository, or ask the platform operator to raise --max-entries (FLYNN_MAX_ENTRIES; chart value gitreceiver.maxEntries)"
+    )]
+    TooManyEntries { limit: u64, path: String },
     #[error("symlink {path} points at a target longer than {MAX_SYMLINK_TARGET} bytes")]
     SymlinkTooLong { path: String },
     #[error("stopped: the push was cancelled")]
@@ -111,7 +120,10 @@ pub enum ArchiveError {
 impl ArchiveError {
     /// Whether this is one of the receiver's limits refusing the commit (not a fault).
     pub fn is_limit(&self) -> bool {
-        matches!(self, Self::TooLarge { .. } | Self::TooDeep { .. })
+        matches!(
+            self,
+            Self::TooLarge { .. } | Self::TooDeep { .. } | Self::TooManyEntries { .. }
+        )
     }
 }
 
@@ -169,12 +181,20 @@ pub fn archive(
         .odb()
         .map_err(git("opening the object database"))?;
     let mut source_bytes = 0u64;
+    let mut entries = 0u64;
     walk(
         &repository,
         &tree,
         req.limits.max_tree_depth,
         cancelled,
         |path, item| {
+            entries += 1;
+            if entries > req.limits.max_entries {
+                return Err(ArchiveError::TooManyEntries {
+                    limit: req.limits.max_entries,
+                    path: path.display().to_string(),
+                });
+            }
             if let Item::File { id, .. } | Item::Symlink { id } = item {
                 let (size, _) = odb
                     .read_header(id)
@@ -733,7 +753,75 @@ mod tests {
         Limits {
             max_source_bytes,
             max_tree_depth,
+            ..Limits::default()
         }
+    }
+
+    /// A tree of `levels` nested levels, each of `width` entries naming the same subtree,
+    /// ending in `width` empty files: width^levels paths from a few KB of objects.
+    fn shared_subtrees(width: usize, levels: usize) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let empty = repo.blob(b"").unwrap();
+        let mut tb = repo.treebuilder(None).unwrap();
+        for i in 0..width {
+            tb.insert(format!("f{i}"), empty, 0o100644).unwrap();
+        }
+        let mut tree = tb.write().unwrap();
+        for _ in 1..levels {
+            let mut tb = repo.treebuilder(None).unwrap();
+            for i in 0..width {
+                tb.insert(format!("d{i}"), tree, 0o040000).unwrap();
+            }
+            tree = tb.write().unwrap();
+        }
+        let tree = repo.find_tree(tree).unwrap();
+        let commit = commit_tree(&repo, &tree);
+        (dir, commit)
+    }
+
+    #[test]
+    fn a_tree_of_shared_subtrees_naming_too_many_paths_is_refused() {
+        // The attack: 100^4 = 10^8 empty files (plus their directories) from 4 trees.
+        let (repo, commit) = shared_subtrees(100, 4);
+        let out = tempfile::tempdir().unwrap();
+        let with_entries = |max_entries| Limits {
+            max_entries,
+            ..Limits::default()
+        };
+        let err = run(
+            repo.path(),
+            None,
+            &commit,
+            out.path(),
+            with_entries(10_000),
+            &|| false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::TooManyEntries { limit: 10_000, .. }),
+            "{err}"
+        );
+        assert!(err.is_limit());
+        let msg = err.to_string();
+        assert!(
+            msg.contains("more than 10000 files and directories"),
+            "{msg}"
+        );
+        assert!(msg.contains("--max-entries (FLYNN_MAX_ENTRIES"), "{msg}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+        // The twin: 100 directories of 100 files, 10,100 entries, exactly at its limit.
+        let (repo, commit) = shared_subtrees(100, 2);
+        let a = run(
+            repo.path(),
+            None,
+            &commit,
+            out.path(),
+            with_entries(10_100),
+            &|| false,
+        )
+        .unwrap();
+        assert_eq!(a.files, 10_000);
     }
 
     #[test]
