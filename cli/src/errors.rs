@@ -82,6 +82,11 @@ pub enum Error {
     RouteExists { route: String },
     #[error("{what} is already routed by {owner}")]
     RouteConflict { what: String, owner: String },
+    /// The operator refused the Route (another namespace owns its host or port, a port
+    /// outside the platform's range, a wildcard the platform does not allow); `why` is its
+    /// `Accepted` message, which says what to do.
+    #[error("{what} was refused: {why}")]
+    RouteRefused { what: String, why: String },
     #[error("no SSH public key found (looked at {looked_at})")]
     NoKeyFile { looked_at: String },
     #[error("cannot read SSH public key {path}: {problem}")]
@@ -217,6 +222,7 @@ impl Error {
             AppExists { .. }
             | RouteExists { .. }
             | RouteConflict { .. }
+            | RouteRefused { .. }
             | KeyTaken { .. }
             | RemoteExists { .. } => exit::CONFLICT,
             Timeout { .. } => exit::TIMEOUT,
@@ -258,6 +264,9 @@ impl Error {
             }
             RouteConflict { .. } => {
                 "choose another domain, path or port, or remove the other route first".into()
+            }
+            RouteRefused { .. } => {
+                "the route was removed again; `flynn route list` shows the app's routes".into()
             }
             NoKeyFile { .. } => {
                 "create a key with `ssh-keygen -t ed25519`, or pass the .pub file: `flynn key add FILE`".into()

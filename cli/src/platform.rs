@@ -94,6 +94,16 @@ impl Platform {
         .ok()
     }
 
+    /// The ports TCP Routes may take (the chart's `routes.tcpPortRange`); the platform's
+    /// default when the ConfigMap does not say (or says something unreadable: the operator
+    /// has the last word anyway).
+    pub fn tcp_port_range(&self) -> flynn_crds::ownership::PortRange {
+        self.data
+            .get("tcpPortRange")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_default()
+    }
+
     /// The platform's version, if installed.
     pub fn version(&self) -> Option<&str> {
         self.data.get("version").map(String::as_str)

@@ -1096,13 +1096,15 @@ async fn route_list_add_remove_and_conflict() {
     let err = env
         .flynn(&["-a", &other, "route", "add", "http", &taken])
         .await;
+    // The owning namespace is named, never its Route.
     err.fails(
         4,
         &format!(
-            "domain {taken} is already routed by {}/owner",
+            "domain {taken} was refused: host {taken} belongs to namespace {}",
             elsewhere.name()
         ),
     );
+    assert!(!err.stderr.contains("/owner"), "{}", err.stderr);
     assert!(
         routes
             .get_opt(&format!("{other}-{taken}"))

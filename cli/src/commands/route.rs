@@ -320,12 +320,16 @@ async fn add_tcp(ctx: &Ctx, app: &str, port: Option<u16>, process: &str) -> Resu
         .iter()
         .filter_map(|r| r.spec.tcp.map(|t| t.port))
         .collect();
+    // From the platform's range: a port outside it would be refused.
+    let range = ctx.platform().await.tcp_port_range();
+    let span = u32::from(range.last - range.first) + 1;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let mut last = None;
     for attempt in 0..5u32 {
-        let port = 10000 + ((seed.wrapping_add(attempt.wrapping_mul(7919))) % 20000) as i32;
+        let offset = seed.wrapping_add(attempt.wrapping_mul(7919)) % span;
+        let port = i32::from(range.first) + offset as i32;
         if used.contains(&port) {
             continue;
         }
@@ -389,13 +393,26 @@ async fn create_and_judge(ctx: &Ctx, name: &str, spec: RouteSpec, what: &str) ->
             .await
             .map_err(Error::kube(format!("getting route {name}")))?;
         let status = route.status.clone().unwrap_or_default();
-        if conditions::is_true(&status.conditions, types::CONFLICT) {
+        let refused = conditions::find(&status.conditions, types::ACCEPTED)
+            .filter(|c| c.status == "False")
+            .map(|c| c.message.clone());
+        if conditions::is_true(&status.conditions, types::CONFLICT) || refused.is_some() {
             let _ = api.delete(name, &DeleteParams::default()).await;
-            return Err(Error::RouteConflict {
-                what: what.to_owned(),
-                owner: status
-                    .conflicts_with
-                    .unwrap_or_else(|| "another route".into()),
+            // A Route of this namespace is named; another namespace's never is (the
+            // operator says only which namespace owns the host or port).
+            return Err(match (status.conflicts_with, refused) {
+                (Some(owner), _) => Error::RouteConflict {
+                    what: what.to_owned(),
+                    owner,
+                },
+                (None, Some(why)) => Error::RouteRefused {
+                    what: what.to_owned(),
+                    why,
+                },
+                (None, None) => Error::RouteConflict {
+                    what: what.to_owned(),
+                    owner: "another route".into(),
+                },
             });
         }
         if conditions::is_true(&status.conditions, types::ACCEPTED) {
