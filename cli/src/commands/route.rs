@@ -1,9 +1,11 @@
 //! `route list | add http DOMAIN[/PATH] | add tcp [--port N] | update NAME ... | remove NAME`.
 //!
-//! A new Route is checked by the operator, which marks it `Accepted` or `Conflict` (the
-//! oldest Route owns a domain + path or TCP port, in any namespace). `add` waits for that
-//! verdict: a conflicting Route would never serve, so it is removed again and the command
-//! fails naming the Route that owns the domain or port.
+//! A new Route is checked by the operator, which marks it `Accepted`, or not with the reason
+//! (flynn_crds::ownership: a host belongs to the namespace that claimed it first, a domain +
+//! path or TCP port to the oldest Route of that namespace, TCP ports to the platform's
+//! range). `add` waits for that verdict: a refused Route would never serve, so it is removed
+//! again and the command fails with the reason (naming a Route of this namespace, or only
+//! the namespace that owns the host or port).
 
 use std::time::Duration;
 
