@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     backend::{self, BackendConn, ConnectError, ExchangeError, ResponseBody, ResponseHead},
-    forwarded::{HostError, TrustedProxies},
+    forwarded::{ClientHeader, Forwarding, HostError, TrustedProxies, classify, real_client},
     limits::{BodyPace, ConnGuard, TimedBody},
     metrics::SharedMetrics,
     sticky::Sticky,
@@ -115,6 +115,8 @@ pub struct ForwardHeaders {
     /// The peer is a trusted proxy (`--trusted-proxies`): the forwarding headers it sends
     /// are kept (and extended), not replaced.
     trusted: bool,
+    /// The trusted proxies, to find the client in a trusted proxy's chain (`X-Real-IP`).
+    proxies: TrustedProxies,
 }
 
 impl ForwardHeaders {
@@ -137,6 +139,7 @@ impl ForwardHeaders {
             port: HeaderValue::from(conn.local_port),
             proto: HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
             trusted: trusted.contains(peer),
+            proxies: trusted.clone(),
         }
     }
 }
@@ -205,6 +208,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
 
@@ -958,12 +962,17 @@ pub(crate) fn encode_forwarded<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
         if backend::hop::is_hop_by_hop(name) || named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
             continue;
         }
-        if let Some(kind) = Forwarding::of(name) {
-            // An untrusted client's are dropped: the router writes its own below.
-            if fwd.trusted {
-                prior.add(kind, value);
+        match classify(name) {
+            ClientHeader::Ordinary => {}
+            ClientHeader::Forwarding(kind) => {
+                // An untrusted client's are dropped: the router writes its own below.
+                if fwd.trusted {
+                    prior.add(kind, value);
+                }
+                continue;
             }
-            continue;
+            ClientHeader::Claim if fwd.trusted => {}
+            ClientHeader::Claim | ClientHeader::Underscore => continue,
         }
         if name.eq_ignore_ascii_case(b"x-request-start") {
             continue;
@@ -986,39 +995,6 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// The forwarding headers a client may send, which only a trusted proxy's are believed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Forwarding {
-    For,
-    Proto,
-    Host,
-    Port,
-    /// RFC 7239 `Forwarded`.
-    Forwarded,
-}
-
-impl Forwarding {
-    fn of(name: &[u8]) -> Option<Self> {
-        // A cut on length first: most headers are none of these.
-        let kind = match name.len() {
-            9 => Self::Forwarded,
-            15 => Self::For,
-            16 if name[12..].eq_ignore_ascii_case(b"host") => Self::Host,
-            16 => Self::Port,
-            17 => Self::Proto,
-            _ => return None,
-        };
-        let full: &[u8] = match kind {
-            Self::For => b"x-forwarded-for",
-            Self::Proto => b"x-forwarded-proto",
-            Self::Host => b"x-forwarded-host",
-            Self::Port => b"x-forwarded-port",
-            Self::Forwarded => b"forwarded",
-        };
-        name.eq_ignore_ascii_case(full).then_some(kind)
-    }
 }
 
 /// The forwarding headers a trusted proxy sent, in order.
@@ -1053,22 +1029,33 @@ impl<'a> Prior<'a> {
             Forwarding::Port => {
                 self.port.get_or_insert(value);
             }
+            // Not read: a proxy may pass a client's own on (the chain decides).
+            Forwarding::RealIp => {}
         }
+    }
+
+    /// The lines of one chain header, in order.
+    fn lines(&self, kind: Forwarding) -> impl DoubleEndedIterator<Item = &'a [u8]> + Clone {
+        self.chains
+            .iter()
+            .filter(move |(k, _)| *k == kind)
+            .map(|&(_, v)| v)
     }
 
     /// The values of one chain header, each followed by `, `.
     fn chain(&self, kind: Forwarding, out: &mut Vec<u8>) {
-        for (_, v) in self.chains.iter().filter(|(k, _)| *k == kind) {
+        for v in self.lines(kind) {
             out.extend_from_slice(v);
             out.extend_from_slice(b", ");
         }
     }
 }
 
-/// Writes `X-Forwarded-For`, `-Proto`, `-Host`, `-Port` and `Forwarded` for a request with
-/// `host` (already validated) from `fwd`'s connection: set from the peer, the listener and
-/// `host`; for a trusted proxy (`prior` holds what it sent), its chains extended by the peer
-/// and its `X-Forwarded-Proto/Host/Port` kept.
+/// Writes `X-Forwarded-For`, `-Proto`, `-Host`, `-Port`, `Forwarded` and `X-Real-IP` for a
+/// request with `host` (already validated) from `fwd`'s connection: set from the peer, the
+/// listener and `host`; for a trusted proxy (`prior` holds what it sent), its chains
+/// extended by the peer, its `X-Forwarded-Proto/Host/Port` kept, and `X-Real-IP` the client
+/// its chain names ([`real_client`]).
 fn write_forwarding(out: &mut Vec<u8>, fwd: &ForwardHeaders, host: &[u8], prior: &Prior<'_>) {
     out.extend_from_slice(b"x-forwarded-for: ");
     prior.chain(Forwarding::For, out);
@@ -1097,6 +1084,25 @@ fn write_forwarding(out: &mut Vec<u8>, fwd: &ForwardHeaders, host: &[u8], prior:
     }
     out.extend_from_slice(b";proto=");
     out.extend_from_slice(fwd.proto.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"x-real-ip: ");
+    match fwd
+        .trusted
+        .then(|| {
+            real_client(
+                prior.lines(Forwarding::For),
+                prior.lines(Forwarding::Forwarded),
+                &fwd.proxies,
+            )
+        })
+        .flatten()
+    {
+        Some(ip) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{ip}");
+        }
+        None => out.extend_from_slice(fwd.client_ip.as_bytes()),
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1127,46 +1133,50 @@ fn prepare_request<B>(req: &mut Request<B>, fwd: &ForwardHeaders, upgrade: bool)
     }
 
     // The same headers as `encode_forwarded` writes, by the same code: the client's
-    // forwarding headers are taken out, and what `write_forwarding` makes of them (and of
-    // the connection) put in.
+    // forwarding headers (and the claims and underscore names it may not send) are taken
+    // out, and what `write_forwarding` makes of them (and of the connection) put in.
     let mut written = Vec::new();
+    // Allocates only when the client sent any.
+    let mut drop: Vec<HeaderName> = Vec::new();
     {
         let mut prior = Prior::default();
-        if fwd.trusted {
-            for (name, value) in headers.iter() {
-                if let Some(kind) = Forwarding::of(name.as_str().as_bytes()) {
-                    prior.add(kind, value.as_bytes());
-                }
+        for (name, value) in headers.iter() {
+            match classify(name.as_str().as_bytes()) {
+                ClientHeader::Ordinary => continue,
+                ClientHeader::Forwarding(kind) if fwd.trusted => prior.add(kind, value.as_bytes()),
+                ClientHeader::Claim if fwd.trusted => continue,
+                ClientHeader::Forwarding(_) | ClientHeader::Claim | ClientHeader::Underscore => {}
+            }
+            // A name with several values comes once per value: removed once.
+            if drop.last() != Some(name) {
+                drop.push(name.clone());
             }
         }
         let host = headers.get(HOST).map_or(&b""[..], HeaderValue::as_bytes);
         write_forwarding(&mut written, fwd, host, &prior);
         written.extend_from_slice(b"\r\n");
     }
-    for name in [
-        &X_FORWARDED_FOR,
-        &X_FORWARDED_PROTO,
-        &X_FORWARDED_HOST,
-        &X_FORWARDED_PORT,
-        &FORWARDED,
-    ] {
+    for name in &drop {
         headers.remove(name);
     }
     let written = Bytes::from(written);
-    let mut fields = [httparse::EMPTY_HEADER; 5];
+    let mut fields = [httparse::EMPTY_HEADER; 6];
     if let Ok(httparse::Status::Complete((_, fields))) =
         httparse::parse_headers(&written, &mut fields)
     {
         for f in fields.iter() {
             let at = f.value.as_ptr() as usize - written.as_ptr() as usize;
             // The static names: no allocation per header.
-            let name = match Forwarding::of(f.name.as_bytes()) {
-                Some(Forwarding::For) => &X_FORWARDED_FOR,
-                Some(Forwarding::Proto) => &X_FORWARDED_PROTO,
-                Some(Forwarding::Host) => &X_FORWARDED_HOST,
-                Some(Forwarding::Port) => &X_FORWARDED_PORT,
-                Some(Forwarding::Forwarded) => &FORWARDED,
-                None => continue,
+            let ClientHeader::Forwarding(kind) = classify(f.name.as_bytes()) else {
+                continue;
+            };
+            let name = match kind {
+                Forwarding::For => &X_FORWARDED_FOR,
+                Forwarding::Proto => &X_FORWARDED_PROTO,
+                Forwarding::Host => &X_FORWARDED_HOST,
+                Forwarding::Port => &X_FORWARDED_PORT,
+                Forwarding::Forwarded => &FORWARDED,
+                Forwarding::RealIp => &X_REAL_IP,
             };
             if let Ok(value) = HeaderValue::from_maybe_shared(written.slice(at..at + f.value.len()))
             {
@@ -1635,12 +1645,65 @@ mod tests {
                 .header("accept", "a")
                 .header("accept", "b")
                 .header("x-request-id", "given")
+                .header("x-real-ip", "6.6.6.6")
+                .header("true-client-ip", "6.6.6.6")
+                .header("x_forwarded_for", "6.6.6.6")
+                .header("x-team-trace", "abc")
                 .body(())
                 .unwrap();
             *req.version_mut() = Version::HTTP_2;
             req
         };
         for fwd in [untrusted(), trusted()] {
+            heads_match(&build, &fwd);
+        }
+    }
+
+    /// Claims about the client other than the forwarding headers: an untrusted client's are
+    /// dropped and `X-Real-IP` is its address; a trusted proxy's are passed on and
+    /// `X-Real-IP` is the client its chain names; a name with `_` is dropped from both. The
+    /// two paths agree.
+    #[test]
+    fn client_claims_are_dropped_unless_from_a_trusted_proxy() {
+        let build = || {
+            Request::builder()
+                .uri("/")
+                .header("host", "shop.test")
+                .header("x-forwarded-for", "6.6.6.6, 203.0.113.7")
+                .header("x-real-ip", "6.6.6.6")
+                .header("true-client-ip", "6.6.6.6")
+                .header("x-forwarded-ssl", "on")
+                .header("x_real_ip", "6.6.6.6")
+                .header("x-team-trace", "abc")
+                .header("x-request-id", "given")
+                .body(())
+                .unwrap()
+        };
+        for (fwd, real_ip, claims_kept) in [
+            (untrusted(), "10.1.2.3", false),
+            (trusted(), "203.0.113.7", true),
+        ] {
+            let mut req = build();
+            prepare_request(&mut req, &fwd, false);
+            let h = req.headers();
+            assert_eq!(h.get_all("x-real-ip").iter().count(), 1);
+            assert_eq!(h["x-real-ip"], real_ip);
+            assert_eq!(h.contains_key("true-client-ip"), claims_kept);
+            assert_eq!(h.contains_key("x-forwarded-ssl"), claims_kept);
+            assert!(!h.contains_key("x_real_ip"));
+            assert_eq!(h["x-team-trace"], "abc");
+            let mut out = Vec::new();
+            encode_forwarded_head(&mut out, &build(), &fwd, None, &request_start());
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text.matches("x-real-ip: ").count(), 1, "{text}");
+            assert!(
+                text.contains(&format!("\r\nx-real-ip: {real_ip}\r\n")),
+                "{text}"
+            );
+            assert_eq!(text.contains("true-client-ip"), claims_kept, "{text}");
+            assert_eq!(text.contains("x-forwarded-ssl"), claims_kept, "{text}");
+            assert!(!text.contains("x_real_ip"), "{text}");
+            assert!(text.contains("\r\nx-team-trace: abc\r\n"), "{text}");
             heads_match(&build, &fwd);
         }
     }
@@ -1654,7 +1717,10 @@ mod tests {
         let mut parsed = httparse::Request::new(&mut headers);
         assert!(parsed.parse(&out).unwrap().is_complete());
         assert_eq!(parsed.method, Some("GET"));
-        assert_eq!(parsed.path, Some("/a?b=c"));
+        assert_eq!(
+            parsed.path,
+            build().uri().path_and_query().map(PathAndQuery::as_str)
+        );
         let mut fast: Vec<(String, String)> = parsed
             .headers
             .iter()

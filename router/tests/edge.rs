@@ -9,8 +9,10 @@
 //!
 //! `cargo test -p flynn-router --test edge`
 
+#[path = "support/fake_api.rs"]
+mod fake_api;
+
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -19,17 +21,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use flynn_crds::{Route, RouteSpec};
+use fake_api::{route, serve, slice};
+use flynn_crds::RouteSpec;
 use flynn_router::{Config, Router, forwarded::TrustedProxies};
 use http::{Request, Response, header};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::{
-    body::{Frame, Incoming},
-    service::service_fn,
-};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde_json::{Value, json};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -43,41 +42,17 @@ const SECURE: &str = "secure.test";
 /// Forwards to the backend that answers raw bytes chosen by the path.
 const RAW: &str = "raw.test";
 
-type Body = BoxBody<Bytes, Infallible>;
-
-/// Serves HTTP/1.1 (with upgrades) on a loopback port with `answer`.
-async fn serve<F>(answer: F) -> SocketAddr
-where
-    F: Fn(Request<Incoming>) -> Response<Body> + Clone + Send + Sync + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let resp = answer(req);
-                    async move { Ok::<_, Infallible>(resp) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// The forwarding headers a backend got, as response headers `x-got-<name>` (lines joined
-/// with ` | `); an upgrade is answered with `101` and then echoes.
+/// with ` | `), and the names of all it got as `x-got-names` (comma-separated, in order);
+/// an upgrade is answered with `101` and then echoes.
 async fn echo_backend() -> SocketAddr {
     serve(|mut req: Request<Incoming>| {
         let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")).boxed());
+        let names: Vec<&str> = req.headers().iter().map(|(n, _)| n.as_str()).collect();
+        resp.headers_mut().insert(
+            "x-got-names",
+            header::HeaderValue::from_str(&names.join(",")).unwrap(),
+        );
         for name in [
             "x-forwarded-for",
             "x-forwarded-proto",
@@ -85,6 +60,8 @@ async fn echo_backend() -> SocketAddr {
             "x-forwarded-port",
             "forwarded",
             "host",
+            "x-real-ip",
+            "x-team-trace",
         ] {
             let all: Vec<&str> = req
                 .headers()
@@ -241,76 +218,20 @@ const FRAMINGS: &[(&str, &str, bool)] = &[
     ),
 ];
 
-fn route(name: &str, spec: RouteSpec) -> Value {
-    let mut route = serde_json::to_value(Route::new(name, spec)).unwrap();
-    route["metadata"] = json!({
-        "name": name,
-        "namespace": NAMESPACE,
-        "uid": format!("uid-{name}"),
-        "resourceVersion": "1",
-        "generation": 1,
-        "creationTimestamp": "2026-01-01T00:00:00Z",
-    });
-    route
-}
-
-fn slice(app: &str, backend: SocketAddr) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": format!("{app}-web-1"),
-            "namespace": NAMESPACE,
-            "resourceVersion": "1",
-            "labels": {"kubernetes.io/service-name": format!("{app}-web")},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": "", "port": backend.port(), "protocol": "TCP"}],
-        "endpoints": [{"addresses": [backend.ip().to_string()], "conditions": {"ready": true}}],
-    })
-}
-
-/// A Kubernetes API server that knows the three Routes and their slices: lists return them,
-/// watches stay open and quiet.
+/// The fake API server (`support/fake_api.rs`) with the three Routes: [`SHOP`] and
+/// [`SECURE`] to `echo`, [`RAW`] to `raw`.
 async fn fake_api(echo: SocketAddr, raw: SocketAddr) -> SocketAddr {
     let mut secure = RouteSpec::http("shop", SECURE);
     if let Some(http) = secure.http.as_mut() {
         http.https_redirect = true;
     }
     let routes = vec![
-        route("shop", RouteSpec::http("shop", SHOP)),
-        route("secure", secure),
-        route("raw", RouteSpec::http("raw", RAW)),
+        route(NAMESPACE, "shop", RouteSpec::http("shop", SHOP)),
+        route(NAMESPACE, "secure", secure),
+        route(NAMESPACE, "raw", RouteSpec::http("raw", RAW)),
     ];
-    let slices = vec![slice("shop", echo), slice("raw", raw)];
-    serve(move |req| {
-        let watch = req.uri().query().unwrap_or("").contains("watch=true");
-        let items = match req.uri().path().rsplit('/').next() {
-            Some("routes") => routes.clone(),
-            Some("endpointslices") => slices.clone(),
-            _ => vec![],
-        };
-        let mut resp = if watch {
-            Response::new(
-                StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, Infallible>>())
-                    .boxed(),
-            )
-        } else {
-            let list = json!({
-                "apiVersion": "v1",
-                "kind": "List",
-                "metadata": {"resourceVersion": "1"},
-                "items": items,
-            });
-            Response::new(Full::new(Bytes::from(list.to_string())).boxed())
-        };
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        resp
-    })
-    .await
+    let slices = vec![slice(NAMESPACE, "shop", echo), slice(NAMESPACE, "raw", raw)];
+    fake_api::fake_api(routes, slices).await
 }
 
 struct Edge {
@@ -359,7 +280,25 @@ async fn edge(tweak: impl FnOnce(&mut Config)) -> Edge {
     }
 }
 
+/// One HTTP/2 client connection; the handle of the task driving it.
+type H2c = (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+);
+
 impl Edge {
+    /// An HTTP/2 connection without TLS (the router needs `server.h2c`).
+    async fn h2c(&self) -> H2c {
+        let tcp = TcpStream::connect(self.router.http_addr).await.unwrap();
+        let (tx, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        (tx, tokio::spawn(conn))
+    }
+
     async fn tls(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone()).unwrap();
@@ -450,34 +389,39 @@ const SPOOF: &str = "X-Forwarded-For: 6.6.6.6\r\nx-forwarded-for: 7.7.7.7\r\n\
     X-Forwarded-Proto: https\r\nX-Forwarded-Host: bank.test\r\nX-Forwarded-Port: 8443\r\n\
     Forwarded: for=6.6.6.6;proto=https\r\n";
 
-/// Every way a request reaches a backend: the own HTTP/1 server, hyper's (a body, HTTP/1.0),
-/// an upgrade, TLS, and HTTP/2 (h2c).
+/// A request with `SPOOF`'s headers on every way it reaches a backend: the own HTTP/1
+/// server, hyper's (a body, HTTP/1.0), an upgrade, and TLS (HTTP/2: its own tests).
 async fn forwarded_headers(edge: &Edge) -> Vec<(&'static str, Answer)> {
+    forwarded_with(edge, SPOOF).await
+}
+
+/// [`forwarded_headers`] with `SPOOF` = `spoof` (header lines, each ending in CRLF).
+async fn forwarded_with(edge: &Edge, spoof: &str) -> Vec<(&'static str, Answer)> {
     let mut answers = Vec::new();
     for (path, request) in [
         (
             "own h1",
-            format!("GET / HTTP/1.1\r\nHost: {SHOP}\r\n{SPOOF}\r\n"),
+            format!("GET / HTTP/1.1\r\nHost: {SHOP}\r\n{spoof}\r\n"),
         ),
         (
             "hyper, body",
-            format!("POST / HTTP/1.1\r\nHost: {SHOP}\r\n{SPOOF}content-length: 2\r\n\r\nhi"),
+            format!("POST / HTTP/1.1\r\nHost: {SHOP}\r\n{spoof}content-length: 2\r\n\r\nhi"),
         ),
         (
             "hyper, 1.0",
-            format!("GET / HTTP/1.0\r\nHost: {SHOP}\r\n{SPOOF}\r\n"),
+            format!("GET / HTTP/1.0\r\nHost: {SHOP}\r\n{spoof}\r\n"),
         ),
         (
             "upgrade",
             format!(
-                "GET /ws HTTP/1.1\r\nHost: {SHOP}\r\n{SPOOF}connection: upgrade\r\n\
+                "GET /ws HTTP/1.1\r\nHost: {SHOP}\r\n{spoof}connection: upgrade\r\n\
                  upgrade: websocket\r\n\r\n"
             ),
         ),
     ] {
         answers.push((path, plain(edge, &request).await));
     }
-    let request = format!("GET / HTTP/1.1\r\nHost: {SHOP}\r\n{SPOOF}\r\n");
+    let request = format!("GET / HTTP/1.1\r\nHost: {SHOP}\r\n{spoof}\r\n");
     answers.push(("tls", exchange(edge.tls().await, request.as_bytes()).await));
     answers
 }
@@ -548,18 +492,133 @@ async fn spoofed_forwarding_headers_are_replaced_unless_from_a_trusted_proxy() {
     trusted.router.shutdown(Duration::from_secs(1)).await;
 }
 
+/// Headers other than the forwarding ones that backends read the client from (frameworks,
+/// CGI/PHP/WSGI/Rack, CDNs' conventions), sent by a client to pose as someone else.
+const CLAIMS: &[&str] = &[
+    "X-Real-IP",
+    "True-Client-IP",
+    "Client-IP",
+    "X-Forwarded-Ssl",
+    "X-Forwarded-Scheme",
+    "X-Client-IP",
+    "X-Cluster-Client-IP",
+    "X-Original-Forwarded-For",
+    "X-Forwarded",
+    "Forwarded-For",
+    "CF-Connecting-IP",
+    "Fastly-Client-IP",
+    "X-Forwarded-Prefix",
+];
+
+/// Names with `_`: CGI, PHP, WSGI and Rack read `X_Forwarded_For` as `HTTP_X_FORWARDED_FOR`.
+const UNDERSCORED: &[&str] = &["X_Forwarded_For", "X_Real_IP", "X_Team_Trace"];
+
+/// The attacking head: the forwarding headers of `SPOOF`, every claim and underscore name
+/// (each `6.6.6.6`), and the valid twin, an ordinary custom header `X-Team-Trace: abc`.
+fn claims_head() -> String {
+    let mut head = SPOOF.to_owned();
+    for name in CLAIMS.iter().chain(UNDERSCORED) {
+        head.push_str(&format!("{name}: 6.6.6.6\r\n"));
+    }
+    head.push_str("X-Team-Trace: abc\r\n");
+    head
+}
+
+/// The header names a backend got (the `x-got-names` of the echo backend).
+fn got_names(a: &Answer) -> Vec<String> {
+    a.header("x-got-names")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// From an untrusted client, none of the claims or underscore names reach the backend, on
+/// any path, and `X-Real-IP` is the peer; an ordinary custom header does. The twin: from a
+/// trusted proxy the claims are passed on (as its `X-Forwarded-Proto` is), `X-Real-IP` is
+/// the client its `X-Forwarded-For` names, and underscore names are still dropped.
+#[tokio::test]
+async fn client_identity_claims_never_reach_the_backend_unless_from_a_trusted_proxy() {
+    let head = claims_head();
+    let untrusted = edge(|c| c.server.h2c = true).await;
+    let mut answers = forwarded_with(&untrusted, &head).await;
+    // HTTP/2 (h2c) too.
+    {
+        let (mut tx, _conn) = untrusted.h2c().await;
+        let mut req = Request::builder().uri(format!("http://{SHOP}/"));
+        for name in CLAIMS.iter().chain(UNDERSCORED) {
+            req = req.header(*name, "6.6.6.6");
+        }
+        let req = req
+            .header("x-team-trace", "abc")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        answers.push((
+            "h2c",
+            Answer {
+                status: resp.status().as_u16(),
+                headers,
+                raw: String::new(),
+            },
+        ));
+    }
+    for (path, a) in &answers {
+        assert!(a.status == 200 || a.status == 101, "{path}: {}", a.raw);
+        let names = got_names(a);
+        for name in CLAIMS.iter().chain(UNDERSCORED) {
+            let name = name.to_ascii_lowercase();
+            let count = names.iter().filter(|n| **n == name).count();
+            let want = usize::from(name == "x-real-ip");
+            assert_eq!(count, want, "{path}: {name} in {names:?}");
+        }
+        assert_eq!(a.header("x-got-x-real-ip"), Some("127.0.0.1"), "{path}");
+        assert_eq!(
+            a.header("x-got-x-forwarded-for"),
+            Some("127.0.0.1"),
+            "{path}"
+        );
+        assert_eq!(a.header("x-got-x-team-trace"), Some("abc"), "{path}");
+    }
+    untrusted.router.shutdown(Duration::from_secs(1)).await;
+
+    let trusted = edge(|c| {
+        c.proxy.trusted_proxies = TrustedProxies::new(["127.0.0.0/8".parse().unwrap()]);
+    })
+    .await;
+    for (path, a) in forwarded_with(&trusted, &head).await {
+        assert!(a.status == 200 || a.status == 101, "{path}: {}", a.raw);
+        let names = got_names(&a);
+        for name in CLAIMS {
+            let name = name.to_ascii_lowercase();
+            assert!(names.contains(&name), "{path}: {name} not in {names:?}");
+        }
+        for name in UNDERSCORED {
+            let name = name.to_ascii_lowercase();
+            assert!(!names.contains(&name), "{path}: {name} in {names:?}");
+        }
+        assert_eq!(
+            a.header("x-got-x-forwarded-for"),
+            Some("6.6.6.6, 7.7.7.7, 127.0.0.1"),
+            "{path}"
+        );
+        // The proxy appended 7.7.7.7 (its client); 6.6.6.6 is what that client claimed.
+        assert_eq!(a.header("x-got-x-real-ip"), Some("7.7.7.7"), "{path}");
+        assert_eq!(a.header("x-got-x-team-trace"), Some("abc"), "{path}");
+    }
+    trusted.router.shutdown(Duration::from_secs(1)).await;
+}
+
 /// HTTP/2 (h2c, served by hyper): the same replacement.
 #[tokio::test]
 async fn http2_requests_get_the_same_forwarding_headers() {
     let edge = edge(|c| c.server.h2c = true).await;
-    let tcp = TcpStream::connect(edge.router.http_addr).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut tx, _conn) = edge.h2c().await;
     let req = Request::builder()
         .uri(format!("http://{SHOP}/"))
         .header("x-forwarded-for", "6.6.6.6")
@@ -599,16 +658,7 @@ async fn idle_http2_connections_are_closed() {
         c.server.header_timeout = Duration::from_millis(800);
     })
     .await;
-    let connect = || async {
-        let tcp = TcpStream::connect(edge.router.http_addr).await.unwrap();
-        let (tx, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        (tx, tokio::spawn(conn))
-    };
+    let connect = || edge.h2c();
     let get = || {
         Request::builder()
             .uri(format!("http://{SHOP}/"))
@@ -811,15 +861,7 @@ async fn start_binary(api: SocketAddr, max_connections: usize) -> Process {
     let dir = std::env::temp_dir().join(format!("flynn-router-edge-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": format!("http://{api}")}}],
-        "users": [{"name": "fake", "user": {}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-        "current-context": "fake",
-    });
-    std::fs::write(&kubeconfig, config.to_string()).unwrap();
+    fake_api::write_kubeconfig(&kubeconfig, api);
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()

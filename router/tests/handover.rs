@@ -10,8 +10,10 @@
 //! `queued_connections_move_to_the_next_listener_when_one_closes` checks that alone, without
 //! depending on timing.
 
+#[path = "support/fake_api.rs"]
+mod fake_api;
+
 use std::{
-    convert::Infallible,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
@@ -25,21 +27,15 @@ use std::{
 };
 
 use bytes::Bytes;
-use flynn_crds::{Route, RouteSpec};
+use fake_api::{route, serve, slice};
+use flynn_crds::RouteSpec;
 use flynn_router::listener;
-use http::{Request, Response, header};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::{
-    body::{Frame, Incoming},
-    service::service_fn,
-};
-use hyper_util::rt::TokioIo;
+use http::Response;
+use http_body_util::{BodyExt, Full};
 use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 const NAMESPACE: &str = "handover";
 const HOST: &str = "handover.test";
@@ -197,16 +193,7 @@ impl TestDir {
 
     fn kubeconfig(&self, api: SocketAddr) -> PathBuf {
         let path = self.0.join("kubeconfig");
-        let config = json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": format!("http://{api}")}}],
-            "users": [{"name": "fake", "user": {}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-            "current-context": "fake",
-        });
-        // JSON is YAML.
-        std::fs::write(&path, config.to_string()).unwrap();
+        fake_api::write_kubeconfig(&path, api);
         path
     }
 }
@@ -457,97 +444,16 @@ async fn backend() -> SocketAddr {
     .await
 }
 
-type Body = BoxBody<Bytes, Infallible>;
-
-/// Serves HTTP/1.1 on a loopback port with `answer`.
-async fn serve<F>(answer: F) -> SocketAddr
-where
-    F: Fn(Request<Incoming>) -> Response<Body> + Clone + Send + Sync + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let resp = answer(req);
-                    async move { Ok::<_, Infallible>(resp) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// A Kubernetes API server that knows an HTTP Route for [`HOST`], a TCP Route on `tcp_port`,
-/// and an EndpointSlice of their Service naming `backend`: lists return them, watches stay
-/// open and quiet.
+/// The fake API server (`support/fake_api.rs`) with an HTTP Route for [`HOST`], a TCP Route
+/// on `tcp_port`, and an EndpointSlice of their Service naming `backend`.
 async fn fake_api(backend: SocketAddr, tcp_port: u16) -> SocketAddr {
-    serve(move |req| {
-        let watch = req.uri().query().unwrap_or("").contains("watch=true");
-        let items = match req.uri().path().rsplit('/').next() {
-            Some("routes") => vec![
-                route("web", RouteSpec::http("app", HOST)),
-                route("db", RouteSpec::tcp("app", "web", i32::from(tcp_port))),
-            ],
-            Some("endpointslices") => vec![slice(backend)],
-            _ => vec![],
-        };
-        let mut resp = if watch {
-            Response::new(
-                StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, Infallible>>())
-                    .boxed(),
-            )
-        } else {
-            let list = json!({
-                "apiVersion": "v1",
-                "kind": "List",
-                "metadata": {"resourceVersion": "1"},
-                "items": items,
-            });
-            Response::new(Full::new(Bytes::from(list.to_string())).boxed())
-        };
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        resp
-    })
-    .await
-}
-
-fn route(name: &str, spec: RouteSpec) -> Value {
-    let mut route = serde_json::to_value(Route::new(name, spec)).unwrap();
-    route["metadata"] = json!({
-        "name": name,
-        "namespace": NAMESPACE,
-        "uid": format!("uid-{name}"),
-        "resourceVersion": "1",
-        "generation": 1,
-        "creationTimestamp": "2026-01-01T00:00:00Z",
-    });
-    route
-}
-
-fn slice(backend: SocketAddr) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": "app-web-1",
-            "namespace": NAMESPACE,
-            "resourceVersion": "1",
-            "labels": {"kubernetes.io/service-name": "app-web"},
-        },
-        "addressType": "IPv4",
-        "ports": [{"name": "", "port": backend.port(), "protocol": "TCP"}],
-        "endpoints": [{"addresses": [backend.ip().to_string()], "conditions": {"ready": true}}],
-    })
+    let routes = vec![
+        route(NAMESPACE, "web", RouteSpec::http("app", HOST)),
+        route(
+            NAMESPACE,
+            "db",
+            RouteSpec::tcp("app", "web", i32::from(tcp_port)),
+        ),
+    ];
+    fake_api::fake_api(routes, vec![slice(NAMESPACE, "app", backend)]).await
 }
