@@ -96,7 +96,7 @@ pub enum Command {
     Run(RunArgs),
     /// Show or change config vars (each change makes a new release).
     #[command(
-        after_help = "Examples:\n  flynn env\n  flynn env get DATABASE_URL\n  flynn env set GREETING=hi DEBUG=1\n  flynn env unset DEBUG"
+        after_help = "Examples:\n  flynn env                     # names only\n  flynn env --values            # K=V lines\n  flynn env get DATABASE_URL\n  flynn env set GREETING=hi DEBUG=1\n  flynn env unset DEBUG\n\nConfig vars are kept in Secrets (one immutable snapshot per release), never in\nthe App, Release or Deployment: a rollback brings back the config it ran with."
     )]
     Env(EnvArgs),
     /// Show or change the CPU and memory of each process type (each change makes a new release).
@@ -246,6 +246,9 @@ pub struct RunArgs {
 pub struct EnvArgs {
     #[command(subcommand)]
     pub command: Option<EnvCommand>,
+    /// Print the values too (`K=V` lines); without it only the names are listed.
+    #[arg(long)]
+    pub values: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,18 +259,26 @@ pub enum EnvCommand {
     Set {
         #[arg(required = true, value_name = "K=V")]
         pairs: Vec<String>,
-        /// How long to wait for the operator to make the release (seconds).
-        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-        timeout: u64,
+        #[command(flatten)]
+        wait: EnvWaitArgs,
     },
     /// Remove config vars (one new release for all of them).
     Unset {
         #[arg(required = true, value_name = "K")]
         keys: Vec<String>,
-        /// How long to wait for the operator to make the release (seconds).
-        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-        timeout: u64,
+        #[command(flatten)]
+        wait: EnvWaitArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct EnvWaitArgs {
+    /// Don't wait for the rollout.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the rollout (seconds).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

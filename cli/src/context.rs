@@ -1,6 +1,7 @@
 //! What every command works with: the Kubernetes client, the namespace, the app, the
 //! output format and the terminal.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use flynn_crds::{App, Release, names};
@@ -110,6 +111,30 @@ impl Ctx {
                 app: app_name,
                 version,
             })
+    }
+
+    /// The App's config vars now, `current` its current Release (see `flynn_crds::config`).
+    pub async fn config(
+        &self,
+        app: &App,
+        current: Option<&Release>,
+    ) -> Result<BTreeMap<String, String>> {
+        use flynn_crds::config::{LoadError, load};
+        load(&self.client, app, current).await.map_err(|e| match e {
+            LoadError::Kube { secret, source } => {
+                Error::kube(format!("reading config Secret {secret}"))(source)
+            }
+            other => Error::Config(other),
+        })
+    }
+
+    /// The current Release of `app`, or `None` before its first.
+    pub async fn current_release_opt(&self, app: &App) -> Result<Option<Release>> {
+        match self.current_release(app).await {
+            Ok(r) => Ok(Some(r)),
+            Err(Error::NoRelease { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The platform ConfigMap (see [`Platform`]).

@@ -74,6 +74,8 @@ pub enum Error {
     },
     #[error("config var {key} is not set on app {app}")]
     EnvNotSet { key: String, app: String },
+    #[error(transparent)]
+    Config(flynn_crds::config::LoadError),
     #[error("pod {pod} is not a pod of app {app}")]
     PodNotFound { pod: String, app: String },
     #[error("route {route} is not a route of app {app}")]
@@ -214,6 +216,7 @@ impl Error {
             | NoRelease { .. }
             | ReleaseNotFound { .. }
             | EnvNotSet { .. }
+            | Config(_)
             | PodNotFound { .. }
             | RouteNotFound { .. }
             | NoKeyFile { .. }
@@ -257,6 +260,7 @@ impl Error {
                 "scale one of the release's process types (`flynn scale` lists them)".into()
             }
             EnvNotSet { .. } => "`flynn env` lists the app's config vars".into(),
+            Config(_) => "`flynn release list` shows the app's releases".into(),
             PodNotFound { .. } => "`flynn ps` lists the app's pods".into(),
             RouteNotFound { .. } => "`flynn route list` lists the app's routes".into(),
             RouteExists { .. } => {

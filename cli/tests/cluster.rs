@@ -716,10 +716,15 @@ async fn run_with_a_tty_as_the_slug_user() {
     );
 }
 
+/// Config vars are Secrets (issue 17): `set` makes a release with its own immutable
+/// snapshot; values are printed only when asked for; nothing a `view` user reads (App,
+/// Release, Deployment, pods) holds a value, while the process sees it; a rollback brings
+/// the old config back; config set before the first release reaches it.
 #[tokio::test]
 async fn env_get_set_unset() {
     let env = setup("cli-env").await;
     env.deploy_app("shop").await;
+    const VALUE: &str = "hello world s3cret";
 
     assert_eq!(
         env.flynn(&[
@@ -727,7 +732,7 @@ async fn env_get_set_unset() {
             "shop",
             "env",
             "set",
-            "GREETING=hello world",
+            &format!("GREETING={VALUE}"),
             "DEBUG=1"
         ])
         .await
@@ -738,18 +743,75 @@ async fn env_get_set_unset() {
         env.flynn(&["-a", "shop", "env", "get", "GREETING"])
             .await
             .ok(),
-        "hello world\n"
+        format!("{VALUE}\n")
     );
+    // Names only, unless asked.
     assert_eq!(
         env.flynn(&["-a", "shop", "env"]).await.ok(),
-        "DEBUG=1\nGREETING=hello world\n"
+        "DEBUG\nGREETING\n"
+    );
+    assert_eq!(
+        env.flynn(&["-a", "shop", "env", "--values"]).await.ok(),
+        format!("DEBUG=1\nGREETING={VALUE}\n")
     );
     let json: serde_json::Value =
         serde_json::from_str(env.flynn(&["-a", "shop", "env", "-o", "json"]).await.ok()).unwrap();
-    assert_eq!(
-        json,
-        serde_json::json!({"DEBUG": "1", "GREETING": "hello world"})
+    assert_eq!(json, serde_json::json!(["DEBUG", "GREETING"]));
+    let json: serde_json::Value = serde_json::from_str(
+        env.flynn(&["-a", "shop", "env", "--values", "-o", "json"])
+            .await
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(json, serde_json::json!({"DEBUG": "1", "GREETING": VALUE}));
+
+    // The process sees the value...
+    let out = env
+        .flynn(&["-a", "shop", "run", "--", "sh", "-c", "echo \"$GREETING\""])
+        .await;
+    assert_eq!(out.ok(), format!("{VALUE}\n"));
+    // ... and nothing a `view` user may read holds it: the App, the Release, the
+    // Deployment, the pods (`view` may not read Secrets: checked by the authorizer).
+    let deployments = env.ns.api::<k8s_openapi::api::apps::v1::Deployment>();
+    let readable = [
+        serde_json::to_string(&env.ns.api::<App>().get("shop").await.unwrap()).unwrap(),
+        serde_json::to_string(&env.ns.api::<Release>().get("shop-v2").await.unwrap()).unwrap(),
+        serde_json::to_string(&deployments.get("shop-web").await.unwrap()).unwrap(),
+        serde_json::to_string(&app_pods(&env, "shop").await).unwrap(),
+    ];
+    for text in &readable {
+        assert!(
+            !text.contains("s3cret"),
+            "a config value in plain text: {text}"
+        );
+    }
+    let viewer = format!("{}-viewer", env.name());
+    bind_view(&env, &viewer).await;
+    let client = env.ns.client();
+    assert!(
+        can_i(
+            client,
+            &viewer,
+            "get",
+            "apps",
+            "deployments",
+            Some(env.name())
+        )
+        .await,
+        "the twin: the viewer reads Deployments"
     );
+    assert!(!can_i(client, &viewer, "get", "", "secrets", Some(env.name())).await);
+    let v2 = env.ns.api::<Release>().get("shop-v2").await.unwrap();
+    let snapshot = env.ns.api::<Secret>().get("shop-v2-env").await.unwrap();
+    assert_eq!(v2.spec.config_secret.as_deref(), Some("shop-v2-env"));
+    assert_eq!(snapshot.immutable, Some(true));
+    assert_eq!(snapshot.owner_references()[0].name, "shop-v2");
+    assert!(
+        v2.spec.meta["flynn.io/cause"] == "flynn env set GREETING, DEBUG",
+        "the cause names keys, never values: {:?}",
+        v2.spec.meta
+    );
+
     assert_eq!(
         env.flynn(&["-a", "shop", "env", "set", "DEBUG=1"])
             .await
@@ -762,24 +824,83 @@ async fn env_get_set_unset() {
             .ok(),
         "Created release v3\n"
     );
-    let v3 = env.ns.api::<Release>().get("shop-v3").await.unwrap();
+    let v3 = env.ns.api::<Secret>().get("shop-v3-env").await.unwrap();
     assert_eq!(
-        v3.spec.env,
-        [("GREETING".to_owned(), "hello world".to_owned())].into()
+        flynn_crds::config::vars(&v3).unwrap(),
+        [("GREETING".to_owned(), VALUE.to_owned())].into()
+    );
+    // A rollback brings back the config the release ran with.
+    env.flynn(&["-a", "shop", "release", "rollback", "2"])
+        .await
+        .ok();
+    assert_eq!(
+        env.flynn(&["-a", "shop", "env", "get", "DEBUG"]).await.ok(),
+        "1\n"
     );
 
-    env.flynn(&["-a", "shop", "env", "get", "DEBUG"])
+    env.flynn(&["-a", "shop", "env", "get", "NOPE"])
         .await
-        .fails(3, "config var DEBUG is not set on app shop");
-    env.flynn(&["-a", "shop", "env", "unset", "DEBUG"])
+        .fails(3, "config var NOPE is not set on app shop");
+    env.flynn(&["-a", "shop", "env", "unset", "NOPE"])
         .await
-        .fails(3, "config var DEBUG is not set");
+        .fails(3, "config var NOPE is not set");
     env.flynn(&["-a", "shop", "env", "set", "1X=y"])
         .await
         .fails(2, "invalid environment variable name \"1X\"");
     env.flynn(&["-a", "shop", "env", "set", "NOEQUALS"])
         .await
         .fails(2, "expected KEY=VALUE");
+
+    // Before the first release, config waits in the app's initial Secret for it.
+    env.flynn(&["create", "early", "--no-remote"]).await.ok();
+    let saved = env.flynn(&["-a", "early", "env", "set", "EARLY=yes"]).await;
+    assert!(
+        saved.stderr.contains("its first release gets this config"),
+        "{saved:#?}"
+    );
+    assert_eq!(
+        env.flynn(&["-a", "early", "env", "--values"]).await.ok(),
+        "EARLY=yes\n"
+    );
+    let out = env
+        .flynn(&[
+            "-a",
+            "early",
+            "deploy",
+            "--image",
+            NONROOT_IMAGE,
+            "--process",
+            WEB,
+            "--port",
+            "web=8080",
+            "--timeout",
+            "180",
+        ])
+        .await;
+    assert!(out.ok().contains("Deployed release v1"), "{out:#?}");
+    let v1 = env.ns.api::<Release>().get("early-v1").await.unwrap();
+    assert_eq!(v1.spec.config_secret.as_deref(), Some("early-v1-env"));
+    assert_eq!(
+        env.flynn(&["-a", "early", "env", "get", "EARLY"])
+            .await
+            .ok(),
+        "yes\n"
+    );
+}
+
+/// Binds the `view` ClusterRole to `user` in the test's namespace.
+async fn bind_view(env: &Env, user: &str) {
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "viewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))
+    .unwrap();
+    env.ns
+        .api::<k8s_openapi::api::rbac::v1::RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -807,7 +928,7 @@ async fn release_list_show_rollback() {
     assert_eq!(
         normalize(list.ok(), env.name()),
         "VERSION  STATE    ARTIFACT                         CAUSE                                                 AGE\n\
-         v2       current  localhost/flynn-smoke-nonroot:1  config change from shop-v1                            <age>\n\
+         v2       current  localhost/flynn-smoke-nonroot:1  flynn env set A                                       <age>\n\
          v1       -        localhost/flynn-smoke-nonroot:1  flynn deploy --image localhost/flynn-smoke-nonroot:1  <age>\n"
     );
     let show = env.flynn(&["-a", "shop", "release", "show", "1"]).await;

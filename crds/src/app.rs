@@ -44,12 +44,12 @@ use crate::schema::{self, MAX_ENV_VARS, MAX_META_ENTRIES, MAX_PROCESS_TYPES};
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = schema::reflow_descriptions)]
 pub struct AppSpec {
-    /// Config vars, given to every process of every Release of this App.
-    /// Keys are environment variable names (letters, digits and '_', not starting with a digit).
-    /// Changing them makes the operator create a new Release.
+    /// Deprecated and refused when set: config vars in plain text, readable by anyone who may
+    /// read Apps. Config vars live in Secrets: `flynn env set`, or a Secret named by a
+    /// Release's `configSecret` (see the Release). Apps that had it keep it, unused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_ENV_VARS))]
-    #[x_kube(validation = schema::env_keys("spec.env"))]
+    #[x_kube(validation = schema::env_keys("spec.env"), validation = schema::no_plain_config("spec.env", "a Release's spec.configSecret"))]
     pub env: BTreeMap<String, String>,
 
     /// Free-form metadata about the App (owner, repository, ...); not interpreted by Flynn.

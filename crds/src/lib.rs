@@ -4,7 +4,7 @@
 //!
 //! | Kind          | Short name | What it is                                                         |
 //! |---------------|------------|--------------------------------------------------------------------|
-//! | [`App`]       | `flapp`    | an application: config, desired process counts, current release    |
+//! | [`App`]       | `flapp`    | an application: desired process counts, current release, rollout  |
 //! | [`Release`]   | `flrel`    | an immutable build + config, named `<app>-v<version>`              |
 //! | [`Formation`] | `flform`   | what runs: one per App, named after it; a Deployment per process  |
 //! | [`Route`]     | `flroute`  | an HTTP (domain + path) or TCP (port) route to an app's process    |
@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod conditions;
+pub mod config;
 pub mod formation;
 pub mod host;
 pub mod labels;

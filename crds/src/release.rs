@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     schema::{self, MAX_ENV_VARS, MAX_META_ENTRIES, MAX_PROCESS_TYPES},
-    validation::{APP_NAME_PATTERN, MAX_APP_NAME_LEN, PORT_NAME_PATTERN, SHA256_PATTERN},
+    validation::{
+        APP_NAME_PATTERN, DNS_SUBDOMAIN_PATTERN, MAX_APP_NAME_LEN, PORT_NAME_PATTERN,
+        SHA256_PATTERN,
+    },
 };
 
 /// Most ports one process type may declare.
@@ -61,10 +64,21 @@ pub struct ReleaseSpec {
     /// What runs: a slug built by the buildpacks, or a container image.
     pub artifact: Artifact,
 
-    /// Environment of every process: the App's config vars when the Release was made.
+    /// Name of an immutable Secret in this namespace holding the config vars of every
+    /// process (each key an environment variable), given to them with `envFrom`: the App's
+    /// config when the Release was made. Flynn names the ones it makes `<release>-env`, owned
+    /// by the Release; one written by hand should be `immutable: true`, so that the Release
+    /// (and a rollback to it) always runs with the same config. Unset: no config vars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub config_secret: Option<String>,
+
+    /// Deprecated and refused on new Releases: config vars in plain text, readable by anyone
+    /// who may read Releases. Releases made before `configSecret` existed keep it (and it is
+    /// still given to their processes); put config in a Secret and name it in `configSecret`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_ENV_VARS))]
-    #[x_kube(validation = schema::env_keys("spec.env"))]
+    #[x_kube(validation = schema::env_keys("spec.env"), validation = schema::no_plain_config("spec.env", "spec.configSecret"))]
     pub env: BTreeMap<String, String>,
 
     /// Process types (`web`, `worker`, ... from the Procfile) and how to run each. At least one.

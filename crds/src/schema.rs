@@ -26,6 +26,19 @@ pub(crate) fn env_keys(field: &str) -> Rule {
         .reason(Reason::FieldValueInvalid)
 }
 
+/// Config vars are never kept in plain text in an App or a Release: anyone with the `view`
+/// role reads those. Objects stored before the rule keep theirs (the API server ratchets
+/// rules over unchanged fields), so an upgrade refuses nothing that was already there.
+pub(crate) fn no_plain_config(field: &str, instead: &str) -> Rule {
+    Rule::new("size(self) == 0")
+        .message(Message::Message(format!(
+            "{field}: config vars are not kept in plain text here (anyone who may read it would \
+             read them): set them with `flynn env set K=V`, or put them in a Secret and name it \
+             in {instead}"
+        )))
+        .reason(Reason::FieldValueForbidden)
+}
+
 /// Keys of a map by process type (`spec.processes`) must be short RFC 1123 labels.
 pub(crate) fn process_type_keys(field: &str) -> Rule {
     Rule::new(format!(

@@ -44,7 +44,7 @@ fn app() -> Value {
     json!({
         "apiVersion": "flynn.io/v1alpha1", "kind": "App",
         "metadata": {"name": "shop"},
-        "spec": {"release": "shop-v1", "env": {"PORT_X": "1"}, "processes": {"web": 1}},
+        "spec": {"release": "shop-v1", "processes": {"web": 1}},
     })
 }
 
@@ -55,6 +55,7 @@ fn release() -> Value {
         "spec": {
             "app": "shop", "version": 1,
             "artifact": {"image": "registry.example.com/shop:1"},
+            "configSecret": "shop-v1-env",
             "processes": {"web": {"ports": [{"port": 8080, "name": "http"}]}},
         },
     })
@@ -145,6 +146,7 @@ fn bad_manifests() -> Vec<Bad> {
     let web = |process: Value| release().set("/spec/processes/web", process);
     const KEY_RULE: &str = "every key must be a process type of at most 32";
     const ENV_RULE: &str = "every key must be an environment variable name";
+    const PLAIN_RULE: &str = "config vars are not kept in plain text here";
     vec![
         // App
         bad("app name longer than 30", renamed_app("a-very-long-application-name-xyz"), &["metadata.name: an App name must be at most 30 characters"]),
@@ -157,6 +159,7 @@ fn bad_manifests() -> Vec<Bad> {
         bad("process type longer than 32", app().set(&format!("/spec/processes/{}", "p".repeat(33)), json!(1)), &["spec.processes: Invalid value", KEY_RULE]),
         bad("unknown deploy strategy", app().set("/spec/strategy", json!("blue-green")), &["spec.strategy: Unsupported value: \"blue-green\""]),
         bad("zero deploy timeout", app().set("/spec/deployTimeoutSeconds", json!(0)), &["spec.deployTimeoutSeconds", "greater than or equal to 1"]),
+        bad("app with config vars in plain text", app().set("/spec/env/DATABASE_URL", json!("postgres://u:pw@db/shop")), &["spec.env: Forbidden", PLAIN_RULE]),
         bad("app pointing at another app's release", app().set("/spec/release", json!("other-v1")), &["spec.release: Invalid value", "spec.release must name a Release of this App"]),
         // Release
         bad("release with both slug and image", release().set("/spec/artifact/slug", slug()), &["spec.artifact: Invalid value", "must set exactly one of slug"]),
@@ -167,6 +170,8 @@ fn bad_manifests() -> Vec<Bad> {
         bad("release name not <app>-v<version>", release().set("/metadata/name", json!("shop-v2")), &["metadata.name must be `<spec.app>-v<spec.version>`"]),
         bad("release without processes", release().set("/spec/processes", json!({})), &["spec.processes", "should have at least 1 properties"]),
         bad("release without app", release().unset("/spec/app"), &["spec.app: Required value"]),
+        bad("release with config vars in plain text", release().set("/spec/env/DATABASE_URL", json!("postgres://u:pw@db/shop")), &["spec.env: Forbidden", PLAIN_RULE]),
+        bad("release config Secret not a name", release().set("/spec/configSecret", json!("../kube-system/x")), &["spec.configSecret", "should match"]),
         bad("release env var name invalid", release().set("/spec/env/a.b", json!("x")), &["spec.env: Invalid value", ENV_RULE]),
         bad("port out of range", web(json!({"ports": [{"port": 70000}]})), &["spec.processes.web.ports[0].port", "less than or equal to 65535"]),
         bad("duplicate port", web(json!({"ports": [{"port": 80}, {"port": 80}]})), &["spec.processes[web].ports[1]: Duplicate value"]),
@@ -291,7 +296,7 @@ async fn a_release_spec_cannot_be_edited_but_its_labels_can() {
     create(ns.client(), ns.name(), &release()).await.unwrap();
     let releases = ns.api::<Release>();
 
-    let edit = Patch::Merge(json!({"spec": {"env": {"NEW": "1"}}}));
+    let edit = Patch::Merge(json!({"spec": {"configSecret": "shop-v1-other"}}));
     match releases
         .patch("shop-v1", &PatchParams::default(), &edit)
         .await

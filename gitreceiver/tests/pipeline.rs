@@ -102,7 +102,20 @@ async fn pushes_deploy_and_redeploy_with_the_cache_and_a_failed_build_changes_no
     assert_eq!(v1.spec.meta[meta::USER], "alice");
     assert_eq!(v1.spec.meta[meta::FINGERPRINT], "SHA256:test-fingerprint");
     assert_eq!(v1.spec.meta[meta::REF], "refs/heads/main");
-    assert_eq!(v1.spec.env["GREETING_NAME"], "pipeline");
+    // The config before the first release became v1's own snapshot; none of it is in v1.
+    assert!(v1.spec.env.is_empty());
+    assert_eq!(v1.spec.config_secret.as_deref(), Some("py-v1-env"));
+    let snapshot = env
+        .ns
+        .api::<k8s_openapi::api::core::v1::Secret>()
+        .get("py-v1-env")
+        .await
+        .unwrap();
+    assert_eq!(
+        flynn_crds::config::vars(&snapshot).unwrap()["GREETING_NAME"],
+        "pipeline"
+    );
+    assert_eq!(snapshot.owner_references()[0].name, "py-v1");
     assert_eq!(v1.spec.processes["web"].ports[0].port, 8080);
     assert_eq!(v1.owner_references()[0].uid, app.uid().unwrap());
     let slug = v1.spec.artifact.slug.clone().unwrap();

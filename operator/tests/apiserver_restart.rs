@@ -49,7 +49,11 @@ async fn the_operator_converges_after_an_api_server_restart() {
     )
     .await;
     // The watches came back: a change made after the restart is seen and rolled out.
-    merge(&apps, "rs", json!({"spec": {"env": {"AFTER": "restart"}}})).await;
+    ns.api::<Release>()
+        .create(&pp, &release("rs", 2, NONROOT_IMAGE, json!({})))
+        .await
+        .unwrap();
+    merge(&apps, "rs", json!({"spec": {"release": "rs-v2"}})).await;
     eventually(
         "rs to run v2",
         T,

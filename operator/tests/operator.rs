@@ -1,6 +1,6 @@
 //! The operator against the local cluster's real API server and node: each test runs an
 //! operator scoped to its own namespace, drives it as a user would (apply an App and a
-//! Release, patch env and counts) and checks what runs.
+//! Release, patch release and counts) and checks what runs.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use flynn_crds::conditions::{self, reasons, types};
 use flynn_crds::{App, Formation, Release, Route, RouteSpec};
 use flynn_e2e::TestNamespace;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -283,17 +283,32 @@ async fn pods_behind_a_draining_route_outlive_their_endpoint() {
     .await;
 }
 
+/// A config Secret for `release`, as the CLI and the receiver make them.
+fn snapshot(release: &Release, vars: &[(&str, &str)]) -> Secret {
+    let vars = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    flynn_crds::config::snapshot(release, &vars)
+}
+
+/// Issue 17: anyone with `view` read `DATABASE_URL` from the Deployment. Config now comes
+/// from each Release's immutable Secret by `envFrom`: no value is written into the App,
+/// the Release, the Deployment or its pods; a Release whose Secret is missing does not
+/// start, says why and is rolled back; rolling back brings back the old Release's config.
 #[tokio::test]
-async fn a_config_change_makes_a_release_and_rolls_the_pods() {
+async fn config_vars_come_from_the_release_snapshot_and_are_never_written_in_plain_text() {
     let (ns, _op) = setup("op-config").await;
     let apps: Api<App> = ns.api();
     let releases: Api<Release> = ns.api();
+    let secrets: Api<Secret> = ns.api();
     let pp = PostParams::default();
-    releases
-        .create(
-            &pp,
-            &release("cfg", 1, NONROOT_IMAGE, json!({"GREETING": "hi"})),
-        )
+    const V1: &str = "postgres://cfg:v1-s3cret@db/cfg";
+    let mut v1 = release("cfg", 1, NONROOT_IMAGE, json!({}));
+    v1.spec.config_secret = Some("cfg-v1-env".into());
+    let v1 = releases.create(&pp, &v1).await.unwrap();
+    secrets
+        .create(&pp, &snapshot(&v1, &[("DATABASE_URL", V1)]))
         .await
         .unwrap();
     apps.create(
@@ -302,7 +317,7 @@ async fn a_config_change_makes_a_release_and_rolls_the_pods() {
             "cfg",
             "cfg-v1",
             json!({"web": 1}),
-            json!({"env": {"GREETING": "hi"}}),
+            json!({"deployTimeoutSeconds": 30}),
         ),
     )
     .await
@@ -315,39 +330,107 @@ async fn a_config_change_makes_a_release_and_rolls_the_pods() {
     )
     .await;
 
-    merge(
-        &apps,
-        "cfg",
-        json!({"spec": {"env": {"GREETING": "hello", "NEW": "1"}}}),
-    )
-    .await;
+    // What anyone with `view` reads names the Secret and never holds the value.
+    let d = get(&ns.api::<Deployment>(), "cfg-web").await.unwrap();
+    let c = &d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let from = c.env_from.as_ref().expect("envFrom");
+    assert_eq!(from[0].secret_ref.as_ref().unwrap().name, "cfg-v1-env");
+    let pods = list(&ns.api::<Pod>(), "flynn.io/release=cfg-v1").await;
+    assert!(!pods.is_empty());
+    let readable = [
+        serde_json::to_string(&d).unwrap(),
+        serde_json::to_string(&get(&apps, "cfg").await.unwrap()).unwrap(),
+        serde_json::to_string(&get(&releases, "cfg-v1").await.unwrap()).unwrap(),
+        serde_json::to_string(&pods).unwrap(),
+    ];
+    for text in &readable {
+        assert!(
+            !text.contains("v1-s3cret"),
+            "a config value in plain text: {text}"
+        );
+    }
+    // The twin: the value is there, in the Secret (so the check above can fail).
+    let stored = get(&secrets, "cfg-v1-env").await.unwrap();
+    assert_eq!(
+        flynn_crds::config::vars(&stored).unwrap()["DATABASE_URL"],
+        V1
+    );
+    assert_eq!(stored.immutable, Some(true));
+
+    // A Release naming a Secret that does not exist never starts: rolled back, and why.
+    let mut v2 = release("cfg", 2, NONROOT_IMAGE, json!({}));
+    v2.spec.config_secret = Some("cfg-v2-env".into());
+    releases.create(&pp, &v2).await.unwrap();
+    merge(&apps, "cfg", json!({"spec": {"release": "cfg-v2"}})).await;
     let a = eventually(
-        "cfg to run v2",
-        T,
+        "cfg to roll back from v2",
+        Duration::from_secs(120),
         || get(&apps, "cfg"),
-        |a| ready(a, "cfg-v2", "web=1/1"),
+        |a| {
+            a.as_ref()
+                .and_then(|a| condition(a, types::DEGRADED))
+                .is_some_and(|c| c.1 == reasons::ROLLED_BACK)
+        },
     )
     .await
     .unwrap();
-    assert_eq!(a.spec.release.as_deref(), Some("cfg-v2"));
-    let v2 = get(&releases, "cfg-v2").await.expect("release cfg-v2");
-    assert_eq!(v2.spec.env["GREETING"], "hello");
-    assert_eq!(v2.spec.artifact.image.as_deref(), Some(NONROOT_IMAGE));
-    assert!(v2.spec.meta["flynn.io/cause"].contains("cfg-v1"));
-    // The pods run the new config.
+    let (_, _, msg) = condition(&a, types::DEGRADED).unwrap();
+    assert!(
+        msg.contains("cfg-v2-env"),
+        "the missing Secret is named: {msg}"
+    );
+    assert_eq!(a.spec.release.as_deref(), Some("cfg-v1"));
     let d = get(&ns.api::<Deployment>(), "cfg-web").await.unwrap();
-    let env = d.spec.unwrap().template.spec.unwrap().containers[0]
-        .env
-        .clone()
+    let c = &d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(
+        c.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "cfg-v1-env",
+        "the rollback brought v1's config back"
+    );
+
+    // Deleting a Release deletes its snapshot (history pruning takes both).
+    releases
+        .delete("cfg-v2", &DeleteParams::default())
+        .await
         .unwrap();
-    assert!(
-        env.iter()
-            .any(|e| e.name == "GREETING" && e.value.as_deref() == Some("hello"))
-    );
-    assert!(
-        env.iter()
-            .any(|e| e.name == "FLYNN_RELEASE" && e.value.as_deref() == Some("cfg-v2"))
-    );
+    let mut v3 = release("cfg", 3, NONROOT_IMAGE, json!({}));
+    v3.spec.config_secret = Some("cfg-v3-env".into());
+    let v3 = releases.create(&pp, &v3).await.unwrap();
+    secrets
+        .create(&pp, &snapshot(&v3, &[("DATABASE_URL", "x")]))
+        .await
+        .unwrap();
+    releases
+        .delete("cfg-v3", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "v3's snapshot to go with it",
+        T,
+        || get(&secrets, "cfg-v3-env"),
+        |s| s.is_none(),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -95,8 +95,13 @@ async fn a_rollout_under_load_fails_no_request() {
         })
         .collect();
 
-    // A config change: a new Release, and every pod replaced.
-    merge(&apps, "slow", json!({"spec": {"env": {"ROLLED": "1"}}})).await;
+    // A new Release (as a config change makes), and every pod replaced.
+    let v2 = with_web_script(common::release("slow", 2, NONROOT_IMAGE, json!({})), WEB);
+    ns.api::<Release>()
+        .create(&PostParams::default(), &v2)
+        .await
+        .unwrap();
+    merge(&apps, "slow", json!({"spec": {"release": "slow-v2"}})).await;
     eventually(
         "slow to run v2",
         T,

@@ -1,20 +1,23 @@
-//! `env [get K | set K=V ... | unset K ...]`: the app's config vars.
+//! `env [--values] | get K | set K=V ... | unset K ...`: the app's config vars.
 //!
-//! `set` and `unset` patch `App.spec.env`; the operator turns the change into the next
-//! Release and points the App at it (operator/README.md, "Config"), and the command prints
-//! that release's version.
+//! Config vars are Secrets (`flynn_crds::config`): the current release's immutable
+//! snapshot, or, before the first release, the app's initial Secret. `set` and `unset`
+//! make the next release (same artifact and process types) with a new snapshot and point
+//! the app at it, as a push does; before the first release they rewrite the initial
+//! Secret, which the first push copies. Values are printed only when asked for:
+//! `flynn env --values`, `flynn env get K`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use flynn_crds::validation::validate_env_name;
-use flynn_crds::{App, names};
+use flynn_crds::{App, Release, ReleaseSpec, config, names};
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
-use serde_json::{Value, json};
 
-use super::{Wait, split_pair, wait_for};
-use crate::cli::{EnvArgs, EnvCommand};
+use super::release::{CAUSE, release_and_roll_out};
+use super::split_pair;
+use crate::cli::{EnvArgs, EnvCommand, EnvWaitArgs};
 use crate::context::Ctx;
 use crate::errors::{Error, Result};
 use crate::output::{self, Format, note};
@@ -24,40 +27,54 @@ const EXAMPLE: &str = "flynn env set GREETING=hello";
 pub async fn env(ctx: &Ctx, args: &EnvArgs) -> Result<()> {
     let app = ctx.app().await?;
     let name = app.name_any();
+    let current = ctx.current_release_opt(&app).await?;
+    let vars = ctx.config(&app, current.as_ref()).await?;
     match &args.command {
-        None => match ctx.output {
-            Format::Table => output::print_out(&env_text(&app.spec.env)),
-            format => output::print_data(format, &app.spec.env),
+        None if args.values => match ctx.output {
+            Format::Table => output::print_out(&env_text(&vars)),
+            format => output::print_data(format, &vars),
         },
-        Some(EnvCommand::Get { key }) => match app.spec.env.get(key) {
+        None => {
+            let names: Vec<&String> = vars.keys().collect();
+            match ctx.output {
+                Format::Table => {
+                    output::print_out(&names.iter().map(|k| format!("{k}\n")).collect::<String>())
+                }
+                format => output::print_data(format, &names),
+            }
+        }
+        Some(EnvCommand::Get { key }) => match vars.get(key) {
             Some(value) => output::print_out(&format!("{value}\n")),
             None => Err(Error::EnvNotSet {
                 key: key.clone(),
                 app: name,
             }),
         },
-        Some(EnvCommand::Set { pairs, timeout }) => {
-            let mut changes = BTreeMap::new();
+        Some(EnvCommand::Set { pairs, wait }) => {
+            let mut next = vars.clone();
+            let mut keys = Vec::new();
             for pair in pairs {
                 let (k, v) = split_pair(pair, EXAMPLE)?;
                 validate_env_name(k)
                     .map_err(|e| Error::bad_argument(pair, e.to_string(), EXAMPLE))?;
-                changes.insert(k.to_owned(), Value::String(v.to_owned()));
+                next.insert(k.to_owned(), v.to_owned());
+                keys.push(k.to_owned());
             }
-            change(ctx, &app, changes, *timeout).await
+            let cause = format!("flynn env set {}", keys.join(", "));
+            change(ctx, &app, current.as_ref(), &vars, next, cause, wait).await
         }
-        Some(EnvCommand::Unset { keys, timeout }) => {
-            let mut changes = BTreeMap::new();
+        Some(EnvCommand::Unset { keys, wait }) => {
+            let mut next = vars.clone();
             for key in keys {
-                if !app.spec.env.contains_key(key) {
+                if next.remove(key).is_none() {
                     return Err(Error::EnvNotSet {
                         key: key.clone(),
                         app: name,
                     });
                 }
-                changes.insert(key.clone(), Value::Null);
             }
-            change(ctx, &app, changes, *timeout).await
+            let cause = format!("flynn env unset {}", keys.join(", "));
+            change(ctx, &app, current.as_ref(), &vars, next, cause, wait).await
         }
     }
 }
@@ -67,73 +84,78 @@ pub fn env_text(env: &BTreeMap<String, String>) -> String {
     env.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
 }
 
-/// Applies `changes` (a value sets, null removes) and waits for the operator's release.
+/// Makes `next` the app's config: the next release (or, before the first, the initial
+/// Secret). `cause` names the keys, never the values: it is kept in the release.
 async fn change(
     ctx: &Ctx,
     app: &App,
-    changes: BTreeMap<String, Value>,
-    timeout: u64,
+    current: Option<&Release>,
+    before: &BTreeMap<String, String>,
+    next: BTreeMap<String, String>,
+    cause: String,
+    wait: &EnvWaitArgs,
 ) -> Result<()> {
     let name = app.name_any();
-    let unchanged = changes.iter().all(|(k, v)| match v {
-        Value::String(s) => app.spec.env.get(k) == Some(s),
-        _ => !app.spec.env.contains_key(k),
-    });
-    if unchanged {
-        let current = app
-            .spec
-            .release
-            .as_deref()
-            .and_then(names::parse_release_name)
-            .map(|(_, v)| v);
+    // A release still carrying plain-text config is always re-released: the new one keeps
+    // the same vars in a Secret instead.
+    let legacy = current.is_some_and(|r| !r.spec.env.is_empty());
+    if &next == before && !legacy {
         return output::print_out(&match current {
-            Some(v) => format!("No change: still release v{v}\n"),
+            Some(r) => format!("No change: still release v{}\n", r.spec.version),
             None => "No change\n".to_owned(),
         });
     }
-    let before = app.spec.release.clone();
-    ctx.api::<App>()
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"env": changes}})),
-        )
-        .await
-        .map_err(Error::kube(format!("changing the config of app {name}")))?;
-    if before.is_none() {
+    let Some(current) = current else {
+        save_initial(ctx, app, &next).await?;
         note(
             ctx.ui,
             "saved: the app has no release yet, so its first release gets this config",
         );
         return Ok(());
-    }
-    let apps = ctx.api::<App>();
-    let version = wait_for(
+    };
+    let version = release_and_roll_out(
         ctx,
-        "the operator to create the new release",
-        Duration::from_secs(timeout),
-        "the config is saved; is the operator running? (`kubectl -n flynn-system get pods`)",
-        || async {
-            let app = apps
-                .get(&name)
-                .await
-                .map_err(Error::kube(format!("getting app {name}")))?;
-            Ok(
-                match app
-                    .spec
-                    .release
-                    .as_deref()
-                    .filter(|r| Some(*r) != before.as_deref())
-                {
-                    Some(release) => match names::parse_release_name(release) {
-                        Some((_, v)) => Wait::Done(v),
-                        None => Wait::Pending(format!("app points at {release}")),
-                    },
-                    None => Wait::Pending("waiting for the operator".into()),
+        app,
+        &next,
+        |version| {
+            let mut meta = current.spec.meta.clone();
+            meta.insert(CAUSE.to_owned(), cause.clone());
+            let release = names::release_name(&name, version);
+            Release::new(
+                &release,
+                ReleaseSpec {
+                    app: name.clone(),
+                    version,
+                    artifact: current.spec.artifact.clone(),
+                    config_secret: config::snapshot_ref(&release, &next),
+                    env: BTreeMap::new(),
+                    processes: current.spec.processes.clone(),
+                    meta,
                 },
             )
         },
+        wait.no_wait,
+        wait.timeout,
     )
     .await?;
     output::print_out(&format!("Created release v{version}\n"))
+}
+
+/// Writes the app's initial config Secret (before its first release), whole.
+async fn save_initial(ctx: &Ctx, app: &App, vars: &BTreeMap<String, String>) -> Result<()> {
+    let secret = config::initial(app, vars);
+    let secret_name = secret.name_any();
+    // An apply with the whole data: keys removed by `unset` go too.
+    let mut body = serde_json::to_value(&secret).unwrap_or_default();
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    ctx.api::<Secret>()
+        .patch(
+            &secret_name,
+            &PatchParams::apply("flynn").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(Error::kube(format!("saving config Secret {secret_name}")))?;
+    Ok(())
 }

@@ -72,9 +72,11 @@ pub async fn limit(ctx: &Ctx, args: &LimitArgs) -> Result<()> {
     }
     let cause = format!("flynn {}", cause_text(process, side, &change));
     let name = app.name_any();
+    let config = ctx.config(&app, Some(&current)).await?;
     let version = release_and_roll_out(
         ctx,
         &app,
+        &config,
         |version| {
             let mut processes = current.spec.processes.clone();
             if let Some(p) = processes.get_mut(process) {
@@ -88,7 +90,11 @@ pub async fn limit(ctx: &Ctx, args: &LimitArgs) -> Result<()> {
                     app: name.clone(),
                     version,
                     artifact: current.spec.artifact.clone(),
-                    env: app.spec.env.clone(),
+                    config_secret: flynn_crds::config::snapshot_ref(
+                        &names::release_name(&name, version),
+                        &config,
+                    ),
+                    env: BTreeMap::new(),
                     processes,
                     meta,
                 },

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::limit::quantities_text;
 use super::{Wait, split_pair, wait_for};
@@ -214,11 +214,19 @@ pub fn show_text(app: &App, r: &Release, color: bool, now: Timestamp) -> String 
         out += &line;
         out += "\n";
     }
+    // Names only: values are printed when asked for (`flynn env --values`).
+    if let Some(secret) = &r.spec.config_secret {
+        out += &format!(
+            "{} Secret {secret} (`flynn env` lists its names)\n",
+            style::bold(color, "Config:")
+        );
+    }
     if !r.spec.env.is_empty() {
-        out += &format!("{}\n", style::bold(color, "Env:"));
-        for (k, v) in &r.spec.env {
-            out += &format!("  {k}={v}\n");
-        }
+        out += &format!(
+            "{} {} (kept in the release in plain text: `flynn env set` moves them into a Secret)\n",
+            style::bold(color, "Config:"),
+            r.spec.env.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     if !r.spec.meta.is_empty() {
         out += &format!("{}\n", style::bold(color, "Meta:"));
@@ -273,26 +281,12 @@ async fn rollback(
     if target.spec.version == current {
         return output::print_out(&format!("Already on release v{current}\n"));
     }
-    // Release and env together: were only the release changed, the operator would see the
-    // App's env differ from the release's and make yet another release.
-    let mut env: BTreeMap<String, Value> = app
-        .spec
-        .env
-        .keys()
-        .map(|k| (k.clone(), Value::Null))
-        .collect();
-    env.extend(
-        target
-            .spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone()))),
-    );
+    // The config comes back with the release: it is the release's own snapshot.
     ctx.api::<App>()
         .patch(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"release": target_name, "env": env}})),
+            &Patch::Merge(json!({"spec": {"release": target_name}})),
         )
         .await
         .map_err(Error::kube(format!("rolling back app {name}")))?;
@@ -345,6 +339,7 @@ async fn wait_rollout(ctx: &Ctx, app: &str, release: &str, timeout: u64) -> Resu
 pub async fn release_and_roll_out(
     ctx: &Ctx,
     app: &App,
+    config: &BTreeMap<String, String>,
     make: impl Fn(i64) -> Release,
     no_wait: bool,
     timeout: u64,
@@ -384,6 +379,19 @@ pub async fn release_and_roll_out(
         }
     };
     let release_name = release.name_any();
+    // The config snapshot, owned by the Release it belongs to (so made after it). A Release
+    // without its snapshot cannot start: it is deleted again if the snapshot fails.
+    if let Err(e) =
+        flynn_crds::config::save(&ctx.client, &release, config, &PostParams::default()).await
+    {
+        let _ = ctx
+            .api::<Release>()
+            .delete(&release_name, &Default::default())
+            .await;
+        return Err(Error::kube(format!(
+            "creating the config Secret of release {release_name}"
+        ))(e));
+    }
     let mut spec = json!({"release": release_name});
     if app.spec.processes.is_empty() && release.spec.processes.contains_key("web") {
         spec["processes"] = json!({"web": 1});
@@ -522,9 +530,11 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
         Err(e) => return Err(e),
     };
     let processes = deploy_processes(args, current.as_ref())?;
+    let config = ctx.config(&app, current.as_ref()).await?;
     let version = release_and_roll_out(
         ctx,
         &app,
+        &config,
         |version| {
             Release::new(
                 &names::release_name(&name, version),
@@ -535,7 +545,11 @@ pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<()> {
                         image: Some(args.image.clone()),
                         slug: None,
                     },
-                    env: app.spec.env.clone(),
+                    config_secret: flynn_crds::config::snapshot_ref(
+                        &names::release_name(&name, version),
+                        &config,
+                    ),
+                    env: BTreeMap::new(),
                     processes: processes.clone(),
                     meta: BTreeMap::from([(
                         CAUSE.to_owned(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flynn_e2e::{LOCAL_CLUSTER_KUBECONFIG, TestNamespace, ensure_test_images, install_flynn_crds};
-pub use flynn_e2e::{SMOKE_IMAGE, eventually};
+pub use flynn_e2e::{SMOKE_IMAGE, can_i, eventually};
 use flynn_operator::metrics::Metrics;
 use flynn_operator::server::Health;
 use flynn_operator::{Settings, run};

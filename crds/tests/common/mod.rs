@@ -38,6 +38,8 @@ pub fn api_resource(kind: &str) -> ApiResource {
         "Release" => Release::api_resource(),
         "Formation" => Formation::api_resource(),
         "Route" => Route::api_resource(),
+        // The examples' config vars.
+        "Secret" => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
         other => panic!("not a Flynn kind: {other}"),
     }
 }

@@ -49,6 +49,14 @@ pub enum Error {
         source: kube::Error,
     },
 
+    /// The App's config vars could not be read (see `flynn_crds::config`).
+    #[error("could not read the config of app {app}: {source}")]
+    Config {
+        app: String,
+        #[source]
+        source: flynn_crds::config::LoadError,
+    },
+
     /// The build pod never started (image missing, unschedulable, ...).
     #[error("the build could not start: {reason}")]
     BuildNotStarted { reason: String },
@@ -134,6 +142,7 @@ impl Error {
             Self::SourceRefused { .. } => "source_limit",
             Self::Upload { .. } => "upload",
             Self::Kube { .. } => "kubernetes",
+            Self::Config { .. } => "config",
             Self::BuildNotStarted { .. } => "build_not_started",
             Self::BuildFailed { .. } => "build_failed",
             Self::BuildTimedOut { .. } => "build_timed_out",

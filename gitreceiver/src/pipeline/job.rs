@@ -223,11 +223,7 @@ pub fn config_secret(job: &Job, config: &BTreeMap<String, String>) -> Secret {
 const GRANT_WAIT: Duration = Duration::from_secs(30);
 
 /// Creates the Job and its config Secret; the created Job.
-pub async fn create(
-    client: &kube::Client,
-    job: &Job,
-    config: &BTreeMap<String, String>,
-) -> Result<Job, Error> {
+pub async fn create(client: &kube::Client, job: &Job, app: &App) -> Result<Job, Error> {
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let pp = PostParams {
@@ -258,14 +254,29 @@ pub async fn create(
             }
         }
     };
+    // The config is read once the Job exists: only then has the operator certainly granted
+    // this namespace (reading it first could be refused for the same reason as the Job).
+    let config = match app_config(client, app).await {
+        Ok(c) => c,
+        Err(e) => {
+            delete(client, &ns, &name).await;
+            return Err(e);
+        }
+    };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    if let Err(e) = secrets.create(&pp, &config_secret(&created, config)).await {
+    if let Err(e) = secrets.create(&pp, &config_secret(&created, &config)).await {
         delete(client, &ns, &name).await;
         return Err(Error::kube(format!(
             "creating the config Secret of the build Job {name}"
         ))(e));
     }
     Ok(created)
+}
+
+/// The App's config vars now, for the build (buildpacks read them from `CONFIG_DIR`).
+async fn app_config(client: &kube::Client, app: &App) -> Result<BTreeMap<String, String>, Error> {
+    let current = super::release::current(client, app).await?;
+    super::release::config(client, app, current.as_ref()).await
 }
 
 /// Deletes the Job; its pod goes with it (background propagation: the garbage collector
@@ -347,7 +358,7 @@ mod tests {
         serde_json::from_value(json!({
             "apiVersion": "flynn.io/v1alpha1", "kind": "App",
             "metadata": {"name": "shop", "namespace": "team", "uid": "app-uid"},
-            "spec": {"env": {"SECRET_KEY": "s3cret"}},
+            "spec": {},
         }))
         .unwrap()
     }
@@ -491,7 +502,8 @@ mod tests {
         job.metadata.name = Some("shop-build-1".into());
         job.metadata.namespace = Some("team".into());
         job.metadata.uid = Some("job-uid".into());
-        let s = config_secret(&job, &app().spec.env);
+        let config = BTreeMap::from([("SECRET_KEY".to_owned(), "s3cret".to_owned())]);
+        let s = config_secret(&job, &config);
         assert_eq!(s.metadata.name.as_deref(), Some("shop-build-1-config"));
         let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(

@@ -225,7 +225,7 @@ impl Pipeline {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        job::create(&self.client, &job, &app.spec.env).await?;
+        job::create(&self.client, &job, &app).await?;
         let running = job::RunningJob::new(&self.client, &push.namespace, &job_name);
         tracing::info!(job = %job_name, "build Job created");
         let built = unless_cancelled(
@@ -274,10 +274,12 @@ impl Pipeline {
         let t = Instant::now();
         let app = self.app(&apps, push).await?;
         let previous = release::current(&self.client, &app).await?;
-        let created = release::create_next(&self.client, &app, |version| {
+        let config = release::config(&self.client, &app, previous.as_ref()).await?;
+        let created = release::create_next(&self.client, &app, &config, |version| {
             release::build_release(
                 &app,
                 previous.as_ref(),
+                &config,
                 version,
                 &result,
                 push,

@@ -2,7 +2,7 @@
 //!
 //! Version N+1 is one more than the highest of the App's Releases. The API server refuses
 //! a second Release of one name (`<app>-v<N>`), so when another writer (a concurrent push,
-//! the operator making a config Release) takes N+1 first, this one gets AlreadyExists and
+//! `flynn env set`) takes N+1 first, this one gets AlreadyExists and
 //! tries again with the next version.
 //!
 //! The App is pointed at the Release with a merge patch, as the operator and the CLI do:
@@ -49,10 +49,13 @@ const VERSION_ATTEMPTS: usize = 5;
 ///
 /// What the App's current release (`previous`) set on a process type that the build still
 /// has, its resources (`flynn limit`) and health check, carries over: a push changes the
-/// code, not how it runs, as a config change keeps the code.
+/// code, not how it runs, as a config change keeps the code. So does the config: `config`
+/// (the App's config vars now) becomes the new Release's own snapshot.
+#[allow(clippy::too_many_arguments)]
 pub fn build_release(
     app: &App,
     previous: Option<&Release>,
+    config: &BTreeMap<String, String>,
     version: i64,
     result: &BuildResult,
     push: &Push,
@@ -106,9 +109,11 @@ pub fn build_release(
                 }),
                 image: None,
             },
-            // The App's config now: a Release whose env differs from the App's would make
-            // the operator cut a config Release right after this one.
-            env: app.spec.env.clone(),
+            config_secret: flynn_crds::config::snapshot_ref(
+                &names::release_name(&app.name_any(), version),
+                config,
+            ),
+            env: BTreeMap::new(),
             processes,
             meta,
         },
@@ -148,6 +153,21 @@ pub async fn current(client: &kube::Client, app: &App) -> Result<Option<Release>
         .map_err(Error::kube(format!("reading release {name}")))
 }
 
+/// The App's config vars now, `current` its current Release: that Release's snapshot (or, before the first,
+/// its initial config Secret).
+pub async fn config(
+    client: &kube::Client,
+    app: &App,
+    current: Option<&Release>,
+) -> Result<BTreeMap<String, String>, Error> {
+    flynn_crds::config::load(client, app, current)
+        .await
+        .map_err(|source| Error::Config {
+            app: app.name_any(),
+            source,
+        })
+}
+
 /// The next version of the App's Releases.
 async fn next_version(releases: &Api<Release>, app: &str) -> Result<i64, Error> {
     let existing = releases
@@ -163,10 +183,12 @@ async fn next_version(releases: &Api<Release>, app: &str) -> Result<i64, Error> 
         + 1)
 }
 
-/// Creates the next Release of `app` from `make(version)`; the created Release.
+/// Creates the next Release of `app` from `make(version)`, and its snapshot of `config`;
+/// the created Release.
 pub async fn create_next(
     client: &kube::Client,
     app: &App,
+    config: &BTreeMap<String, String>,
     make: impl Fn(i64) -> Release,
 ) -> Result<Release, Error> {
     let ns = app.namespace().unwrap_or_default();
@@ -179,7 +201,18 @@ pub async fn create_next(
     let mut version = next_version(&releases, &name).await?;
     for _ in 0..VERSION_ATTEMPTS {
         match releases.create(&pp, &make(version)).await {
-            Ok(r) => return Ok(r),
+            Ok(r) => {
+                // The snapshot is made after the Release, which owns it. If it cannot be
+                // made, the Release is left unused (the App is not pointed at it; the
+                // receiver may not delete Releases) and the push fails saying so.
+                if let Err(e) = flynn_crds::config::save(client, &r, config, &pp).await {
+                    return Err(Error::kube(format!(
+                        "creating the config Secret of release {} (the release is left unused; push again)",
+                        r.name_any()
+                    ))(e));
+                }
+                return Ok(r);
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 tracing::info!(
                     version,
@@ -234,9 +267,10 @@ mod tests {
         let app: App = serde_json::from_value(json!({
             "apiVersion": "flynn.io/v1alpha1", "kind": "App",
             "metadata": {"name": "shop", "namespace": "team", "uid": "u1"},
-            "spec": {"env": {"K": "v"}},
+            "spec": {},
         }))
         .unwrap();
+        let config = BTreeMap::from([("K".to_owned(), "v".to_owned())]);
         let result: BuildResult = serde_json::from_value(json!({
             "url": "http://shelf/slugs/team/shop/b.tgz?sig=1", "sha256": "a".repeat(64), "size": 42,
             "process_types": {"web": "bin/web", "worker": "bin/work"},
@@ -253,7 +287,7 @@ mod tests {
             user: "alice".into(),
             fingerprint: "SHA256:xyz".into(),
         };
-        let r = build_release(&app, None, 3, &result, &push, "shop-build-1", 8080);
+        let r = build_release(&app, None, &config, 3, &result, &push, "shop-build-1", 8080);
         assert_eq!(r.name_any(), "shop-v3");
         assert_eq!(r.namespace().as_deref(), Some("team"));
         let slug = r.spec.artifact.slug.as_ref().unwrap();
@@ -261,7 +295,9 @@ mod tests {
             (slug.url.as_str(), slug.size),
             ("http://shelf/slugs/team/shop/b.tgz?sig=1", 42)
         );
-        assert_eq!(r.spec.env["K"], "v");
+        // The config is named, never copied in: it goes into the Release's own snapshot.
+        assert!(r.spec.env.is_empty());
+        assert_eq!(r.spec.config_secret.as_deref(), Some("shop-v3-env"));
         assert_eq!(r.spec.processes["web"].ports[0].port, 8080);
         assert!(r.spec.processes["web"].command.is_empty());
         assert!(r.spec.processes["worker"].ports.is_empty());
@@ -286,7 +322,17 @@ mod tests {
                 }},
         }))
         .unwrap();
-        let r = build_release(&app, Some(&previous), 3, &result, &push, "b", 8080);
+        let r = build_release(
+            &app,
+            Some(&previous),
+            &BTreeMap::new(),
+            3,
+            &result,
+            &push,
+            "b",
+            8080,
+        );
+        assert_eq!(r.spec.config_secret, None, "no config vars: no snapshot");
         let web = &r.spec.processes["web"];
         assert_eq!(web.resources.as_ref().unwrap().limits["memory"].0, "512Mi");
         assert_eq!(

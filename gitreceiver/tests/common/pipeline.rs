@@ -269,18 +269,37 @@ impl Env {
         Pipeline::new(self.ns.client().clone(), s)
     }
 
-    /// Creates the App `name` with `spec` (camelCase JSON, e.g. `{"env": {...}}`).
-    pub async fn create_app(&self, name: &str, spec: serde_json::Value) -> App {
+    /// Creates the App `name` with `spec` (camelCase JSON). Config vars given as
+    /// `"env": {...}` go where `flynn env set` puts them before a first release: the
+    /// App's initial config Secret (an App keeps none itself).
+    pub async fn create_app(&self, name: &str, mut spec: serde_json::Value) -> App {
+        let vars: std::collections::BTreeMap<String, String> = spec
+            .as_object_mut()
+            .and_then(|o| o.remove("env"))
+            .map(|e| serde_json::from_value(e).unwrap())
+            .unwrap_or_default();
         let app: App = serde_json::from_value(json!({
             "apiVersion": "flynn.io/v1alpha1", "kind": "App",
             "metadata": {"name": name}, "spec": spec,
         }))
         .unwrap();
-        self.ns
+        let app = self
+            .ns
             .api::<App>()
             .create(&PostParams::default(), &app)
             .await
-            .unwrap()
+            .unwrap();
+        if !vars.is_empty() {
+            self.ns
+                .api::<k8s_openapi::api::core::v1::Secret>()
+                .create(
+                    &PostParams::default(),
+                    &flynn_crds::config::initial(&app, &vars),
+                )
+                .await
+                .unwrap();
+        }
+        app
     }
 
     /// Runs a deploy to its end, collecting its output; the result and the lines.

@@ -1,20 +1,17 @@
-//! The pure half of the App reconciler: the objects an App should own, the Release a
-//! config change makes, which Releases history keeps, and the rollout decision (status,
-//! rollback) from what the Formation reports. No I/O; unit-tested below.
+//! The pure half of the App reconciler: the objects an App should own, which Releases
+//! history keeps, and the rollout decision (status, rollback) from what the Formation
+//! reports. No I/O; unit-tested below.
 
 use std::collections::BTreeMap;
 
 use flynn_crds::conditions::{self, reasons, types};
 use flynn_crds::{
-    App, AppStatus, Formation, FormationSpec, FormationStatus, ProcessStatus, Release, ReleaseSpec,
-    Rollout, Route, RouteSpec, labels, names,
+    App, AppStatus, Formation, FormationSpec, FormationStatus, ProcessStatus, Release, Rollout,
+    Route, RouteSpec, labels, names,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::SignedDuration;
 use kube::ResourceExt;
-
-/// Meta key on Releases the operator creates, saying why.
-pub const CAUSE: &str = "flynn.io/cause";
 
 pub fn owner_reference(app: &App, controller: bool) -> OwnerReference {
     OwnerReference {
@@ -65,45 +62,6 @@ fn managed_labels(app: &App) -> BTreeMap<String, String> {
             labels::MANAGED_BY_FLYNN.to_owned(),
         ),
     ])
-}
-
-/// Whether the App's config differs from its Release's: then a new Release is due.
-pub fn config_changed(app: &App, current: &Release) -> bool {
-    app.spec.env != current.spec.env
-}
-
-/// The next version number of an App's Releases.
-pub fn next_version<'a>(releases: impl IntoIterator<Item = &'a Release>) -> i64 {
-    releases
-        .into_iter()
-        .map(|r| r.spec.version)
-        .max()
-        .unwrap_or(0)
-        + 1
-}
-
-/// The Release a config change makes: `current`'s artifact and processes with the App's env.
-pub fn config_release(app: &App, current: &Release, version: i64) -> Release {
-    let mut meta = current.spec.meta.clone();
-    meta.insert(
-        CAUSE.into(),
-        format!("config change from {}", current.name_any()),
-    );
-    let mut r = Release::new(
-        &names::release_name(&app.name_any(), version),
-        ReleaseSpec {
-            app: app.name_any(),
-            version,
-            artifact: current.spec.artifact.clone(),
-            env: app.spec.env.clone(),
-            processes: current.spec.processes.clone(),
-            meta,
-        },
-    );
-    r.metadata.namespace = app.namespace();
-    r.metadata.owner_references = Some(vec![owner_reference(app, false)]);
-    r.metadata.labels = Some(managed_labels(app));
-    r
 }
 
 /// Releases to delete so that at most `keep` remain: the oldest first, never one in
@@ -636,29 +594,10 @@ mod tests {
         serde_json::from_value(json!({
             "apiVersion": "flynn.io/v1alpha1", "kind": "Release",
             "metadata": {"name": format!("shop-v{version}"), "namespace": "ns"},
-            "spec": {"app": "shop", "version": version, "artifact": {"image": "x"}, "env": {"A": "0"},
+            "spec": {"app": "shop", "version": version, "artifact": {"image": "x"},
                      "processes": {"web": {}}, "meta": {"git.commit": "abc"}}
         }))
         .unwrap()
-    }
-
-    #[test]
-    fn config_changes_make_the_next_release_with_the_same_artifact() {
-        let a = app(Some("shop-v2"), json!({}));
-        let (v1, v2) = (release(1), release(2));
-        assert!(config_changed(&a, &v2));
-        let next = config_release(&a, &v2, next_version([&v1, &v2]));
-        assert_eq!(next.metadata.name.as_deref(), Some("shop-v3"));
-        assert_eq!(next.spec.version, 3);
-        assert_eq!(next.spec.env["A"], "1");
-        assert_eq!(next.spec.artifact, v2.spec.artifact);
-        assert_eq!(next.spec.meta[CAUSE], "config change from shop-v2");
-        assert_eq!(next.spec.meta["git.commit"], "abc");
-        let owner = &next.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.uid.as_str(), owner.controller),
-            ("a-uid", Some(false))
-        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use flynn_crds::conditions::{self, reasons, types};
 use flynn_crds::{App, Release, Route, labels, names};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -46,7 +46,7 @@ pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Actio
 
     let mut formation = None;
     if let Some(target) = &app.spec.release {
-        let Some(current) = ctx.release(&ns, target).await? else {
+        if ctx.release(&ns, target).await?.is_none() {
             let known = app_releases(&ctx, &ns, &name)?
                 .iter()
                 .map(|r| r.name_any())
@@ -61,10 +61,6 @@ pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Actio
             );
             write_problem(&app, &ctx, reasons::RELEASE_NOT_FOUND, msg).await?;
             return Ok(Action::await_change());
-        };
-
-        if build::config_changed(&app, &current) {
-            return new_config_release(&app, &ctx, &current, &apps).await;
         }
 
         let desired = build::formation(&app, target);
@@ -163,63 +159,10 @@ fn app_releases(ctx: &Context, ns: &str, app: &str) -> Result<Vec<Arc<Release>>>
     ctx.caches.releases.of_app(ns, app)
 }
 
-/// `spec.env` differs from the current Release's: make the next Release with the new
-/// config and point the App at it. The write to the App triggers the next reconcile.
-async fn new_config_release(
-    app: &App,
-    ctx: &Context,
-    current: &Release,
-    apps: &Api<App>,
-) -> Result<Action> {
-    let releases: Api<Release> =
-        Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
-    let ns = app.namespace().unwrap_or_default();
-    let existing = app_releases(ctx, &ns, &app.name_any())?;
-    let version = build::next_version(existing.iter().map(AsRef::as_ref));
-    let release = build::config_release(app, current, version);
-    let release_name = release.name_any();
-    match releases.create(&PostParams::default(), &release).await {
-        Ok(created) => {
-            ctx.caches.releases.remember(created);
-        }
-        // Another replica or a concurrent push took this version: try again with the next.
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            return Ok(Action::requeue(std::time::Duration::from_millis(200)));
-        }
-        Err(e) => {
-            return Err(Error::Kube {
-                action: format!("creating release {release_name}"),
-                source: e,
-            });
-        }
-    }
-    // A merge patch, not an apply: spec.release belongs to the user (and `flynn`), and the
-    // operator must not take ownership of it.
-    let patch = serde_json::json!({"spec": {"release": release_name}});
-    patch_spec(ctx, apps, app, &patch, || {
-        format!("pointing app {} at {release_name}", app.name_any())
-    })
-    .await?;
-    ctx.event(
-        app,
-        false,
-        "ConfigChanged",
-        format!("created release {release_name} with the new config"),
-    )
-    .await;
-    tracing::info!(release = %release_name, "config changed: created a new release");
-    Ok(Action::await_change())
-}
-
-/// Points the App back at `previous` and its config, in one write, so the config-change
-/// rule does not immediately make a new Release from the failed one's env.
+/// Points the App back at `previous`. Its config comes back with it: config lives in
+/// each Release's snapshot Secret, not in the App.
 async fn roll_back(app: &App, ctx: &Context, apps: &Api<App>, previous: &str) -> Result<()> {
-    let ns = app.namespace().unwrap_or_default();
-    let env = match ctx.release(&ns, previous).await? {
-        Some(r) => r.spec.env.clone(),
-        None => app.spec.env.clone(),
-    };
-    let patch = serde_json::json!({"spec": {"release": previous, "env": env}});
+    let patch = serde_json::json!({"spec": {"release": previous}});
     patch_spec(ctx, apps, app, &patch, || {
         format!("rolling app {} back to {previous}", app.name_any())
     })

@@ -13,9 +13,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
-    ServicePort, ServiceSpec, SleepAction, TCPSocketAction,
+    Container, ContainerPort, EnvFromSource, EnvVar, ExecAction, HTTPGetAction, Lifecycle,
+    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretEnvSource, Service, ServicePort, ServiceSpec, SleepAction, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -230,6 +230,19 @@ fn container(
     settings: &Settings,
 ) -> Container {
     let release_name = release.metadata.name.clone().unwrap_or_default();
+    // Config vars come from the Release's snapshot Secret (envFrom), so no value is written
+    // into the Deployment. A Release made before snapshots carries them in plain text: still
+    // given, so an upgrade loses nothing. Variables listed in `env` win over `envFrom`, so a
+    // config var cannot change what Flynn sets below.
+    let env_from = release.spec.config_secret.as_ref().map(|name| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]
+    });
     let mut env: Vec<EnvVar> = release
         .spec
         .env
@@ -291,6 +304,7 @@ fn container(
         command,
         args,
         env: Some(env),
+        env_from,
         ports: (!ports.is_empty()).then_some(ports),
         resources: spec.resources.as_ref().map(|r| ResourceRequirements {
             requests: (!r.requests.is_empty()).then(|| r.requests.clone()),
@@ -609,6 +623,62 @@ mod tests {
             Some(&["--queue".to_owned(), "default".to_owned()][..])
         );
         assert!(!env_of(&out.deployments[0]).contains_key("SLUG_URL"));
+    }
+
+    #[test]
+    fn config_vars_come_from_the_snapshot_secret_and_no_value_is_written() {
+        let mut r = release(json!({"image": "registry.example/shop:1.2"}));
+        r.spec.env.clear();
+        r.spec.config_secret = Some("shop-v3-env".into());
+        let out = desired(
+            &formation(json!({"web": 1}), "rolling"),
+            &r,
+            &Settings::default(),
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        let d = &out.deployments[0];
+        let c = &d
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        let from = c.env_from.as_ref().expect("envFrom");
+        let secret = from[0].secret_ref.as_ref().expect("a secretRef");
+        assert_eq!(secret.name, "shop-v3-env");
+        assert_eq!(
+            secret.optional,
+            Some(false),
+            "a missing snapshot must not start"
+        );
+        // Only Flynn's own variables are written into the Deployment.
+        let env = env_of(d);
+        assert!(
+            env.keys().all(|k| k.starts_with("FLYNN_") || k == "PORT"),
+            "{env:?}"
+        );
+        // The twin: a Release without a snapshot has no envFrom.
+        let out = desired(
+            &formation(json!({"web": 1}), "rolling"),
+            &release(json!({"image": "registry.example/shop:1.2"})),
+            &Settings::default(),
+            &BTreeSet::new(),
+        )
+        .unwrap();
+        let c = &out.deployments[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        assert!(c.env_from.is_none());
     }
 
     /// The fields Pod Security "restricted" checks, as the API server sees them.
