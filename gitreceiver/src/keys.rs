@@ -252,12 +252,31 @@ impl KeyRegistry {
                 Ok(Event::Apply(secret)) => {
                     let name = secret.metadata.name.clone().unwrap_or_default();
                     let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+                    let before = index
+                        .values()
+                        .find(|e| e.secret == name)
+                        .and_then(|e| e.identity.as_ref())
+                        .map(|id| id.user.clone());
                     // The Secret may have changed its key or become malformed: drop its
                     // old entry first.
                     index.retain(|_, e| e.secret != name);
                     if let Some((fp, entry)) = accept(&secret) {
                         if let Some(id) = &entry.identity {
-                            tracing::info!(user = %id.user, fingerprint = %id.fingerprint, "SSH key registered");
+                            match before {
+                                // A key's Secret is named for its key, so one key has one
+                                // Secret: this is the only way a key changes hands. The
+                                // admission policy lets only cluster admins do it; say so
+                                // loudly, for whoever reads the log after a surprise.
+                                Some(old) if old != id.user => tracing::warn!(
+                                    secret = %name, fingerprint = %id.fingerprint,
+                                    from = %old, to = %id.user,
+                                    "SSH key moved to another user: its pushes are {}'s now",
+                                    id.user
+                                ),
+                                _ => {
+                                    tracing::info!(user = %id.user, fingerprint = %id.fingerprint, "SSH key registered")
+                                }
+                            }
                         }
                         index.insert(fp, entry);
                     }

@@ -1,8 +1,8 @@
 //! Registered keys against the local cluster, with the real OpenSSH client and git: the
 //! groups a key carries reach the SubjectAccessReview as the exact list (a comma is part of
 //! a group's name), a key past its expiry is refused with what to do, and a key in the
-//! first, comma-joined format is refused rather than misread. Each refusal beside a twin
-//! that pushes.
+//! first, comma-joined format is refused rather than misread; a key registered to one user
+//! cannot be registered to another. Each refusal beside a twin that pushes.
 
 mod support;
 
@@ -232,4 +232,79 @@ async fn a_key_in_the_comma_joined_format_is_refused_with_how_to_register_it_aga
     );
     let (ok, err) = push(&receiver, &ns, &new, "shop");
     assert!(ok, "the twin in today's format was refused:\n{err}");
+}
+
+/// Bob's key K is registered to bob; alice (who can read bob's public key anywhere) tries
+/// to make K hers, as `flynn key add` would and by hand. The Secret `flynn key add` writes
+/// is named for its key, so hers collides with bob's: AlreadyExists (which `flynn key add`
+/// reports as "already registered for <owner>", and which the chart's admission policy
+/// backs by refusing any other user's update or delete). A Secret of another name carrying
+/// K is never read by the receiver, not even once bob's is gone. Bob's push with K is bob's:
+/// alice may not push when it runs, so had her identity been used it would fail. The twin:
+/// alice's own key L, registered the same way, pushes as alice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_registered_to_one_user_is_never_another_users() {
+    let (ns, receiver) = setup("key-hijack").await;
+    create_app(ns.client(), ns.name(), "shop").await;
+    // Each push is a new history: alice's go to an app of their own.
+    create_app(ns.client(), ns.name(), "cart").await;
+    let secrets = Api::<Secret>::namespaced(ns.client().clone(), ns.name());
+    let k = SshKey::generate();
+    let bob = random_user("bob");
+    let alice = random_user("alice");
+    register_key(ns.client(), ns.name(), &k, &bob).await;
+    allow_push(ns.client(), ns.name(), &bob).await;
+
+    // The attacking inputs. What `flynn key add bob.pub` writes as alice:
+    let hers = keys::key_secret(&k.public, &alice, &[&alice, "system:authenticated"]).unwrap();
+    match secrets.create(&PostParams::default(), &hers).await {
+        Err(kube::Error::Api(status)) => assert!(status.is_already_exists(), "{status:?}"),
+        other => panic!("alice registered bob's key: {other:?}"),
+    }
+    // The same by hand, under a name of her choosing.
+    let mut renamed = hers.clone();
+    renamed.metadata.name = Some(format!("key-of-{alice}"));
+    create_secret(&ns, &renamed).await;
+    // Alice's own key, registered after it: once the receiver knows L it has read the
+    // renamed Secret too (a watch delivers events in order).
+    let l = SshKey::generate();
+    register_key(ns.client(), ns.name(), &l, &alice).await;
+    receiver.wait_for_key(&l).await;
+    let registry = receiver.running().keys();
+    assert_eq!(registry.lookup_authorized_key(&k.public).unwrap().user, bob);
+
+    let (ok, err) = push(&receiver, &ns, &k, "shop");
+    assert!(ok, "bob's push with his own key was refused:\n{err}");
+    assert!(!err.contains(&alice), "bob's push ran as alice:\n{err}");
+
+    // The twin: alice's own key pushes as alice, once she may push.
+    assert_eq!(
+        registry.lookup_authorized_key(&l.public).unwrap().user,
+        alice
+    );
+    let (ok, err) = push(&receiver, &ns, &l, "cart");
+    assert!(!ok, "alice pushed before she was allowed to:\n{err}");
+    assert!(
+        err.contains(&format!("user \"{alice}\" may not push")),
+        "{err}"
+    );
+    allow_push(ns.client(), ns.name(), &alice).await;
+    let (ok, err) = push(&receiver, &ns, &l, "cart");
+    assert!(ok, "alice's push with her own key was refused:\n{err}");
+
+    // Bob removes K: it is nobody's, and the renamed Secret does not make it alice's.
+    secrets
+        .delete(hers.metadata.name.as_deref().unwrap(), &Default::default())
+        .await
+        .unwrap();
+    flynn_e2e::eventually(
+        "the receiver to forget bob's key",
+        std::time::Duration::from_secs(30),
+        || async { registry.lookup_authorized_key_entry(&k.public) },
+        |l| *l == Lookup::Unknown,
+    )
+    .await;
+    let (ok, err) = push(&receiver, &ns, &k, "shop");
+    assert!(!ok, "a removed key pushed:\n{err}");
+    assert!(err.contains("is not registered"), "{err}");
 }
