@@ -372,9 +372,27 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
         "flynn ps after scale web=2:\n{ps}"
     );
 
-    // Config: a new release with the variable; rollback to the one before.
-    run(&mut dev.flynn(&["env", "set", "GREETING_NAME=e2e"]));
-    serves(&host, "Hello, e2e");
+    // Config: a new release with the variable; rollback to the one before. The value
+    // reaches the process, and nothing anyone with `view` reads (App, Release,
+    // Deployment, pods) holds it: it is in the release's Secret.
+    run(&mut dev.flynn(&["env", "set", "GREETING_NAME=cfg-7f3a9"]));
+    serves(&host, "Hello, cfg-7f3a9");
+    let readable = run(&mut kubectl(&[
+        "-n",
+        &dev.ns,
+        "get",
+        "apps.flynn.io,releases.flynn.io,deployments,pods",
+        "-o",
+        "json",
+    ]));
+    assert!(
+        readable.contains("\"configSecret\"") && readable.contains("secretRef"),
+        "the check reads the release and the Deployment naming its Secret"
+    );
+    assert!(
+        !readable.contains("cfg-7f3a9"),
+        "a config value in plain text:\n{readable}"
+    );
     run(&mut dev.flynn(&["release", "rollback", "--timeout", "180"]));
     serves(&host, "Hello, world");
 
@@ -878,6 +896,19 @@ fn least_privilege(dev_ns: &str) {
             "receiver",
             !receiver(&["create", "secrets"], "kube-system"),
             "not create secrets",
+            "kube-system",
+        ),
+        // It reads the App's config (the current release's snapshot) where it builds.
+        (
+            "receiver",
+            receiver(&["get", "secrets"], dev_ns),
+            "get secrets",
+            dev_ns,
+        ),
+        (
+            "receiver",
+            !receiver(&["get", "secrets"], "kube-system"),
+            "not get secrets",
             "kube-system",
         ),
         (
