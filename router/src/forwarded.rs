@@ -168,12 +168,29 @@ pub(crate) const CLIENT_CLAIMS: &[(&str, ClientHeader)] = {
     ]
 };
 
+/// Longer than any name of [`CLIENT_CLAIMS`].
+const CLAIM_LEN_LIMIT: usize = 32;
+
+/// `CLAIM_LENGTHS[n]`: some name of [`CLIENT_CLAIMS`] is `n` bytes long. Every request
+/// header is classified, and most are none of them: their length alone says so.
+const CLAIM_LENGTHS: [bool; CLAIM_LEN_LIMIT] = {
+    let mut lengths = [false; CLAIM_LEN_LIMIT];
+    let mut i = 0;
+    while i < CLIENT_CLAIMS.len() {
+        lengths[CLIENT_CLAIMS[i].0.len()] = true;
+        i += 1;
+    }
+    lengths
+};
+
 /// What `name` (any case) is to the router.
 pub(crate) fn classify(name: &[u8]) -> ClientHeader {
     if name.contains(&b'_') {
         return ClientHeader::Underscore;
     }
-    // The comparison checks the length first: an ordinary header costs a few compares.
+    if !CLAIM_LENGTHS.get(name.len()).copied().unwrap_or(false) {
+        return ClientHeader::Ordinary;
+    }
     CLIENT_CLAIMS
         .iter()
         .find(|(claim, _)| name.eq_ignore_ascii_case(claim.as_bytes()))
