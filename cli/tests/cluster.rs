@@ -838,6 +838,69 @@ async fn env_get_set_unset() {
         "1\n"
     );
 
+    // A Release naming a Secret that is not a config Secret (here a TLS key) is not
+    // read as config: otherwise the next `env set` or push would copy the key into a
+    // release whose processes (and builds) anyone who may push controls.
+    let tls: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "shop-tls"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": "CERT", "tls.key": "PRIVATE-KEY"},
+    }))
+    .unwrap();
+    env.ns
+        .api::<Secret>()
+        .create(&PostParams::default(), &tls)
+        .await
+        .unwrap();
+    let mut v9 = env.ns.api::<Release>().get("shop-v3").await.unwrap();
+    v9.metadata = kube::api::ObjectMeta {
+        name: Some("shop-v9".into()),
+        ..Default::default()
+    };
+    v9.spec.version = 9;
+    v9.spec.config_secret = Some("shop-tls".into());
+    env.ns
+        .api::<Release>()
+        .create(&PostParams::default(), &v9)
+        .await
+        .unwrap();
+    let apps = env.ns.api::<App>();
+    let point = |release: &'static str| {
+        let apps = apps.clone();
+        async move {
+            apps.patch(
+                "shop",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"spec": {"release": release}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    point("shop-v9").await;
+    let refused = env
+        .flynn(&["-a", "shop", "env", "set", "--no-wait", "STEAL=1"])
+        .await;
+    refused.fails(3, "Secret shop-tls is not a config Secret");
+    assert!(!refused.stdout.contains("PRIVATE-KEY") && !refused.stderr.contains("PRIVATE-KEY"));
+    assert!(
+        env.ns
+            .api::<Release>()
+            .get_opt("shop-v10")
+            .await
+            .unwrap()
+            .is_none(),
+        "no release was made from the TLS key"
+    );
+    // The twin: pointed back at a release with a config Secret, the same command works.
+    point("shop-v2").await;
+    assert_eq!(
+        env.flynn(&["-a", "shop", "env", "set", "--no-wait", "STEAL=1"])
+            .await
+            .ok(),
+        "Created release v10\n"
+    );
+
     env.flynn(&["-a", "shop", "env", "get", "NOPE"])
         .await
         .fails(3, "config var NOPE is not set on app shop");

@@ -56,6 +56,13 @@ pub fn source(app: &str, current: Option<&Release>) -> Option<String> {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error(
+        "Secret {secret} is not a config Secret (its type is {found:?}, not {SECRET_TYPE:?}): \
+         Flynn copies config only from those, so that a Release naming another Secret of the \
+         namespace (a TLS key, a token) cannot have it copied into builds and new releases; \
+         recreate it with `type: {SECRET_TYPE}`"
+    )]
+    NotConfig { secret: String, found: String },
+    #[error(
         "config var {key} in Secret {secret} is not UTF-8 text; environment variables are text: \
          replace it (flynn env set {key}=...)"
     )]
@@ -74,8 +81,16 @@ pub fn of_release(
     }
 }
 
-/// The config vars in a Secret (its `data`, and any `stringData` not yet folded in).
+/// The config vars in a config Secret (its `data`, and any `stringData` not yet folded
+/// in). A Secret of another type is refused: see [`Error::NotConfig`].
 pub fn vars(secret: &Secret) -> Result<BTreeMap<String, String>, Error> {
+    let found = secret.type_.clone().unwrap_or_default();
+    if found != SECRET_TYPE {
+        return Err(Error::NotConfig {
+            secret: secret.name_any(),
+            found,
+        });
+    }
     let mut out = BTreeMap::new();
     for (k, v) in secret.data.iter().flatten() {
         let text = String::from_utf8(v.0.clone()).map_err(|_| Error::NotText {
@@ -258,6 +273,24 @@ mod tests {
     use super::*;
     use crate::{Artifact, ReleaseSpec};
 
+    #[test]
+    fn only_config_secrets_are_read_as_config() {
+        let r = release(&[], Some("shop-tls"));
+        let mut tls = snapshot(
+            &r,
+            &BTreeMap::from([("tls.key".to_owned(), "KEY".to_owned())]),
+        );
+        tls.type_ = Some("kubernetes.io/tls".into());
+        assert!(matches!(vars(&tls), Err(Error::NotConfig { .. })));
+        tls.type_ = None;
+        assert!(
+            matches!(vars(&tls), Err(Error::NotConfig { .. })),
+            "Opaque neither"
+        );
+        tls.type_ = Some(SECRET_TYPE.into());
+        assert_eq!(vars(&tls).unwrap()["tls.key"], "KEY");
+    }
+
     fn release(env: &[(&str, &str)], config_secret: Option<&str>) -> Release {
         let mut r = Release::new(
             "shop-v4",
@@ -324,6 +357,7 @@ mod tests {
     fn a_value_that_is_not_text_is_refused_with_its_key() {
         let mut s = Secret::default();
         s.metadata.name = Some("x".into());
+        s.type_ = Some(SECRET_TYPE.into());
         s.data = Some(BTreeMap::from([(
             "BIN".to_owned(),
             ByteString(vec![0xff, 0xfe]),

@@ -67,8 +67,10 @@ pub struct ReleaseSpec {
     /// Name of an immutable Secret in this namespace holding the config vars of every
     /// process (each key an environment variable), given to them with `envFrom`: the App's
     /// config when the Release was made. Flynn names the ones it makes `<release>-env`, owned
-    /// by the Release; one written by hand should be `immutable: true`, so that the Release
-    /// (and a rollback to it) always runs with the same config. Unset: no config vars.
+    /// by the Release; one written by hand must have `type: flynn.io/config` (Flynn copies
+    /// config only from those, so naming another Secret cannot have it copied into builds)
+    /// and should be `immutable: true`, so that the Release (and a rollback to it) always
+    /// runs with the same config. Unset: no config vars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub config_secret: Option<String>,
