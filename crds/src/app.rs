@@ -75,7 +75,7 @@ pub struct AppSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend(
         "maxProperties" = MAX_PROCESS_TYPES,
-        "additionalProperties" = {"type": "integer", "format": "int32", "minimum": 0},
+        "additionalProperties" = {"type": "integer", "format": "int32", "minimum": 0, "maximum": i32::MAX},
     ))]
     #[x_kube(validation = schema::process_type_keys("spec.processes"))]
     pub processes: BTreeMap<String, i32>,
@@ -83,7 +83,7 @@ pub struct AppSpec {
     /// Seconds a rollout may take before it counts as failed (and is rolled back if
     /// `autoRollback`). Default 300.
     #[serde(default = "default_deploy_timeout")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = i32::MAX))]
     pub deploy_timeout_seconds: i32,
 
     /// Whether a rollout that fails or times out is undone by pointing the App back at the

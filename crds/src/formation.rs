@@ -57,7 +57,7 @@ pub struct FormationSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend(
         "maxProperties" = MAX_PROCESS_TYPES,
-        "additionalProperties" = {"type": "integer", "format": "int32", "minimum": 0},
+        "additionalProperties" = {"type": "integer", "format": "int32", "minimum": 0, "maximum": i32::MAX},
     ))]
     #[x_kube(validation = schema::process_type_keys("spec.processes"))]
     pub processes: BTreeMap<String, i32>,

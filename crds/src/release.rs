@@ -216,18 +216,37 @@ pub enum Protocol {
 }
 
 /// Resource requests and limits; keys are resource names (`cpu`, `memory`,
-/// `ephemeral-storage`), values quantities (`500m`, `512Mi`).
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+/// `ephemeral-storage`), values quantities (`500m`, `512Mi`). A request may not exceed
+/// the limit of the same resource (the API server would refuse the Deployment's pods).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = requests_within_limits())]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     /// What the scheduler reserves for each pod.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("additionalProperties" = quantity_schema()))]
+    #[schemars(extend("additionalProperties" = quantity_schema(), "maxProperties" = MAX_RESOURCES))]
     pub requests: BTreeMap<String, Quantity>,
     /// The most each pod may use.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("additionalProperties" = quantity_schema()))]
+    #[schemars(extend("additionalProperties" = quantity_schema(), "maxProperties" = MAX_RESOURCES))]
     pub limits: BTreeMap<String, Quantity>,
+}
+
+/// Most resource names in one of `requests` and `limits` (bounds the CEL rule's cost).
+const MAX_RESOURCES: u32 = 16;
+
+fn requests_within_limits() -> Rule {
+    // Values are int-or-string: `string()` makes either a quantity string.
+    Rule::new(
+        "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) \
+         || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+    )
+    .message(Message::Message(
+        "resources: a request may not exceed the limit of the same resource (e.g. requests.cpu 1 \
+         with limits.cpu 500m): lower the request or raise the limit"
+            .into(),
+    ))
+    .reason(Reason::FieldValueInvalid)
 }
 
 /// A readiness and liveness check.
@@ -260,22 +279,22 @@ pub struct HealthCheck {
 
     /// Seconds after start before the first check. Default 0.
     #[serde(default)]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = i32::MAX))]
     pub initial_delay_seconds: i32,
 
     /// Seconds between checks. Default 10.
     #[serde(default = "default_period")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = i32::MAX))]
     pub period_seconds: i32,
 
     /// Seconds before a check counts as failed. Default 1.
     #[serde(default = "default_timeout")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = i32::MAX))]
     pub timeout_seconds: i32,
 
     /// Consecutive failures before the pod is marked unready (and restarted). Default 3.
     #[serde(default = "default_failure_threshold")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = i32::MAX))]
     pub failure_threshold: i32,
 }
 
@@ -294,6 +313,8 @@ pub enum HealthCheckType {
 fn quantity_schema() -> serde_json::Value {
     serde_json::json!({
         "anyOf": [{"type": "integer"}, {"type": "string"}],
+        // Bounds the cost of the request-within-limit rule (CEL's budget counts length).
+        "maxLength": 64,
         "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
         "x-kubernetes-int-or-string": true,
     })

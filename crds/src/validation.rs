@@ -24,10 +24,13 @@ pub const APP_NAME_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
 pub const ENV_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 /// RFC 1123 subdomain (object names such as Secrets and Releases).
 pub const DNS_SUBDOMAIN_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
 /// A route domain: a lower-case DNS name, optionally with one leading wildcard label (`*.example.com`).
+///
+/// Each label is at most 63 characters (RFC 1035), as [`crate::host::Host::parse`] checks:
+/// the API server must refuse what the operator and the router would refuse.
 pub const DOMAIN_PATTERN: &str =
-    r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$";
 /// An IANA service name as Kubernetes uses for port names: an RFC 1123 label with at least one letter.
 pub const PORT_NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A hex-encoded SHA-256 digest, lower case.

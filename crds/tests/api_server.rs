@@ -154,6 +154,8 @@ fn bad_manifests() -> Vec<Bad> {
         bad("app name with a dot", renamed_app("shop.v2"), &["metadata.name: an App name must consist of lower-case letters"]),
         bad("env var name starting with a digit", app().set("/spec/env/1PORT", json!("x")), &["spec.env: Invalid value", ENV_RULE]),
         bad("env var name with a dash", app().set("/spec/env/MY-VAR", json!("x")), &["spec.env: Invalid value", ENV_RULE]),
+        bad("process count past int32", app().set("/spec/processes/web", json!(2147483648i64)), &["spec.processes.web", "less than or equal to 2147483647"]),
+        bad("deploy timeout past int32", app().set("/spec/deployTimeoutSeconds", json!(2147483648i64)), &["spec.deployTimeoutSeconds", "less than or equal to 2147483647"]),
         bad("negative process count", app().set("/spec/processes/web", json!(-1)), &["spec.processes.web", "greater than or equal to 0"]),
         bad("process type with upper case", app().set("/spec/processes/Web", json!(1)), &["spec.processes: Invalid value", KEY_RULE]),
         bad("process type longer than 32", app().set(&format!("/spec/processes/{}", "p".repeat(33)), json!(1)), &["spec.processes: Invalid value", KEY_RULE]),
@@ -180,6 +182,9 @@ fn bad_manifests() -> Vec<Bad> {
         bad("unknown port protocol", web(json!({"ports": [{"port": 80, "protocol": "SCTP"}]})), &["spec.processes.web.ports[0].protocol: Unsupported value: \"SCTP\""]),
         bad("health check path on a tcp check", web(json!({"healthCheck": {"type": "tcp", "path": "/up"}})), &["spec.processes[web].healthCheck: Forbidden", "healthCheck.path is only used by http checks"]),
         bad("exec health check without a command", web(json!({"healthCheck": {"type": "exec"}})), &["spec.processes[web].healthCheck: Required value", "healthCheck.command is required when type is exec"]),
+        bad("health check period past int32", web(json!({"healthCheck": {"type": "tcp", "periodSeconds": 2147483648i64}})), &["periodSeconds", "less than or equal to 2147483647"]),
+        bad("request above its limit", web(json!({"resources": {"requests": {"cpu": "1", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "1Gi"}}})), &["a request may not exceed the limit of the same resource"]),
+        bad("integer request above a string limit", web(json!({"resources": {"requests": {"memory": 2147483648i64}, "limits": {"memory": "1Gi"}}})), &["a request may not exceed the limit of the same resource"]),
         bad("resource quantity not a quantity", web(json!({"resources": {"requests": {"cpu": "lots"}}})), &["spec.processes.web.resources.requests.cpu", "should match"]),
         // Formation
         bad("formation not named after its app", formation().set("/metadata/name", json!("shop-2")), &["metadata.name must equal spec.app"]),
@@ -192,6 +197,7 @@ fn bad_manifests() -> Vec<Bad> {
         bad("tcp route with an http block", tcp_route().set("/spec/http", json!({"domain": "x.example"})), &["spec: Forbidden", "spec.http is forbidden when spec.type is tcp"]),
         bad("unknown route type", http_route().set("/spec/type", json!("udp")), &["spec.type: Unsupported value: \"udp\""]),
         bad("domain with upper case", http_route().set("/spec/http/domain", json!("WWW.Shop.example")), &["spec.http.domain", "should match"]),
+        bad("domain with a label over 63", http_route().set("/spec/http/domain", json!(format!("{}.shop.example", "a".repeat(64)))), &["spec.http.domain", "should match"]),
         bad("domain with two wildcards", http_route().set("/spec/http/domain", json!("*.*.shop.example")), &["spec.http.domain", "should match"]),
         bad("path not starting with /", http_route().set("/spec/http/path", json!("api")), &["spec.http.path", "should match"]),
         bad("tcp port 0", tcp_route().set("/spec/tcp/port", json!(0)), &["spec.tcp.port", "greater than or equal to 1"]),
@@ -248,6 +254,44 @@ async fn valid_bases_of_the_bad_manifests_are_accepted() {
     let of = |app: &str| ListParams::default().fields(&format!("spec.app={app}"));
     assert_eq!(releases.list(&of("shop")).await.unwrap().items.len(), 1);
     assert_eq!(releases.list(&of("other")).await.unwrap().items.len(), 0);
+}
+
+/// The valid twins of the range, length and request rules: each at its boundary, so a rule
+/// that refused for the wrong reason would refuse one of these.
+#[tokio::test]
+async fn manifests_at_the_boundaries_are_accepted() {
+    let ns = setup("boundaries").await;
+    let web = |name: &str, process: Value| {
+        release()
+            .set("/metadata/name", json!(format!("{name}-v1")))
+            .set("/spec/app", json!(name))
+            .set("/spec/processes/web", process)
+    };
+    let good = [
+        app()
+            .set("/metadata/name", json!("max"))
+            .unset("/spec/release")
+            .set("/spec/processes/web", json!(2147483647i64))
+            .set("/spec/deployTimeoutSeconds", json!(2147483647i64)),
+        http_route().set("/metadata/name", json!("long-label")).set(
+            "/spec/http/domain",
+            json!(format!("{}.shop.example", "a".repeat(63))),
+        ),
+        // Requests equal to limits in other spellings, and a request with no limit.
+        web(
+            "equal",
+            json!({"resources": {"requests": {"cpu": "0.5", "memory": "1Gi", "ephemeral-storage": "1Gi"}, "limits": {"cpu": "500m", "memory": 1073741824i64}}}),
+        ),
+        web(
+            "period",
+            json!({"healthCheck": {"type": "tcp", "periodSeconds": 2147483647i64}}),
+        ),
+    ];
+    for manifest in good {
+        if let Err(err) = create(ns.client(), ns.name(), &manifest).await {
+            panic!("{} was refused: {err}", manifest["metadata"]["name"]);
+        }
+    }
 }
 
 #[tokio::test]
