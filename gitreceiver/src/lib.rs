@@ -3,12 +3,14 @@
 //! rollout, streaming everything back to the pusher's terminal.
 //!
 //! The SSH half: [`ssh`] (russh server), [`keys`] (the key registry), [`authz`]
-//! (SubjectAccessReview), [`command`] (what may be run), [`locks`] (one push per App),
+//! (SubjectAccessReview), [`command`] (what may be run), [`admission`] (how many pushes
+//! at once), [`locks`] (one push per App),
 //! [`repo`] and [`receive`] (bare repositories and `git receive-pack`), [`hook`] (the
 //! pre-receive hook and its callback socket, which runs the [`pipeline`]), [`receiver`]
 //! (all of it assembled), [`gc`] (removing the repositories of deleted Apps), [`http`] and
 //! [`metrics`] (ops).
 
+pub mod admission;
 pub mod authz;
 pub mod command;
 pub mod gc;

@@ -31,6 +31,17 @@ enum Command {
         #[command(subcommand)]
         hook: Hook,
     },
+    /// Runs a command (git receive-pack) with its writable memory limited (RLIMIT_DATA):
+    /// how the receiver starts git for a push.
+    #[command(name = "limited-exec", hide = true)]
+    LimitedExec {
+        /// The limit, in bytes.
+        #[arg(long)]
+        max_data_bytes: u64,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +125,16 @@ struct ServeArgs {
     /// Most an App's repository may hold on disk, with a push's objects (bytes or Ki/Mi/Gi).
     #[arg(long, env = "FLYNN_MAX_REPO_BYTES", default_value = "4Gi", value_parser = parse_bytes)]
     max_repo_bytes: u64,
+    /// Most writable memory each git process of a push may use (RLIMIT_DATA; bytes or
+    /// Ki/Mi/Gi): git rebuilds a file sent as a delta in memory, about twice its size.
+    #[arg(long, env = "FLYNN_MAX_GIT_MEMORY", default_value = "256Mi", value_parser = parse_bytes)]
+    max_git_memory: u64,
+    /// Most pushes running at once; one more is refused at once.
+    #[arg(long, env = "FLYNN_MAX_CONCURRENT_PUSHES", default_value_t = flynn_gitreceiver::settings::DEFAULT_MAX_CONCURRENT_PUSHES)]
+    max_concurrent_pushes: usize,
+    /// Most pushes running at once into the Apps of one namespace.
+    #[arg(long, env = "FLYNN_MAX_CONCURRENT_PUSHES_PER_NAMESPACE", default_value_t = flynn_gitreceiver::settings::DEFAULT_MAX_CONCURRENT_PUSHES_PER_NAMESPACE)]
+    max_concurrent_pushes_per_namespace: usize,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -275,12 +296,28 @@ impl PipelineArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Hook {
-        hook: Hook::PreReceive,
-    }) = cli.command
-    {
-        // No runtime, no logging setup: the hook's stdout is the pusher's terminal.
-        return std::process::ExitCode::from(flynn_gitreceiver::hook::client::pre_receive() as u8);
+    match cli.command {
+        Some(Command::Hook {
+            hook: Hook::PreReceive,
+        }) => {
+            // No runtime, no logging setup: the hook's stdout is the pusher's terminal.
+            return std::process::ExitCode::from(
+                flynn_gitreceiver::hook::client::pre_receive() as u8
+            );
+        }
+        Some(Command::LimitedExec {
+            max_data_bytes,
+            command,
+        }) => {
+            // Returns only when git could not be started; stderr is the pusher's terminal
+            // (the receiver logs receive-pack's exit).
+            let e = flynn_gitreceiver::receive::limited_exec(max_data_bytes, &command);
+            eprintln!(
+                "flynn: the receiver could not start git ({e}); ask the platform operator to check its logs"
+            );
+            return std::process::ExitCode::from(127);
+        }
+        Some(Command::Serve) | None => {}
     }
     flynn_gitreceiver::telemetry::init(&cli.serve.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -331,7 +368,14 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             .then(|| Duration::from_secs(args.repo_gc_interval_seconds)),
         max_push_bytes: args.max_push_bytes,
         max_repo_bytes: args.max_repo_bytes,
+        max_git_memory: args.max_git_memory,
+        max_concurrent_pushes: args.max_concurrent_pushes,
+        max_concurrent_pushes_per_namespace: args.max_concurrent_pushes_per_namespace,
     };
+    anyhow::ensure!(
+        settings.max_concurrent_pushes > 0 && settings.max_concurrent_pushes_per_namespace > 0,
+        "--max-concurrent-pushes and --max-concurrent-pushes-per-namespace must be at least 1"
+    );
     let git_program = args.git;
     anyhow::ensure!(
         !settings.deploy_branches.is_empty(),
@@ -472,6 +516,34 @@ mod tests {
         assert_eq!(cli.serve.max_repo_bytes, 4 << 30);
         assert_eq!(cli.serve.pipeline.max_source_bytes, 1 << 30);
         assert_eq!(cli.serve.pipeline.max_tree_depth, 256);
+        assert_eq!(cli.serve.max_git_memory, 256 << 20);
+        assert_eq!(cli.serve.max_concurrent_pushes, 16);
+        assert_eq!(cli.serve.max_concurrent_pushes_per_namespace, 4);
+    }
+
+    #[test]
+    fn limited_exec_takes_the_command_with_its_options() {
+        let cli = parse(&[
+            "limited-exec",
+            "--max-data-bytes=1024",
+            "--",
+            "git",
+            "-c",
+            "a=b",
+            "receive-pack",
+            "/r",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::LimitedExec {
+                max_data_bytes,
+                command,
+            }) => {
+                assert_eq!(max_data_bytes, 1024);
+                assert_eq!(command, ["git", "-c", "a=b", "receive-pack", "/r"]);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -81,6 +81,16 @@ async fn run_inner(
         refuse_line(tx, &format!("flynn: {denied}")).await;
         return denied.kind();
     }
+    // Held to the end of the push: receive-pack waits for the hook, which waits for the
+    // build and rollout (a build whose client left is being cancelled when this returns).
+    let _slot = match shared.pushes.try_take(&repo.namespace) {
+        Ok(slot) => slot,
+        Err(full) => {
+            tracing::info!(reason = %full, "push refused: too many pushes running");
+            refuse_line(tx, &format!("flynn: {full}")).await;
+            return "too_many_pushes";
+        }
+    };
 
     let settings = &shared.settings;
     let (wait_tx, wait_rx) = tokio::sync::oneshot::channel::<String>();
@@ -159,17 +169,7 @@ async fn run_inner(
     if let Some(p) = git_protocol {
         env.push(("GIT_PROTOCOL", p));
     }
-    let ended = receive::run(
-        &settings.git_program,
-        &repo_dir,
-        &settings.repos_dir,
-        &env,
-        settings.max_push_bytes,
-        &mut rx,
-        tx,
-        &shared.metrics,
-    )
-    .await;
+    let ended = receive::run(settings, &repo_dir, &env, &mut rx, tx, &shared.metrics).await;
     if matches!(ended, Ended::TooLarge(_) | Ended::ClientGone) {
         // receive-pack was stopped: what it had received must not wait for the next push
         // to this App to be removed (the App's lock is still held here).
@@ -192,6 +192,12 @@ async fn run_inner(
                 (None, 0) => "up_to_date",
                 (None, _) => "error",
             }
+        }
+        Ended::OutOfMemory(code) => {
+            // The client was told why (receive::out_of_memory_message); git had removed its
+            // quarantine when its unpacking failed.
+            crate::ssh::finish(tx, code.max(1)).await;
+            "git_memory"
         }
         Ended::TooLarge(_) => {
             // The client was told why (receive::too_large_message).

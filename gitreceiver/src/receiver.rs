@@ -30,6 +30,8 @@ pub struct Shared {
     pub keys: KeyRegistry,
     pub authorizer: Authorizer,
     pub locks: AppLocks,
+    /// How many pushes run at once (in all, per namespace).
+    pub pushes: Arc<crate::admission::PushSlots>,
     pub hooks: Arc<HookServer>,
     pub metrics: Arc<Metrics>,
 }
@@ -191,6 +193,10 @@ pub async fn start_when(
         keys: keys.clone(),
         authorizer: Authorizer::new(client.clone()),
         locks: AppLocks::default(),
+        pushes: crate::admission::PushSlots::new(
+            settings.max_concurrent_pushes,
+            settings.max_concurrent_pushes_per_namespace,
+        ),
         hooks,
         metrics: metrics.clone(),
     });

@@ -9,6 +9,14 @@ use std::time::Duration;
 pub const DEFAULT_MAX_PUSH_BYTES: u64 = 1 << 30;
 /// Default of `--max-repo-bytes`: 4 GiB.
 pub const DEFAULT_MAX_REPO_BYTES: u64 = 4 << 30;
+/// Default of `--max-git-memory`: 256 MiB. A normal push's `index-pack` needs a few MiB
+/// (this repository's 2,000 objects: 6 MiB); what needs more is a file git sent as a delta,
+/// which git rebuilds in memory next to its base (about twice the file).
+pub const DEFAULT_MAX_GIT_MEMORY: u64 = 256 << 20;
+/// Default of `--max-concurrent-pushes`.
+pub const DEFAULT_MAX_CONCURRENT_PUSHES: usize = 16;
+/// Default of `--max-concurrent-pushes-per-namespace`.
+pub const DEFAULT_MAX_CONCURRENT_PUSHES_PER_NAMESPACE: usize = 4;
 
 /// A namespaced object's coordinates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +83,15 @@ pub struct Settings {
     /// Bytes an App's repository may hold on disk with a push's objects (checked by the
     /// hook, before anything is built or accepted).
     pub max_repo_bytes: u64,
+    /// Bytes of writable memory each git process of a push may map (`RLIMIT_DATA` of
+    /// receive-pack, inherited by the `index-pack` or `unpack-objects` it runs and by the
+    /// hook): past it git fails alone, and the pusher is told which limit it hit.
+    pub max_git_memory: u64,
+    /// Pushes that may run at once, from their authorization to their end; one more is
+    /// refused at once.
+    pub max_concurrent_pushes: usize,
+    /// Pushes that may run at once into the Apps of one namespace.
+    pub max_concurrent_pushes_per_namespace: usize,
 }
 
 impl Settings {
@@ -105,6 +122,9 @@ impl Settings {
             repo_gc_interval: Some(Duration::from_secs(3600)),
             max_push_bytes: DEFAULT_MAX_PUSH_BYTES,
             max_repo_bytes: DEFAULT_MAX_REPO_BYTES,
+            max_git_memory: DEFAULT_MAX_GIT_MEMORY,
+            max_concurrent_pushes: DEFAULT_MAX_CONCURRENT_PUSHES,
+            max_concurrent_pushes_per_namespace: DEFAULT_MAX_CONCURRENT_PUSHES_PER_NAMESPACE,
         }
     }
 

@@ -3,13 +3,18 @@
 //! while a normal push in flight at the same time deploys; a tree 10,000 directories deep
 //! is refused without recursion; pushes over the pack and repository limits are refused
 //! with the setting that raises them; a twin just under each limit goes through; and no
-//! temporary file or quarantine is left behind.
+//! temporary file or quarantine is left behind. A pack whose second file is a delta against
+//! a 900 MiB file of zeros (1 MB of pack) makes git fail alone, under its memory limit,
+//! while another push goes through; and a namespace over its number of pushes at once is
+//! refused at once while another namespace's push goes through.
 
 #[path = "common/pipeline.rs"]
 mod pipeline_env;
 mod support;
 
+use std::io::{Read, Write};
 use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flynn_e2e::{TestNamespace, eventually, install_flynn_crds};
@@ -390,4 +395,491 @@ async fn pushes_over_the_pack_and_repository_limits_are_refused_with_the_setting
         metrics.contains("flynn_gitreceiver_pushes_total{result=\"repo_too_large\"} 1"),
         "{metrics}"
     );
+}
+
+/// A push spoken by hand over the real OpenSSH client (`git-receive-pack` protocol v0), so
+/// the test decides what is sent and when: it can hold a push mid-receive, and send a pack
+/// no git client would make.
+struct RawPush {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl RawPush {
+    /// Connects and reads the ref advertisement: once this returns, receive-pack is running
+    /// for the push (authorized, counted, holding the App's lock) and waits for commands.
+    fn start(key: &SshKey, port: u16, namespace: &str, app: &str) -> Self {
+        let cmd = key.ssh_command("accept-new");
+        let mut parts = cmd.split(' ');
+        let mut child = Command::new(parts.next().unwrap())
+            .args(parts)
+            .args(["-p", &port.to_string(), "git@127.0.0.1"])
+            .arg(format!("git-receive-pack '{namespace}/{app}.git'"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let mut push = Self {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take().unwrap(),
+            child,
+            stderr,
+        };
+        if push.read_pkt_lines().is_none() {
+            let (_, err) = push.finish();
+            panic!("no ref advertisement from {namespace}/{app}:\n{err}");
+        }
+        push
+    }
+
+    /// Reads pkt-lines up to a flush; `None` at end of stream.
+    fn read_pkt_lines(&mut self) -> Option<Vec<Vec<u8>>> {
+        let mut lines = Vec::new();
+        loop {
+            let mut len = [0u8; 4];
+            self.stdout.read_exact(&mut len).ok()?;
+            let len = usize::from_str_radix(std::str::from_utf8(&len).ok()?, 16).ok()?;
+            if len == 0 {
+                return Some(lines);
+            }
+            let mut line = vec![0u8; len - 4];
+            self.stdout.read_exact(&mut line).ok()?;
+            lines.push(line);
+        }
+    }
+
+    /// Asks to set `refs/heads/main` (new) to `commit`, reporting status.
+    fn command(&mut self, commit: &str) {
+        let line = format!(
+            "{} {commit} refs/heads/main\0report-status\n",
+            "0".repeat(40)
+        );
+        self.send(format!("{:04x}{line}0000", line.len() + 4).as_bytes());
+    }
+
+    fn send(&mut self, data: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(data).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes the input (a push without commands ends there), then reads everything:
+    /// (stdout, stderr).
+    fn finish(mut self) -> (String, String) {
+        drop(self.stdin.take());
+        let mut out = Vec::new();
+        let _ = self.stdout.read_to_end(&mut out);
+        let _ = self.child.wait();
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            self.stderr.join().unwrap(),
+        )
+    }
+}
+
+/// `git <args>` in `dir`, its stdout trimmed; fails the test on an error.
+fn git_out(dir: &Path, args: &[&str]) -> String {
+    let out = git_in(dir, args, None);
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A pack object's header: type and size.
+fn pack_header(kind: u8, mut size: u64) -> Vec<u8> {
+    let mut out = vec![(kind << 4) | (size & 15) as u8];
+    size >>= 4;
+    while size > 0 {
+        *out.last_mut().unwrap() |= 0x80;
+        out.push((size & 0x7f) as u8);
+        size >>= 7;
+    }
+    out
+}
+
+/// A delta's size: little-endian groups of 7 bits.
+fn delta_varint(mut n: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(data).unwrap();
+    z.finish().unwrap()
+}
+
+/// The attacking pack: blob A, `size` bytes of zeros (as git itself deflates it: ~1 KB per
+/// MiB); blob B, A and one byte more, as a REF_DELTA against A (a few hundred bytes); a
+/// tree holding B; a commit of that tree. git cannot stream a delta: whoever unpacks B
+/// holds A and B in memory, 2 × `size`. Returns (commit, the pack up to and with A, the
+/// rest), so a test can hold the push between the two.
+fn delta_bomb(dir: &Path, size: u64) -> (String, Vec<u8>, Vec<u8>) {
+    let scratch = dir.join("scratch.git");
+    git_out(dir, &["init", "-q", "--bare", scratch.to_str().unwrap()]);
+    // Sparse files: nothing of them is on disk or in memory; git hashes them streaming.
+    let a = dir.join("a.bin");
+    std::fs::File::create(&a).unwrap().set_len(size).unwrap();
+    let b = dir.join("b.bin");
+    std::fs::File::create(&b).unwrap().set_len(size).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&b)
+        .unwrap()
+        .write_all(b"x")
+        .unwrap();
+    // A, written by git into a pack of its own (a file above core.bigFileThreshold goes
+    // straight into a pack): its entry is copied from there.
+    let git_dir = format!("--git-dir={}", scratch.display());
+    let a_id = git_out(
+        dir,
+        &[
+            &git_dir,
+            "-c",
+            "core.bigFileThreshold=1m",
+            "hash-object",
+            "-w",
+            "--no-filters",
+            a.to_str().unwrap(),
+        ],
+    );
+    let b_id = git_out(
+        dir,
+        &[
+            &git_dir,
+            "-c",
+            "core.bigFileThreshold=1m",
+            "hash-object",
+            "--no-filters",
+            b.to_str().unwrap(),
+        ],
+    );
+    let pack_dir = scratch.join("objects/pack");
+    let packed = std::fs::read_dir(&pack_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pack"))
+        .expect("git hash-object -w wrote no pack");
+    let packed = std::fs::read(packed).unwrap();
+    let a_entry = &packed[12..packed.len() - 20];
+
+    // B = copy A (in copies of at most 0xff0000 bytes) + insert "x".
+    let mut delta = Vec::new();
+    delta_varint(size, &mut delta);
+    delta_varint(size + 1, &mut delta);
+    let mut offset = 0u64;
+    while offset < size {
+        let len = (size - offset).min(0xff_0000);
+        let mut op = 0x80u8;
+        let mut args = Vec::new();
+        for i in 0..4 {
+            let byte = (offset >> (8 * i)) as u8;
+            if byte != 0 {
+                op |= 1 << i;
+                args.push(byte);
+            }
+        }
+        for i in 0..3 {
+            let byte = (len >> (8 * i)) as u8;
+            if byte != 0 {
+                op |= 1 << (4 + i);
+                args.push(byte);
+            }
+        }
+        delta.push(op);
+        delta.extend(args);
+        offset += len;
+    }
+    delta.extend([1, b'x']);
+
+    let b_oid = git2::Oid::from_str(&b_id).unwrap();
+    let mut tree = b"100644 b.bin\0".to_vec();
+    tree.extend_from_slice(b_oid.as_bytes());
+    let tree_id = git2::Oid::hash_object(git2::ObjectType::Tree, &tree).unwrap();
+    let commit = format!(
+        "tree {tree_id}\nauthor A <a@example.com> 0 +0000\ncommitter A <a@example.com> 0 +0000\n\nB is a delta against 900 MiB of zeros\n"
+    );
+    let commit_id = git2::Oid::hash_object(git2::ObjectType::Commit, commit.as_bytes()).unwrap();
+
+    let mut head = b"PACK".to_vec();
+    head.extend(2u32.to_be_bytes());
+    head.extend(4u32.to_be_bytes());
+    head.extend_from_slice(a_entry);
+    let mut rest = pack_header(7, delta.len() as u64);
+    rest.extend_from_slice(git2::Oid::from_str(&a_id).unwrap().as_bytes());
+    rest.extend(zlib(&delta));
+    rest.extend(pack_header(2, tree.len() as u64));
+    rest.extend(zlib(&tree));
+    rest.extend(pack_header(1, commit.len() as u64));
+    rest.extend(zlib(commit.as_bytes()));
+    // The trailer: SHA-1 of everything before it (sha1sum: no SHA-1 crate here).
+    let whole = dir.join("bomb.pack");
+    std::fs::write(&whole, [head.as_slice(), rest.as_slice()].concat()).unwrap();
+    let sum = Command::new("sha1sum").arg(&whole).output().unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    let sum = git2::Oid::from_str(sum.split_whitespace().next().unwrap()).unwrap();
+    rest.extend_from_slice(sum.as_bytes());
+    std::fs::write(&whole, [head.as_slice(), rest.as_slice()].concat()).unwrap();
+    (commit_id.to_string(), head, rest)
+}
+
+/// The largest peak RSS (`ru_maxrss`) of this process's ended children and their own
+/// children, in bytes: receive-pack and the `unpack-objects` it ran are among them.
+fn children_peak_rss() -> u64 {
+    let usage =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    usage.max_rss() as u64 * 1024
+}
+
+/// A commit of `len` random bytes in a new work tree.
+fn random_commit(len: u64) -> WorkTree {
+    let tree = WorkTree::new();
+    std::fs::write(tree.dir.path().join("random.bin"), random_bytes(len)).unwrap();
+    assert!(tree.git(&["add", "-A"]).status.success());
+    assert!(tree.git(&["commit", "-q", "-m", "random"]).status.success());
+    tree
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_against_900_mib_of_zeros_fails_in_git_alone_while_another_push_goes_through() {
+    require_tools();
+    let ns = TestNamespace::create("limits-git-memory").await;
+    install_flynn_crds(ns.client()).await.unwrap();
+    // The default limit (256 MiB): normal pushes must fit under it.
+    let receiver = Receiver::start_with(
+        ns.client(),
+        ns.name(),
+        Receiver::failing_pipeline(ns.client()),
+        bench_mode,
+    )
+    .await;
+    let limit = receiver.settings.max_git_memory;
+    assert_eq!(limit, 256 * MIB);
+    let key = SshKey::generate();
+    let user = random_user("dev");
+    register_key(ns.client(), ns.name(), &key, &user).await;
+    allow_push(ns.client(), ns.name(), &user).await;
+    for app in ["bomb", "twin", "after"] {
+        create_app(ns.client(), ns.name(), app).await;
+    }
+    receiver.wait_for_key(&key).await;
+
+    let work = tempfile::tempdir().unwrap();
+    let size = 900 * MIB;
+    let (commit, head, rest) = delta_bomb(work.path(), size);
+    println!(
+        "attacking pack: {} KiB for two blobs of 900 MiB",
+        (head.len() + rest.len()) / 1024
+    );
+    let children_before = children_peak_rss();
+
+    // The attack, held mid-receive (the 900 MiB of zeros sent, the delta not yet) while
+    // the twin pushes: both in flight together.
+    let mut bomb = RawPush::start(&key, receiver.port(), ns.name(), "bomb");
+    bomb.command(&commit);
+    bomb.send(&head);
+    let twin = random_commit(4 * MIB);
+    let (ok, err) = push(
+        twin.dir.path(),
+        &key,
+        &url(receiver.port(), ns.name(), "twin"),
+    );
+    assert!(ok, "the twin pushed beside the attack failed:\n{err}");
+    assert_eq!(branch(&receiver, ns.name(), "twin"), Some(twin.head()));
+    let mut bomb = tokio::task::spawn_blocking(move || {
+        bomb.send(&rest);
+        bomb.finish()
+    });
+    let (report, bomb_err) = tokio::time::timeout(Duration::from_secs(300), &mut bomb)
+        .await
+        .expect("the attacking push did not end within 300 s")
+        .unwrap();
+    let bounded_peak = children_peak_rss();
+    println!("--- attacking push: report\n{report}\n--- its stderr\n{bomb_err}");
+
+    assert!(
+        bomb_err.contains("Out of memory"),
+        "git did not run out of its memory:\n{bomb_err}"
+    );
+    assert!(
+        bomb_err.contains("flynn: git ran out of memory unpacking this push: each git process of a push may use 256.0M"),
+        "{bomb_err}"
+    );
+    assert!(
+        bomb_err.contains(
+            "--max-git-memory (FLYNN_MAX_GIT_MEMORY; chart value gitreceiver.maxGitMemory)"
+        ),
+        "{bomb_err}"
+    );
+    assert!(!report.contains("ok refs/heads/main"), "{report}");
+    assert_eq!(
+        branch(&receiver, ns.name(), "bomb"),
+        None,
+        "main did not move"
+    );
+    eventually(
+        "the attacking push's quarantine to be removed",
+        Duration::from_secs(30),
+        || async { quarantines(&receiver.repo(ns.name(), "bomb")) },
+        |q| q.is_empty(),
+    )
+    .await;
+
+    // The receiver lives on: the next push goes through.
+    let after = random_commit(MIB);
+    let (ok, err) = push(
+        after.dir.path(),
+        &key,
+        &url(receiver.port(), ns.name(), "after"),
+    );
+    assert!(ok, "a push after the attack failed:\n{err}");
+
+    // The peer, measured in this run: the same pack unpacked by git without the limit.
+    let peer_repo = work.path().join("peer.git");
+    git_out(
+        work.path(),
+        &["init", "-q", "--bare", peer_repo.to_str().unwrap()],
+    );
+    let pack = std::fs::read(work.path().join("bomb.pack")).unwrap();
+    let mut unpack = Command::new("git")
+        .args(["-c", "core.bigFileThreshold=1m", "unpack-objects", "-q"])
+        .env("GIT_DIR", &peer_repo)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    unpack.stdin.take().unwrap().write_all(&pack).unwrap();
+    let unbounded_ok = unpack.wait().unwrap().success();
+    let unbounded_peak = children_peak_rss();
+    println!(
+        "peak RSS of this process's children (git): {} MiB before the attack, {} MiB after it (git under the 256 MiB limit), {} MiB after git unpacked the same pack without a limit (ratio {:.1}x)",
+        children_before / MIB,
+        bounded_peak / MIB,
+        unbounded_peak / MIB,
+        unbounded_peak as f64 / bounded_peak.max(1) as f64
+    );
+    assert!(unbounded_ok, "the peer could not unpack the attacking pack");
+    assert!(
+        bounded_peak < limit + 64 * MIB,
+        "a git process of the push reached {} MiB, over its {} MiB limit",
+        bounded_peak / MIB,
+        limit / MIB
+    );
+    assert!(
+        unbounded_peak > size,
+        "the peer did not need the memory: the pack is not the attack it should be ({} MiB)",
+        unbounded_peak / MIB
+    );
+
+    let (_, metrics) = receiver.http_get("/metrics").await;
+    assert!(
+        metrics.contains("flynn_gitreceiver_pushes_total{result=\"git_memory\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_over_the_concurrent_limits_are_refused_at_once_while_another_namespace_pushes() {
+    require_tools();
+    let team_a = TestNamespace::create("limits-concurrent-a").await;
+    let team_b = TestNamespace::create("limits-concurrent-b").await;
+    install_flynn_crds(team_a.client()).await.unwrap();
+    let receiver = Receiver::start_with(
+        team_a.client(),
+        team_a.name(),
+        Receiver::failing_pipeline(team_a.client()),
+        |s| {
+            bench_mode(s);
+            s.max_concurrent_pushes = 3;
+            s.max_concurrent_pushes_per_namespace = 2;
+        },
+    )
+    .await;
+    let key = SshKey::generate();
+    let user = random_user("dev");
+    register_key(team_a.client(), team_a.name(), &key, &user).await;
+    for ns in [&team_a, &team_b] {
+        allow_push(ns.client(), ns.name(), &user).await;
+        for app in ["one", "two", "three"] {
+            create_app(ns.client(), ns.name(), app).await;
+        }
+    }
+    receiver.wait_for_key(&key).await;
+    let (a, b) = (team_a.name(), team_b.name());
+    let port = receiver.port();
+
+    // Two pushes of team A held mid-receive: its limit.
+    let held_a1 = RawPush::start(&key, port, a, "one");
+    let held_a2 = RawPush::start(&key, port, a, "two");
+    let work = random_commit(64 * 1024);
+    let (ok, err) = push(work.dir.path(), &key, &url(port, a, "three"));
+    println!("--- team A's third push\n{err}");
+    assert!(!ok, "a third push of team A ran:\n{err}");
+    assert!(
+        err.contains(&format!(
+            "flynn: 2 pushes to namespace {a} are running, the platform's limit for one namespace: try again when one of them has finished"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("gitreceiver.maxConcurrentPushesPerNamespace"),
+        "{err}"
+    );
+    assert_eq!(branch(&receiver, a, "three"), None);
+
+    // The twin from team B, at the same time: it goes through.
+    let (ok, err) = push(work.dir.path(), &key, &url(port, b, "one"));
+    assert!(ok, "team B's push was refused beside team A's:\n{err}");
+    assert_eq!(branch(&receiver, b, "one"), Some(work.head()));
+
+    // One of team B held too: three in all, the receiver's limit.
+    let held_b = RawPush::start(&key, port, b, "two");
+    let (ok, err) = push(work.dir.path(), &key, &url(port, b, "three"));
+    println!("--- team B's push with three running\n{err}");
+    assert!(!ok, "a fourth push ran:\n{err}");
+    assert!(
+        err.contains(
+            "flynn: 3 pushes are running on this receiver, its limit: try again in a minute"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("gitreceiver.maxConcurrentPushes)"), "{err}");
+
+    // A held push ends (a push without commands): its place is free again.
+    let (report, _) = held_a1.finish();
+    assert_eq!(report, "", "a push without commands reports nothing");
+    eventually(
+        "the ended push's place to be given back",
+        Duration::from_secs(30),
+        || async {
+            let (_, m) = receiver.http_get("/metrics").await;
+            m.contains("flynn_gitreceiver_active_pushes 2")
+        },
+        |freed| *freed,
+    )
+    .await;
+    let (ok, err) = push(work.dir.path(), &key, &url(port, a, "three"));
+    assert!(ok, "team A's push was refused with a place free:\n{err}");
+    assert_eq!(branch(&receiver, a, "three"), Some(work.head()));
+
+    let (_, metrics) = receiver.http_get("/metrics").await;
+    assert!(
+        metrics.contains("flynn_gitreceiver_pushes_total{result=\"too_many_pushes\"} 2"),
+        "{metrics}"
+    );
+    drop((held_a2.finish(), held_b.finish()));
 }
