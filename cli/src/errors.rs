@@ -76,6 +76,8 @@ pub enum Error {
     EnvNotSet { key: String, app: String },
     #[error(transparent)]
     Config(flynn_crds::config::LoadError),
+    #[error("other releases of app {app} were being made at the same time (last tried v{version})")]
+    ReleaseRace { app: String, version: i64 },
     #[error("pod {pod} is not a pod of app {app}")]
     PodNotFound { pod: String, app: String },
     #[error("route {route} is not a route of app {app}")]
@@ -227,6 +229,7 @@ impl Error {
             | RouteConflict { .. }
             | RouteRefused { .. }
             | KeyTaken { .. }
+            | ReleaseRace { .. }
             | RemoteExists { .. } => exit::CONFLICT,
             Timeout { .. } => exit::TIMEOUT,
             Kubeconfig(_) | Unreachable { .. } => exit::CLUSTER,
@@ -261,6 +264,7 @@ impl Error {
             }
             EnvNotSet { .. } => "`flynn env` lists the app's config vars".into(),
             Config(_) => "`flynn release list` shows the app's releases".into(),
+            ReleaseRace { .. } => "try again: `flynn release list` shows what was made".into(),
             PodNotFound { .. } => "`flynn ps` lists the app's pods".into(),
             RouteNotFound { .. } => "`flynn route list` lists the app's routes".into(),
             RouteExists { .. } => {

@@ -162,9 +162,29 @@ pub struct AppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
 
+    /// The last automatic rollback: which Release failed, why, and which one the App was
+    /// pointed back at. Kept until the next one; read by `git push` and the CLI to say
+    /// what happened to their release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback: Option<Rollback>,
+
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// An automatic rollback of an App (see `AppStatus::last_rollback`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollback {
+    /// The Release that failed to roll out.
+    pub from: String,
+    /// The Release the App was pointed back at.
+    pub to: String,
+    /// Why `from` failed, e.g. `release shop-v3 did not become available within 300s: ...`.
+    pub reason: String,
+    /// When.
+    pub at: Time,
 }
 
 /// A rollout of an App to a new Release.

@@ -27,10 +27,12 @@ pub mod host;
 pub mod labels;
 pub mod list;
 pub mod names;
+pub mod next_release;
 pub mod ownership;
 pub mod pod_security;
 pub mod quantity;
 pub mod release;
+pub mod rollout;
 pub mod route;
 pub mod ssh_key;
 pub mod validation;
@@ -40,7 +42,7 @@ mod schema;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-pub use app::{App, AppSpec, AppStatus, DeployStrategy, ProcessStatus, Rollout};
+pub use app::{App, AppSpec, AppStatus, DeployStrategy, ProcessStatus, Rollback, Rollout};
 pub use formation::{Formation, FormationSpec, FormationStatus};
 pub use release::{
     Artifact, HealthCheck, HealthCheckType, ProcessPort, ProcessSpec, Protocol, Release,

@@ -405,6 +405,15 @@ async fn status_is_written_through_the_status_subresource() {
         conditions: vec![ready(conditions::types::READY)],
         observed_generation: Some(1),
         rollout: None,
+        // Written through the schema too, so a field the CRD lacked would be pruned here.
+        last_rollback: Some(flynn_crds::Rollback {
+            from: "shop-v2".into(),
+            to: "shop-v1".into(),
+            reason: "release shop-v2 did not become available within 30s: crash-looping".into(),
+            at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-12-07T19:00:00Z".parse().unwrap(),
+            ),
+        }),
     };
     let patch = json!({"apiVersion": "flynn.io/v1alpha1", "kind": "App", "status": status});
     let written = apps

@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use flynn_crds::conditions::{self, types};
-use flynn_crds::{App, Artifact, ProcessPort, ProcessSpec, Protocol, Release, ReleaseSpec, names};
+use flynn_crds::rollout::{self, Verdict};
+use flynn_crds::{
+    App, Artifact, ProcessPort, ProcessSpec, Protocol, Release, ReleaseSpec, names, next_release,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -282,7 +284,8 @@ async fn rollback(
         return output::print_out(&format!("Already on release v{current}\n"));
     }
     // The config comes back with the release: it is the release's own snapshot.
-    ctx.api::<App>()
+    let patched = ctx
+        .api::<App>()
         .patch(
             &name,
             &PatchParams::default(),
@@ -291,7 +294,8 @@ async fn rollback(
         .await
         .map_err(Error::kube(format!("rolling back app {name}")))?;
     if !no_wait {
-        wait_rollout(ctx, &name, &target_name, timeout).await?;
+        let generation = patched.metadata.generation.unwrap_or(0);
+        wait_rollout(ctx, &name, &target_name, generation, timeout).await?;
     }
     output::print_out(&format!(
         "Rolled back to release v{}\n",
@@ -299,9 +303,22 @@ async fn rollback(
     ))
 }
 
-/// Waits until the App runs `release`; fails if the operator rolled it back.
-async fn wait_rollout(ctx: &Ctx, app: &str, release: &str, timeout: u64) -> Result<()> {
+/// How long the App may point elsewhere before that counts as another writer's change
+/// (the operator points it back a moment before its status says why).
+const ROLLBACK_STATUS_GRACE: Duration = Duration::from_secs(15);
+
+/// Waits until the App runs `release`, judged as `git push` judges it
+/// (`flynn_crds::rollout`), counting only status written for `generation` (that of the
+/// change that pointed the App at it) or later; fails if the operator gave up on it.
+async fn wait_rollout(
+    ctx: &Ctx,
+    app: &str,
+    release: &str,
+    generation: i64,
+    timeout: u64,
+) -> Result<()> {
     let apps = ctx.api::<App>();
+    let elsewhere_since = std::sync::Mutex::new(None::<std::time::Instant>);
     wait_for(
         ctx,
         &format!("{release} to roll out"),
@@ -312,22 +329,32 @@ async fn wait_rollout(ctx: &Ctx, app: &str, release: &str, timeout: u64) -> Resu
                 .get(app)
                 .await
                 .map_err(Error::kube(format!("getting app {app}")))?;
-            let status = a.status.clone().unwrap_or_default();
-            if a.spec.release.as_deref() != Some(release) {
-                let reason = conditions::find(&status.conditions, types::DEGRADED).map_or_else(
-                    || "the app was pointed at another release".to_owned(),
-                    |c| c.message.clone(),
-                );
-                return Err(Error::DeployFailed {
-                    release: release.to_owned(),
+            let failed = |reason: String| Error::DeployFailed {
+                release: release.to_owned(),
+                reason,
+            };
+            match rollout::judge(&a, release, generation) {
+                Verdict::Deployed(_) => Ok(Wait::Done(())),
+                Verdict::Failed {
                     reason,
-                });
+                    rolled_back_to: Some(to),
+                } => Err(failed(format!("{reason}; rolled back to {to}"))),
+                Verdict::Failed { reason, .. } => Err(failed(reason)),
+                Verdict::PointsElsewhere(now) => {
+                    let mut since = elsewhere_since.lock().unwrap_or_else(|e| e.into_inner());
+                    if since.get_or_insert_with(std::time::Instant::now).elapsed()
+                        >= ROLLBACK_STATUS_GRACE
+                    {
+                        return Err(failed(format!("the app was pointed at {now} meanwhile")));
+                    }
+                    Ok(Wait::Pending(format!("the app points at {now}")))
+                }
+                Verdict::Progressing => {
+                    *elsewhere_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    let summary = a.status.and_then(|s| s.process_summary).unwrap_or_default();
+                    Ok(Wait::Pending(format!("rolling out {release} {summary}")))
+                }
             }
-            if status.release.as_deref() == Some(release) {
-                return Ok(Wait::Done(()));
-            }
-            let summary = status.process_summary.unwrap_or_default();
-            Ok(Wait::Pending(format!("rolling out {release} {summary}")))
         },
     )
     .await
@@ -345,58 +372,34 @@ pub async fn release_and_roll_out(
     timeout: u64,
 ) -> Result<i64> {
     let name = app.name_any();
-    let existing = releases(ctx, &name).await?;
-    let newest = existing
-        .iter()
-        .map(|r| r.spec.version)
-        .chain(
-            app.spec
-                .release
-                .as_deref()
-                .and_then(names::parse_release_name)
-                .map(|(_, v)| v),
-        )
-        .max()
-        .unwrap_or(0);
-    // Two writers at once both try version N+1; the API server lets one win (names are
-    // `<app>-v<N>`), and the other takes the next.
-    let mut version = newest + 1;
-    let release = loop {
-        match ctx
-            .api::<Release>()
-            .create(&PostParams::default(), &make(version))
-            .await
-        {
-            Ok(r) => break r,
-            Err(kube::Error::Api(s)) if s.is_already_exists() && version < newest + 5 => {
-                version += 1
+    let release =
+        match next_release::create(&ctx.client, app, config, &PostParams::default(), make).await {
+            Ok(r) => r,
+            Err(next_release::Error::Kube { action, source }) => {
+                return Err(Error::kube(action)(source));
             }
-            Err(e) => {
+            Err(next_release::Error::Race { app, version }) => {
+                return Err(Error::ReleaseRace { app, version });
+            }
+            // A Release without its snapshot cannot start: delete it again.
+            Err(next_release::Error::Snapshot { release, source }) => {
+                let _ = ctx
+                    .api::<Release>()
+                    .delete(&release, &Default::default())
+                    .await;
                 return Err(Error::kube(format!(
-                    "creating release v{version} of app {name}"
-                ))(e));
+                    "creating the config Secret of release {release}"
+                ))(source));
             }
-        }
-    };
+        };
+    let version = release.spec.version;
     let release_name = release.name_any();
-    // The config snapshot, owned by the Release it belongs to (so made after it). A Release
-    // without its snapshot cannot start: it is deleted again if the snapshot fails.
-    if let Err(e) =
-        flynn_crds::config::save(&ctx.client, &release, config, &PostParams::default()).await
-    {
-        let _ = ctx
-            .api::<Release>()
-            .delete(&release_name, &Default::default())
-            .await;
-        return Err(Error::kube(format!(
-            "creating the config Secret of release {release_name}"
-        ))(e));
-    }
     let mut spec = json!({"release": release_name});
     if app.spec.processes.is_empty() && release.spec.processes.contains_key("web") {
         spec["processes"] = json!({"web": 1});
     }
-    ctx.api::<App>()
+    let patched = ctx
+        .api::<App>()
         .patch(
             &name,
             &PatchParams::default(),
@@ -407,7 +410,8 @@ pub async fn release_and_roll_out(
             "pointing app {name} at {release_name}"
         )))?;
     if !no_wait {
-        wait_rollout(ctx, &name, &release_name, timeout).await?;
+        let generation = patched.metadata.generation.unwrap_or(0);
+        wait_rollout(ctx, &name, &release_name, generation, timeout).await?;
     }
     Ok(version)
 }

@@ -1,9 +1,7 @@
 //! The Release a build makes, and pointing the App at it.
 //!
-//! Version N+1 is one more than the highest of the App's Releases. The API server refuses
-//! a second Release of one name (`<app>-v<N>`), so when another writer (a concurrent push,
-//! `flynn env set`) takes N+1 first, this one gets AlreadyExists and
-//! tries again with the next version.
+//! Version N+1 and the race with other writers (a concurrent push, `flynn env set`) are
+//! `flynn_crds::next_release`'s, shared with the CLI.
 //!
 //! The App is pointed at the Release with a merge patch, as the operator and the CLI do:
 //! `spec.release` belongs to whoever last set it (user, CLI, rollback), and a server-side
@@ -14,11 +12,12 @@ use std::collections::BTreeMap;
 use flynn_builder::build::BuildResult;
 use flynn_crds::{
     App, ProcessPort, ProcessSpec, Protocol, Release, ReleaseSpec, Slug, labels, names,
+    next_release,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
 };
 
 use super::{Error, FIELD_MANAGER};
@@ -35,9 +34,6 @@ pub mod meta {
     /// The buildpack(s) that built it.
     pub const BUILDPACK: &str = "flynn.io/buildpack";
 }
-
-/// How many versions are tried before a race is reported.
-const VERSION_ATTEMPTS: usize = 5;
 
 /// The Release of a build (pure).
 ///
@@ -168,67 +164,30 @@ pub async fn config(
         })
 }
 
-/// The next version of the App's Releases.
-async fn next_version(releases: &Api<Release>, app: &str) -> Result<i64, Error> {
-    let existing = releases
-        .list(&ListParams::default().fields(&format!("spec.app={app}")))
-        .await
-        .map_err(Error::kube(format!("listing the releases of {app}")))?;
-    Ok(existing
-        .items
-        .iter()
-        .map(|r| r.spec.version)
-        .max()
-        .unwrap_or(0)
-        + 1)
-}
-
-/// Creates the next Release of `app` from `make(version)`, and its snapshot of `config`;
-/// the created Release.
+/// Creates the next Release of `app` from `make(version)`, and its snapshot of `config`
+/// (versions and races as every writer of Releases does: `flynn_crds::next_release`); the
+/// created Release.
 pub async fn create_next(
     client: &kube::Client,
     app: &App,
     config: &BTreeMap<String, String>,
     make: impl Fn(i64) -> Release,
 ) -> Result<Release, Error> {
-    let ns = app.namespace().unwrap_or_default();
-    let name = app.name_any();
-    let releases: Api<Release> = Api::namespaced(client.clone(), &ns);
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    let mut version = next_version(&releases, &name).await?;
-    for _ in 0..VERSION_ATTEMPTS {
-        match releases.create(&pp, &make(version)).await {
-            Ok(r) => {
-                // The snapshot is made after the Release, which owns it. If it cannot be
-                // made, the Release is left unused (the App is not pointed at it; the
-                // receiver may not delete Releases) and the push fails saying so.
-                if let Err(e) = flynn_crds::config::save(client, &r, config, &pp).await {
-                    return Err(Error::kube(format!(
-                        "creating the config Secret of release {} (the release is left unused; push again)",
-                        r.name_any()
-                    ))(e));
-                }
-                return Ok(r);
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                tracing::info!(
-                    version,
-                    "release version taken by another writer; trying the next"
-                );
-                version = next_version(&releases, &name).await?.max(version + 1);
-            }
-            Err(e) => {
-                return Err(Error::kube(format!(
-                    "creating release {}",
-                    names::release_name(&name, version)
-                ))(e));
-            }
-        }
-    }
-    Err(Error::ReleaseRace { app: name, version })
+    next_release::create(client, app, config, &pp, make)
+        .await
+        .map_err(|e| match e {
+            next_release::Error::Kube { action, source } => Error::Kube { action, source },
+            next_release::Error::Race { app, version } => Error::ReleaseRace { app, version },
+            // Left unused: the App is not pointed at it, and the receiver may not delete
+            // Releases. The push fails saying so.
+            next_release::Error::Snapshot { release, source } => Error::kube(format!(
+                "creating the config Secret of release {release} (the release is left unused; push again)"
+            ))(source),
+        })
 }
 
 /// Points the App at `release`; on a first deploy (no process counts yet) also starts one

@@ -1,16 +1,13 @@
 //! Following the operator's rollout of a new Release, from the App's status.
 //!
 //! The operator owns the rollout (its timeout, `Degraded`, auto-rollback); the receiver
-//! only watches the App and reports. Conditions carry `observedGeneration`, and only those
-//! written for the generation of the receiver's own patch or later count, so a `Degraded`
-//! left over from an earlier push is not mistaken for this one's.
+//! only watches the App and reports, judging it as the CLI does (`flynn_crds::rollout`).
 
 use std::{collections::BTreeMap, time::Duration};
 
 use flynn_crds::{
-    App,
-    conditions::{self, reasons, types},
-    labels,
+    App, labels,
+    rollout::{Verdict, judge},
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -27,68 +24,6 @@ use super::{Error, Progress};
 /// before that counts as another writer's change (the operator patches `spec.release`
 /// back a moment before it writes the status that says why).
 const ROLLBACK_STATUS_GRACE: Duration = Duration::from_secs(15);
-
-/// Where a rollout stands, judged from one App (pure).
-#[derive(Debug, PartialEq)]
-pub enum Judgement {
-    /// Rolled out and every desired process is ready: the App's URLs.
-    Deployed(Vec<String>),
-    /// The operator gave up on the release.
-    Failed {
-        reason: String,
-        rolled_back_to: Option<String>,
-    },
-    /// The App points at another release and its status does not say it was rolled back.
-    PointsElsewhere(String),
-    /// Still going.
-    Progressing,
-}
-
-/// Judges `app` for the rollout of `release`, counting only conditions observed at
-/// `generation` (that of the receiver's patch) or later.
-pub fn judge(app: &App, release: &str, generation: i64) -> Judgement {
-    let status = app.status.clone().unwrap_or_default();
-    let fresh = |t: &str| {
-        conditions::find(&status.conditions, t)
-            .filter(|c| c.observed_generation.unwrap_or(0) >= generation)
-            .filter(|c| c.status == conditions::status::TRUE)
-    };
-    let degraded = fresh(types::DEGRADED);
-    let target = app.spec.release.as_deref().unwrap_or_default();
-    if target != release {
-        return match degraded {
-            Some(c) if c.reason == reasons::ROLLED_BACK && c.message.contains(release) => {
-                Judgement::Failed {
-                    reason: c
-                        .message
-                        .split_once("; rolled back to")
-                        .map_or(c.message.as_str(), |(why, _)| why)
-                        .to_owned(),
-                    rolled_back_to: Some(target.to_owned()),
-                }
-            }
-            _ => Judgement::PointsElsewhere(target.to_owned()),
-        };
-    }
-    if status.release.as_deref() == Some(release) && fresh(types::READY).is_some() {
-        return Judgement::Deployed(status.urls.clone());
-    }
-    if let Some(c) = degraded
-        && [
-            reasons::DEPLOY_TIMED_OUT,
-            reasons::UNKNOWN_PROCESS_TYPE,
-            reasons::NO_PROCESSES,
-            reasons::RELEASE_NOT_FOUND,
-        ]
-        .contains(&c.reason.as_str())
-    {
-        return Judgement::Failed {
-            reason: c.message.clone(),
-            rolled_back_to: None,
-        };
-    }
-    Judgement::Progressing
-}
 
 /// The progress line of a rollout (pure): per process type of the App, how many pods of
 /// the new release are ready out of the desired count. Counted from the release's own
@@ -182,8 +117,8 @@ pub async fn wait(
         }
         let Some(current) = &last else { continue };
         match judge(current, release, generation) {
-            Judgement::Deployed(urls) => return Ok(urls),
-            Judgement::Failed {
+            Verdict::Deployed(urls) => return Ok(urls),
+            Verdict::Failed {
                 reason,
                 rolled_back_to,
             } => {
@@ -193,7 +128,7 @@ pub async fn wait(
                     rolled_back_to,
                 });
             }
-            Judgement::PointsElsewhere(now) => {
+            Verdict::PointsElsewhere(now) => {
                 let since = *elsewhere_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= ROLLBACK_STATUS_GRACE {
                     return Err(Error::Superseded {
@@ -202,7 +137,7 @@ pub async fn wait(
                     });
                 }
             }
-            Judgement::Progressing => {
+            Verdict::Progressing => {
                 elsewhere_since = None;
                 let Some(ready) = ready_pods(&pods, &name, release).await else {
                     continue;
@@ -220,45 +155,9 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn app(spec_release: &str, status: serde_json::Value) -> App {
-        serde_json::from_value(json!({
-            "apiVersion": "flynn.io/v1alpha1", "kind": "App",
-            "metadata": {"name": "shop", "namespace": "team", "generation": 5},
-            "spec": {"release": spec_release},
-            "status": status,
-        }))
-        .unwrap()
-    }
-
-    fn cond(t: &str, s: &str, reason: &str, msg: &str, gen_: i64) -> serde_json::Value {
-        json!({"type": t, "status": s, "reason": reason, "message": msg, "observedGeneration": gen_,
-               "lastTransitionTime": "2026-11-26T00:00:00Z"})
-    }
-
-    #[test]
-    fn ready_on_the_new_release_is_deployed() {
-        let a = app(
-            "shop-v2",
-            json!({"release": "shop-v2", "urls": ["http://shop.example"],
-                   "conditions": [cond("Ready", "True", "Available", "", 5)]}),
-        );
-        assert_eq!(
-            judge(&a, "shop-v2", 5),
-            Judgement::Deployed(vec!["http://shop.example".into()])
-        );
-    }
 
     #[test]
     fn progress_counts_ready_pods_of_the_new_release() {
-        let a = app(
-            "shop-v2",
-            json!({"release": "shop-v1", "rollout": {"release": "shop-v2", "startedAt": "2026-11-26T00:00:00Z"},
-                   "processes": {"web": {"desired": 2, "ready": 2, "available": 2}},
-                   "conditions": [cond("Ready", "True", "Available", "", 4)]}),
-        );
-        assert_eq!(judge(&a, "shop-v2", 5), Judgement::Progressing);
         let desired =
             BTreeMap::from([("web".into(), 2), ("worker".into(), 1), ("clock".into(), 0)]);
         let ready = BTreeMap::from([("web".into(), 1)]);
@@ -270,56 +169,5 @@ mod tests {
             progress_line(&BTreeMap::new(), &ready, "shop-v2"),
             "Rolling out shop-v2"
         );
-    }
-
-    #[test]
-    fn a_rollback_is_a_failure_naming_what_serves() {
-        let a = app(
-            "shop-v1",
-            json!({"release": "shop-v1", "conditions": [cond("Degraded", "True", "RolledBack",
-                "release shop-v2 did not become available within 20s: pod x: process web is crash-looping; rolled back to shop-v1", 5)]}),
-        );
-        assert_eq!(
-            judge(&a, "shop-v2", 5),
-            Judgement::Failed {
-                reason: "release shop-v2 did not become available within 20s: pod x: process web is crash-looping".into(),
-                rolled_back_to: Some("shop-v1".into()),
-            }
-        );
-    }
-
-    #[test]
-    fn stale_conditions_do_not_count() {
-        // A Degraded of an earlier push (generation 3) while this rollout (5) starts.
-        let a = app(
-            "shop-v3",
-            json!({"release": "shop-v1", "conditions": [cond("Degraded", "True", "DeployTimedOut", "old", 3)]}),
-        );
-        assert_eq!(judge(&a, "shop-v3", 5), Judgement::Progressing);
-        let a = app("shop-v9", json!({}));
-        assert_eq!(
-            judge(&a, "shop-v3", 5),
-            Judgement::PointsElsewhere("shop-v9".into())
-        );
-    }
-
-    #[test]
-    fn a_timeout_without_rollback_and_bad_process_types_fail() {
-        let a = app(
-            "shop-v1",
-            json!({"conditions": [cond("Degraded", "True", "DeployTimedOut", "release shop-v1 did not become available within 20s: x (no earlier release to roll back to)", 5)]}),
-        );
-        assert!(matches!(
-            judge(&a, "shop-v1", 5),
-            Judgement::Failed {
-                rolled_back_to: None,
-                ..
-            }
-        ));
-        let a = app(
-            "shop-v2",
-            json!({"conditions": [cond("Degraded", "True", "UnknownProcessType", "process type \"worker\" is not in release shop-v2", 6)]}),
-        );
-        assert!(matches!(judge(&a, "shop-v2", 5), Judgement::Failed { .. }));
     }
 }

@@ -313,6 +313,12 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                         cond(types::PROGRESSING, false, reasons::ROLLED_BACK, msg.clone()),
                     );
                     d.events.push((true, reasons::ROLLED_BACK, msg));
+                    status.last_rollback = Some(flynn_crds::Rollback {
+                        from: target.clone(),
+                        to: previous.clone(),
+                        reason: failure,
+                        at: o.now.clone(),
+                    });
                     d.rollback_to = Some(previous);
                     status.rollout = None;
                 }
@@ -514,6 +520,14 @@ mod tests {
             ),
         ));
         assert_eq!(d.rollback_to.as_deref(), Some("shop-v1"));
+        // The rollback, structured: no one parses it out of a message.
+        let rb = d.status.last_rollback.as_ref().expect("lastRollback");
+        assert_eq!((rb.from.as_str(), rb.to.as_str()), ("shop-v2", "shop-v1"));
+        assert!(
+            rb.reason
+                .starts_with("release shop-v2 did not become available within")
+        );
+        assert!(!rb.reason.contains("rolled back"), "{}", rb.reason);
         let deg = cond(&d.status, "Degraded");
         assert_eq!(
             (deg.status.as_str(), deg.reason.as_str()),
