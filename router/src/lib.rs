@@ -23,6 +23,7 @@ pub mod listener;
 pub mod matcher;
 pub mod metrics;
 pub mod probe;
+pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod sticky;

@@ -46,6 +46,12 @@ pub struct Metrics {
     /// `net.ipv4.tcp_migrate_req` at start: 1 if connections queued on this router's
     /// listeners move to its successor when it stops, 0 if they are reset.
     pub tcp_migrate_req: Gauge,
+    /// TLS Secrets whose certificate the router holds (only Secrets served Routes name).
+    pub tls_secrets_held: Gauge,
+    /// Bytes of `tls.crt` and `tls.key` of the Secrets held.
+    pub tls_secret_bytes_held: Gauge,
+    /// Reads of one named Secret (a list by name), whatever they found.
+    pub tls_secret_reads: Counter,
 }
 
 impl Default for Metrics {
@@ -117,6 +123,24 @@ impl Metrics {
              to the next router when this one stops, 0 if they are reset",
             tcp_migrate_req.clone(),
         );
+        let tls_secrets_held = Gauge::default();
+        registry.register(
+            "tls_secrets_held",
+            "TLS Secrets whose certificate the router holds: only those a served Route names",
+            tls_secrets_held.clone(),
+        );
+        let tls_secret_bytes_held = Gauge::default();
+        registry.register(
+            "tls_secret_bytes_held",
+            "Bytes of tls.crt and tls.key of the TLS Secrets held",
+            tls_secret_bytes_held.clone(),
+        );
+        let tls_secret_reads = Counter::default();
+        registry.register(
+            "tls_secret_reads",
+            "Reads of one TLS Secret a Route names (a list by its name)",
+            tls_secret_reads.clone(),
+        );
         Self {
             registry,
             families: Arc::new(RouteFamilies {
@@ -130,6 +154,9 @@ impl Metrics {
             table_generation,
             table_swap_seconds,
             tcp_migrate_req,
+            tls_secrets_held,
+            tls_secret_bytes_held,
+            tls_secret_reads,
         }
     }
 

@@ -13,7 +13,7 @@
 //! from it. Events that arrive together are applied together and cost one table build.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     sync::{
         Arc,
@@ -46,6 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     metrics::{RouteMetrics, SharedMetrics},
+    secrets::{self, ReadOutcome, SecretChange, SecretState},
     table::{
         Backend, CertVerdict, Endpoint, HttpEntry, RouteKey, RouteOutcome, Table, TableHandle,
         TcpEntry,
@@ -101,7 +102,8 @@ pub struct SliceInfo {
 pub struct Index {
     routes: BTreeMap<RouteKey, RouteInfo>,
     slices: HashMap<(String, String), SliceInfo>,
-    secrets: HashMap<(String, String), Result<Arc<CertifiedKey>, SecretProblem>>,
+    /// Only Secrets a served Route names: what their read found.
+    secrets: HashMap<(String, String), SecretState>,
     /// Per namespace whose Secrets are watched: whether they can be read.
     secret_access: HashMap<String, SecretAccess>,
     /// Namespaces carrying the exclusion label: their Routes are not served.
@@ -179,18 +181,60 @@ impl Index {
     }
 
     /// Namespaces holding a served Route that names a TLS Secret: where Secrets are watched.
-    pub fn secret_namespaces(&self) -> std::collections::BTreeSet<String> {
+    pub fn secret_namespaces(&self) -> BTreeSet<String> {
+        self.named_secrets().into_iter().map(|(ns, _)| ns).collect()
+    }
+
+    /// `(namespace, name)` of every Secret a served Route names: the only Secrets read.
+    pub fn named_secrets(&self) -> BTreeSet<(String, String)> {
         self.routes
             .iter()
-            .filter(|(k, r)| {
-                r.spec
-                    .http
-                    .as_ref()
-                    .is_some_and(|h| h.tls_secret_name.is_some())
-                    && self.serves(&k.namespace)
+            .filter(|(k, _)| self.serves(&k.namespace))
+            .filter_map(|(k, r)| {
+                let secret = r.spec.http.as_ref()?.tls_secret_name.as_ref()?;
+                Some((k.namespace.clone(), secret.clone()))
             })
-            .map(|(k, _)| k.namespace.clone())
             .collect()
+    }
+
+    /// Records what a read of Secret `name` of `namespace` found; returns whether that
+    /// changed anything. A failed read keeps what an earlier one found.
+    pub fn apply_read(&mut self, namespace: &str, name: &str, outcome: ReadOutcome) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        let state = match outcome {
+            ReadOutcome::Found(held) => SecretState::Held(held),
+            ReadOutcome::Absent => SecretState::Absent,
+            ReadOutcome::Failed { why, .. } => match self.secrets.get(&key) {
+                None | Some(SecretState::Unreadable(_)) => SecretState::Unreadable(why),
+                Some(_) => return false,
+            },
+        };
+        self.secrets.insert(key, state);
+        true
+    }
+
+    /// Whether Secret `name` of `namespace` was read (or its reads failed).
+    pub fn has_secret(&self, key: &(String, String)) -> bool {
+        self.secrets.contains_key(key)
+    }
+
+    /// Drops every Secret no served Route names any more; returns whether any went.
+    pub fn retain_secrets(&mut self, named: &BTreeSet<(String, String)>) -> bool {
+        let before = self.secrets.len();
+        self.secrets.retain(|key, _| named.contains(key));
+        self.secrets.len() != before
+    }
+
+    /// How many Secrets' certificates are held, and their `tls.crt` + `tls.key` bytes.
+    pub fn secrets_held(&self) -> (usize, usize) {
+        self.secrets
+            .values()
+            .filter_map(|s| match s {
+                SecretState::Held(h) if h.cert.is_ok() => Some(h.bytes),
+                // A refused Secret leaves only the reason.
+                _ => None,
+            })
+            .fold((0, 0), |(n, b), bytes| (n + 1, b + bytes))
     }
 
     /// Records whether `namespace`'s Secrets can be read; returns whether that changed.
@@ -207,11 +251,16 @@ impl Index {
         self.secret_access.remove(namespace).is_some() || self.secrets.len() != before
     }
 
-    /// Whether every watched namespace's Secrets are listed or refused (none still pending).
+    /// Whether every watched namespace's Secrets are listed or refused (none still pending),
+    /// and every named Secret of a listed namespace read once.
     fn secrets_settled(&self) -> bool {
         self.secret_access
             .values()
             .all(|a| *a != SecretAccess::Pending)
+            && self.named_secrets().iter().all(|key| {
+                self.secrets.contains_key(key)
+                    || self.secret_access.get(&key.0) != Some(&SecretAccess::Listed)
+            })
     }
 
     /// The certificate of Secret `secret` of `namespace` for `host`, or why there is none.
@@ -221,7 +270,23 @@ impl Index {
         secret: &str,
         host: &Host,
     ) -> Result<Arc<CertifiedKey>, CertProblem> {
-        match self.secrets.get(&(namespace.to_owned(), secret.to_owned())) {
+        let held = match self.secrets.get(&(namespace.to_owned(), secret.to_owned())) {
+            Some(SecretState::Held(held)) => Some(&held.cert),
+            Some(SecretState::Absent) => {
+                return Err(CertProblem::SecretNotFound {
+                    secret: secret.to_owned(),
+                    namespace: namespace.to_owned(),
+                });
+            }
+            Some(SecretState::Unreadable(why)) => {
+                return Err(CertProblem::AccessPending {
+                    namespace: namespace.to_owned(),
+                    why: why.clone(),
+                });
+            }
+            None => None,
+        };
+        match held {
             Some(Ok(key)) if tls::covers(key, host) => Ok(key.clone()),
             Some(Ok(_)) => Err(CertProblem::HostNotCovered {
                 secret: secret.to_owned(),
@@ -242,9 +307,9 @@ impl Index {
                 error: error.clone(),
             }),
             None => match self.secret_access.get(namespace) {
-                Some(SecretAccess::Listed) => Err(CertProblem::SecretNotFound {
-                    secret: secret.to_owned(),
+                Some(SecretAccess::Listed) => Err(CertProblem::AccessPending {
                     namespace: namespace.to_owned(),
+                    why: format!("Secret {secret} is being read"),
                 }),
                 Some(SecretAccess::Refused(why)) => Err(CertProblem::AccessPending {
                     namespace: namespace.to_owned(),
@@ -277,31 +342,17 @@ impl Index {
         self.slices.remove(&key_of(slice)).is_some()
     }
 
-    /// Adds or replaces a TLS Secret (parsed now, so a bad one is reported once).
+    /// Adds or replaces a TLS Secret as read (parsed now, so a bad one is reported once).
     pub fn apply_secret(&mut self, secret: &Secret) -> bool {
-        self.secrets.insert(key_of(secret), secret_cert(secret));
+        self.secrets
+            .insert(key_of(secret), SecretState::Held(secrets::held(secret)));
         true
-    }
-
-    /// Removes a TLS Secret.
-    pub fn delete_secret(&mut self, secret: &Secret) -> bool {
-        self.secrets.remove(&key_of(secret)).is_some()
     }
 
     /// Number of Routes.
     pub fn route_count(&self) -> usize {
         self.routes.len()
     }
-}
-
-fn secret_cert(secret: &Secret) -> Result<Arc<CertifiedKey>, SecretProblem> {
-    let data = secret.data.as_ref();
-    let get = |k: &'static str| {
-        data.and_then(|d| d.get(k))
-            .map(|b| b.0.as_slice())
-            .ok_or_else(|| SecretProblem::Malformed(tls::CertError::Missing(k).to_string()))
-    };
-    tls::secret_key(get("tls.crt")?, get("tls.key")?)
 }
 
 /// The port of a slice to send traffic to: its only port, else one named `http` or `web`,
@@ -587,69 +638,77 @@ enum Change {
     Secret(String, SecretChange),
 }
 
-/// What a namespace's Secret watch reports.
-enum SecretChange {
-    Event(Box<watcher::Event<Secret>>),
-    /// The watch failed (403 until the platform grants access); it retries with backoff.
-    Failed(String),
+/// A namespace whose Secret names are watched.
+struct NamespaceWatch {
+    _task: secrets::Task,
+    /// Listed once: a Secret it names can be read.
+    listed: bool,
 }
 
-/// A task that is aborted when dropped: one namespace's Secret watch.
-struct SecretWatch(tokio::task::JoinHandle<()>);
-
-impl Drop for SecretWatch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// A read of one named Secret.
+struct SecretRead {
+    _task: secrets::Task,
+    id: u64,
+    /// The Secret changed again since this read began: read it once more when it ends.
+    again: bool,
 }
 
-/// Watches `namespace`'s TLS Secrets into `tx` until dropped.
-fn watch_secrets(
-    client: &Client,
-    namespace: &str,
+/// The named Secrets' reads: at most one per Secret at a time, the last one's answer kept.
+struct SecretReads {
+    client: Client,
     tx: futures::channel::mpsc::UnboundedSender<Change>,
-) -> SecretWatch {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let ns = namespace.to_owned();
-    SecretWatch(tokio::spawn(async move {
-        let mut events = watcher(
-            api,
-            watcher::Config::default().fields("type=kubernetes.io/tls"),
-        )
-        .default_backoff()
-        .boxed();
-        while let Some(e) = events.next().await {
-            let change = match e {
-                Ok(e) => SecretChange::Event(Box::new(e)),
-                Err(e) => {
-                    let forbidden = forbidden(&e);
-                    debug!(namespace = %ns, error = %e, forbidden, "Secret watch failed; retrying");
-                    SecretChange::Failed(if forbidden {
-                        "the API server answers 403 Forbidden until the platform grants access"
-                            .to_owned()
-                    } else {
-                        e.to_string()
-                    })
-                }
-            };
-            if tx
-                .unbounded_send(Change::Secret(ns.clone(), change))
-                .is_err()
-            {
-                return;
-            }
-        }
-    }))
+    limit: Arc<tokio::sync::Semaphore>,
+    count: prometheus_client::metrics::counter::Counter,
+    next_id: u64,
+    reads: HashMap<(String, String), SecretRead>,
 }
 
-/// Whether a watch error is the API server's 403.
-fn forbidden(e: &watcher::Error) -> bool {
-    match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.is_forbidden(),
-        watcher::Error::WatchError(s) => s.is_forbidden(),
-        _ => false,
+impl SecretReads {
+    /// Reads `key` now, or once the read in flight ends: a read that began before a change
+    /// may have missed it, and the answer of a read that began after every change is current.
+    fn request(&mut self, key: &(String, String)) {
+        if let Some(read) = self.reads.get_mut(key) {
+            read.again = true;
+            return;
+        }
+        self.start(key.clone());
+    }
+
+    fn start(&mut self, key: (String, String)) {
+        self.next_id += 1;
+        let id = self.next_id;
+        let (tx, ns) = (self.tx.clone(), key.0.clone());
+        let task = secrets::read(
+            &self.client,
+            &key.0,
+            &key.1,
+            id,
+            self.limit.clone(),
+            self.count.clone(),
+            move |c| tx.unbounded_send(Change::Secret(ns.clone(), c)).is_ok(),
+        );
+        self.reads.insert(
+            key,
+            SecretRead {
+                _task: task,
+                id,
+                again: false,
+            },
+        );
+    }
+
+    /// Notes the answer of read `id` of `key`; returns whether it is current (not of a read
+    /// since dropped or superseded).
+    fn answered(&mut self, key: &(String, String), id: u64, done: bool) -> bool {
+        match self.reads.get(key) {
+            Some(read) if read.id == id => {
+                if done && self.reads.remove(key).is_some_and(|r| r.again) {
+                    self.start(key.clone());
+                }
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -746,8 +805,16 @@ pub async fn run(
         Relist::<Route>::default(),
         Relist::<EndpointSlice>::default(),
     );
-    // Per namespace whose Secrets are watched: the watch and its re-list buffer.
-    let mut secret_watches: HashMap<String, (SecretWatch, Relist<Secret>)> = HashMap::new();
+    // Per namespace whose Secrets are watched: the watch of their names.
+    let mut secret_watches: HashMap<String, NamespaceWatch> = HashMap::new();
+    let mut reads = SecretReads {
+        client: client.clone(),
+        tx: secret_tx.clone(),
+        limit: Arc::new(tokio::sync::Semaphore::new(secrets::MAX_CONCURRENT_READS)),
+        count: ctx.metrics.tls_secret_reads.clone(),
+        next_id: 0,
+        reads: HashMap::new(),
+    };
     loop {
         let Some(first) = events.next().await else {
             return Err(WatchError::Ended);
@@ -769,6 +836,10 @@ pub async fn run(
             }
         }
         let mut dirty = false;
+        // Namespaces whose Secret names were (re-)listed, and Secrets that changed: read
+        // again if named.
+        let mut relisted = HashSet::new();
+        let mut changed = HashSet::new();
         for change in batch {
             match change {
                 Ok(Change::Namespace(e)) => {
@@ -813,10 +884,35 @@ pub async fn run(
                 }
                 Ok(Change::Secret(ns, change)) => {
                     // Events of a watch already stopped are stale.
-                    let Some((_, relist)) = secret_watches.get_mut(&ns) else {
+                    let Some(watch) = secret_watches.get_mut(&ns) else {
                         continue;
                     };
-                    dirty |= apply_secret_change(&mut index, &ns, relist, change);
+                    match change {
+                        SecretChange::Changed(name) => {
+                            changed.insert((ns, name));
+                        }
+                        SecretChange::Listed => {
+                            watch.listed = true;
+                            dirty |= index.set_secret_access(&ns, SecretAccess::Listed);
+                            relisted.insert(ns);
+                        }
+                        // A namespace listed before keeps its certificates through a failing
+                        // re-watch.
+                        SecretChange::WatchFailed(why) if !watch.listed => {
+                            dirty |= index.set_secret_access(&ns, SecretAccess::Refused(why));
+                        }
+                        SecretChange::WatchFailed(why) => {
+                            warn!(namespace = %ns, error = %why, "Secret watch failed; retrying, certificates kept");
+                        }
+                        SecretChange::Read { name, id, outcome } => {
+                            let key = (ns, name);
+                            let done =
+                                !matches!(outcome, ReadOutcome::Failed { retrying: true, .. });
+                            if reads.answered(&key, id, done) {
+                                dirty |= index.apply_read(&key.0, &key.1, outcome);
+                            }
+                        }
+                    }
                 }
                 // The watcher retries with backoff by itself; the table stays as it was.
                 Err(e) => warn!(error = %e, "watch error; retrying"),
@@ -838,14 +934,47 @@ pub async fn run(
             });
             for ns in wanted {
                 if let std::collections::hash_map::Entry::Vacant(slot) = secret_watches.entry(ns) {
-                    let ns = slot.key();
-                    info!(namespace = %ns, "watching TLS Secrets");
-                    index.set_secret_access(ns, SecretAccess::Pending);
-                    let watch = watch_secrets(&client, ns, secret_tx.clone());
-                    slot.insert((watch, Relist::default()));
+                    let ns = slot.key().clone();
+                    info!(namespace = %ns, "watching the names of TLS Secrets");
+                    index.set_secret_access(&ns, SecretAccess::Pending);
+                    let (tx, to) = (secret_tx.clone(), ns.clone());
+                    let task = secrets::watch_names(&client, &ns, move |c| {
+                        tx.unbounded_send(Change::Secret(to.clone(), c)).is_ok()
+                    });
+                    slot.insert(NamespaceWatch {
+                        _task: task,
+                        listed: false,
+                    });
                     dirty = true;
                 }
             }
+            // Only the Secrets served Routes name are read and held; any other is forgotten
+            // (its read, if one is in flight, is dropped with it).
+            let named: BTreeSet<(String, String)> = index
+                .named_secrets()
+                .into_iter()
+                .filter(|(ns, _)| secret_watches.contains_key(ns))
+                .collect();
+            reads.reads.retain(|key, _| named.contains(key));
+            dirty |= index.retain_secrets(&named);
+            for key in &named {
+                if !secret_watches.get(&key.0).is_some_and(|w| w.listed) {
+                    continue;
+                }
+                if relisted.contains(&key.0) || changed.contains(key) {
+                    reads.request(key);
+                } else if !index.has_secret(key) && !reads.reads.contains_key(key) {
+                    // Newly named: read it once; its changes come through the watch.
+                    reads.start(key.clone());
+                }
+            }
+            let (held, bytes) = index.secrets_held();
+            ctx.metrics
+                .tls_secrets_held
+                .set(i64::try_from(held).unwrap_or(i64::MAX));
+            ctx.metrics
+                .tls_secret_bytes_held
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         // The first table waits for each Secret watch to list or fail once, so a router
         // taking over from another does not start without certificates it can read.
@@ -871,43 +1000,6 @@ pub async fn run(
                 debug!(generation, ?took, "routing table published");
             }
             ctx.published.send_replace(generation);
-        }
-    }
-}
-
-/// Applies a namespace's Secret watch report; returns whether the index may have changed.
-fn apply_secret_change(
-    index: &mut Index,
-    namespace: &str,
-    relist: &mut Relist<Secret>,
-    change: SecretChange,
-) -> bool {
-    match change {
-        SecretChange::Event(e) if matches!(*e, watcher::Event::InitDone) => {
-            // A (re-)list replaces what the namespace had.
-            index.secrets.retain(|(ns, _), _| ns != namespace);
-            for secret in relist.buffer.take().unwrap_or_default() {
-                index.apply_secret(&secret);
-            }
-            relist.synced = true;
-            index.set_secret_access(namespace, SecretAccess::Listed);
-            true
-        }
-        SecretChange::Event(e) => apply(
-            relist,
-            *e,
-            index,
-            Index::apply_secret,
-            Index::delete_secret,
-            |_| {},
-        ),
-        // A namespace listed before keeps its certificates through a failing re-watch.
-        SecretChange::Failed(why) if !relist.synced => {
-            index.set_secret_access(namespace, SecretAccess::Refused(why))
-        }
-        SecretChange::Failed(why) => {
-            warn!(%namespace, error = %why, "Secret watch failed; retrying, certificates kept");
-            false
         }
     }
 }
@@ -1206,6 +1298,18 @@ mod tests {
             conditions::reasons::SECRET_ACCESS_PENDING
         );
         index.set_secret_access("ns", SecretAccess::Listed);
+        // Listed, but not read yet: still pending.
+        let t = Builder::default().build(&index, &metrics);
+        assert_eq!(
+            cert_outcome(&t, "r").reason,
+            conditions::reasons::SECRET_ACCESS_PENDING
+        );
+        assert!(
+            !index.secrets_settled(),
+            "the first table waits for the read"
+        );
+        assert!(index.apply_read("ns", "a-tls", ReadOutcome::Absent));
+        assert!(index.secrets_settled());
         let t = Builder::default().build(&index, &metrics);
         let o = &t.outcomes[0];
         assert!(o.programmed, "served over HTTP: {o:?}");
@@ -1302,6 +1406,8 @@ mod tests {
         index.apply_secret(&tls_secret("team-a", "shop-tls", &crt, &key));
         index.set_secret_access("team-a", SecretAccess::Listed);
         index.set_secret_access("team-b", SecretAccess::Listed);
+        // Read in team-b, the Route's namespace: not there.
+        index.apply_read("team-b", "shop-tls", ReadOutcome::Absent);
         index.apply_route(&tls_route(
             "team-b",
             "shop",
@@ -1394,6 +1500,83 @@ mod tests {
             "team-b"
         );
         assert!(t.certs.get("blog.example.com").is_some());
+    }
+
+    #[test]
+    fn only_named_secrets_are_held_and_a_failed_read_keeps_the_last_certificate() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut index = Index::default();
+        index.set_secret_access("ns", SecretAccess::Listed);
+        index.apply_route(&tls_route("ns", "r", "a.example.com", "a-tls", 1));
+        let (crt, key) = cert(&["a.example.com"]);
+        let named = index.named_secrets();
+        assert_eq!(named.len(), 1);
+        // A Secret no Route names (as a stale read could bring) goes at the next retain.
+        index.apply_secret(&tls_secret("ns", "unnamed", &crt, &key));
+        index.apply_secret(&tls_secret("ns", "a-tls", &crt, &key));
+        assert_eq!(index.secrets_held().0, 2);
+        assert!(index.retain_secrets(&named));
+        let (held, bytes) = index.secrets_held();
+        assert_eq!((held, bytes), (1, crt.len() + key.len()));
+        // A failed read keeps what was read before; a first one that fails says why.
+        let failed = ReadOutcome::Failed {
+            why: "timeout".into(),
+            retrying: true,
+        };
+        assert!(!index.apply_read("ns", "a-tls", failed.clone()));
+        let t = Builder::default().build(&index, &metrics);
+        assert!(cert_outcome(&t, "r").ready);
+        index.apply_route(&tls_route("ns", "s", "b.example.com", "b-tls", 1));
+        assert!(index.apply_read("ns", "b-tls", failed));
+        let t = Builder::default().build(&index, &metrics);
+        let c = cert_outcome(&t, "s");
+        assert_eq!(c.reason, conditions::reasons::SECRET_ACCESS_PENDING);
+        assert!(c.message.contains("timeout"), "{}", c.message);
+        // Deleted: not found, and nothing held of it.
+        assert!(index.apply_read("ns", "a-tls", ReadOutcome::Absent));
+        let t = Builder::default().build(&index, &metrics);
+        assert_eq!(
+            cert_outcome(&t, "r").reason,
+            conditions::reasons::SECRET_NOT_FOUND
+        );
+        assert_eq!(index.secrets_held(), (0, 0));
+    }
+
+    #[test]
+    fn a_certificate_chain_over_the_limit_is_refused() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut index = Index::default();
+        index.set_secret_access("ns", SecretAccess::Listed);
+        let (crt, key) = cert(&["big.example.com"]);
+        // The attack: a valid chain, the certificate repeated past the limit.
+        let big = crt.repeat(secrets::MAX_TLS_CRT_BYTES / crt.len() + 1);
+        assert!(big.len() > secrets::MAX_TLS_CRT_BYTES);
+        index.apply_secret(&tls_secret("ns", "big", &big, &key));
+        index.apply_route(&tls_route("ns", "big", "big.example.com", "big", 1));
+        // The twin: a chain just under the limit is parsed and used.
+        let (fcrt, fkey) = cert(&["fits.example.com"]);
+        let fits = fcrt.repeat(secrets::MAX_TLS_CRT_BYTES / fcrt.len());
+        assert!(fits.len() <= secrets::MAX_TLS_CRT_BYTES);
+        assert!(fits.len() > secrets::MAX_TLS_CRT_BYTES - fcrt.len());
+        index.apply_secret(&tls_secret("ns", "fits", &fits, &fkey));
+        index.apply_route(&tls_route("ns", "fits", "fits.example.com", "fits", 1));
+        let t = Builder::default().build(&index, &metrics);
+        let c = cert_outcome(&t, "big");
+        assert!(!c.ready);
+        assert_eq!(c.reason, conditions::reasons::MALFORMED);
+        assert!(
+            c.message.contains(&format!(
+                "tls.crt is {} bytes, over the router's limit of {} bytes",
+                big.len(),
+                secrets::MAX_TLS_CRT_BYTES
+            )),
+            "{}",
+            c.message
+        );
+        assert!(t.certs.get("big.example.com").is_none());
+        assert!(cert_outcome(&t, "fits").ready);
+        assert!(t.certs.get("fits.example.com").is_some());
+        assert_eq!(index.secrets_held(), (1, fits.len() + fkey.len()));
     }
 
     #[test]
