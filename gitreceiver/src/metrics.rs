@@ -19,6 +19,7 @@ pub struct Metrics {
     registry: Registry,
     /// Pushes by result: deployed, accepted (bench mode), up_to_date, build_failed,
     /// refused_ref, too_large (--max-push-bytes), repo_too_large (--max-repo-bytes),
+    /// git_memory (--max-git-memory), too_many_pushes (--max-concurrent-pushes[-per-namespace]),
     /// forbidden, unknown_app, unknown_key, busy, cancelled, error.
     pub pushes: Family<ResultLabel, Counter>,
     /// Time from the exec request to receive-pack's exit, builds included.

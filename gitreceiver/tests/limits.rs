@@ -638,12 +638,61 @@ fn delta_bomb(dir: &Path, size: u64) -> (String, Vec<u8>, Vec<u8>) {
     (commit_id.to_string(), head, rest)
 }
 
-/// The largest peak RSS (`ru_maxrss`) of this process's ended children and their own
-/// children, in bytes: receive-pack and the `unpack-objects` it ran are among them.
-fn children_peak_rss() -> u64 {
-    let usage =
-        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
-    usage.max_rss() as u64 * 1024
+/// Watches the processes working in a directory (their cwd: git enters the repository it
+/// works on) and keeps the largest peak RSS (`VmHWM`) seen, sampling every 5 ms. VmHWM only
+/// grows, so the last sample before a process exits holds its peak up to then. Per
+/// directory, so the tests running beside this one (their git clients) do not count.
+struct PeakRss {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, std::collections::BTreeSet<u32>)>,
+}
+
+impl PeakRss {
+    fn watch(dir: &Path) -> Self {
+        let dir = std::fs::canonicalize(dir).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let (mut peak, mut seen) = (0u64, std::collections::BTreeSet::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                            continue;
+                        };
+                        if std::fs::read_link(entry.path().join("cwd")).ok().as_deref()
+                            != Some(dir.as_path())
+                        {
+                            continue;
+                        }
+                        let Ok(status) = std::fs::read_to_string(entry.path().join("status"))
+                        else {
+                            continue;
+                        };
+                        if let Some(kib) = status
+                            .lines()
+                            .find(|l| l.starts_with("VmHWM:"))
+                            .and_then(|l| l.split_whitespace().nth(1))
+                            .and_then(|n| n.parse::<u64>().ok())
+                        {
+                            peak = peak.max(kib * 1024);
+                            seen.insert(pid);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                (peak, seen)
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// (the largest peak RSS, how many processes were seen).
+    fn stop(self) -> (u64, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (peak, seen) = self.thread.join().unwrap();
+        (peak, seen.len())
+    }
 }
 
 /// A commit of `len` random bytes in a new work tree.
@@ -686,11 +735,12 @@ async fn a_delta_against_900_mib_of_zeros_fails_in_git_alone_while_another_push_
         "attacking pack: {} KiB for two blobs of 900 MiB",
         (head.len() + rest.len()) / 1024
     );
-    let children_before = children_peak_rss();
+    // The repository exists once the first push to it has begun.
+    let mut bomb = RawPush::start(&key, receiver.port(), ns.name(), "bomb");
+    let bounded = PeakRss::watch(&receiver.repo(ns.name(), "bomb"));
 
     // The attack, held mid-receive (the 900 MiB of zeros sent, the delta not yet) while
     // the twin pushes: both in flight together.
-    let mut bomb = RawPush::start(&key, receiver.port(), ns.name(), "bomb");
     bomb.command(&commit);
     bomb.send(&head);
     let twin = random_commit(4 * MIB);
@@ -709,7 +759,7 @@ async fn a_delta_against_900_mib_of_zeros_fails_in_git_alone_while_another_push_
         .await
         .expect("the attacking push did not end within 300 s")
         .unwrap();
-    let bounded_peak = children_peak_rss();
+    let (bounded_peak, bounded_seen) = bounded.stop();
     println!("--- attacking push: report\n{report}\n--- its stderr\n{bomb_err}");
 
     assert!(
@@ -756,23 +806,28 @@ async fn a_delta_against_900_mib_of_zeros_fails_in_git_alone_while_another_push_
         &["init", "-q", "--bare", peer_repo.to_str().unwrap()],
     );
     let pack = std::fs::read(work.path().join("bomb.pack")).unwrap();
+    let unbounded = PeakRss::watch(&peer_repo);
     let mut unpack = Command::new("git")
         .args(["-c", "core.bigFileThreshold=1m", "unpack-objects", "-q"])
+        .current_dir(&peer_repo)
         .env("GIT_DIR", &peer_repo)
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
     unpack.stdin.take().unwrap().write_all(&pack).unwrap();
     let unbounded_ok = unpack.wait().unwrap().success();
-    let unbounded_peak = children_peak_rss();
+    let (unbounded_peak, unbounded_seen) = unbounded.stop();
     println!(
-        "peak RSS of this process's children (git): {} MiB before the attack, {} MiB after it (git under the 256 MiB limit), {} MiB after git unpacked the same pack without a limit (ratio {:.1}x)",
-        children_before / MIB,
+        "peak RSS of git in the repository: {} MiB receiving the attack under the 256 MiB limit ({bounded_seen} processes), {} MiB unpacking the same pack without it ({unbounded_seen}): ratio {:.1}x",
         bounded_peak / MIB,
         unbounded_peak / MIB,
         unbounded_peak as f64 / bounded_peak.max(1) as f64
     );
     assert!(unbounded_ok, "the peer could not unpack the attacking pack");
+    assert!(
+        bounded_seen > 0 && unbounded_seen > 0,
+        "no git process was seen in the repositories: nothing was measured"
+    );
     assert!(
         bounded_peak < limit + 64 * MIB,
         "a git process of the push reached {} MiB, over its {} MiB limit",
