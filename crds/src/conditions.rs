@@ -40,6 +40,9 @@ pub mod reasons {
     pub const SCALING: &str = "Scaling";
     /// The rollout did not become ready within `deployTimeoutSeconds`.
     pub const DEPLOY_TIMED_OUT: &str = "DeployTimedOut";
+    /// Degraded during a rollout: the new release's processes fail (exit, cannot start or
+    /// cannot be placed); the rollout goes on until its timeout, then rolls back.
+    pub const PROCESS_FAILING: &str = "ProcessFailing";
     /// The rollout failed and the previous release was restored.
     pub const ROLLED_BACK: &str = "RolledBack";
     /// `spec.release` names a Release that does not exist.

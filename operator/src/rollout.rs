@@ -69,7 +69,11 @@ pub fn deployment_rollout(d: &Deployment) -> DeploymentRollout {
 /// an image that cannot be pulled or that runs as root (refused under `runAsNonRoot`), a
 /// crash loop with the last exit code, a failing readiness check, or a pod that cannot be
 /// scheduled. `None` if nothing stands out.
-pub fn diagnose(pods: &[Pod]) -> Option<String> {
+///
+/// Read from each container's whole state, not only the kubelet's current one: a process
+/// that exited and was started again (by its restart policy, or killed by its liveness
+/// check) is running now, but its `lastState` and restart count say it failed.
+pub fn diagnose(pods: &[Pod]) -> Option<Diagnosis> {
     let mut findings: Vec<(u8, String)> = Vec::new();
     for pod in pods {
         let name = pod.metadata.name.as_deref().unwrap_or("pod");
@@ -160,20 +164,22 @@ pub fn diagnose(pods: &[Pod]) -> Option<String> {
                                     .unwrap_or_default()
                             ),
                         ));
+                    } else if let Some((code, reason)) = last_exit.filter(|_| c.restart_count > 0) {
+                        findings.push((
+                            1,
+                            format!(
+                                "pod {name}: process {} exited and was restarted {} times (last exit code {code}{})",
+                                c.name,
+                                c.restart_count,
+                                exit_hint(code, &reason)
+                            ),
+                        ));
                     } else if running && !c.ready {
                         findings.push((
                             2,
                             format!(
                                 "pod {name}: process {} is running but failing its readiness check",
                                 c.name
-                            ),
-                        ));
-                    } else if let Some((code, _)) = last_exit.filter(|_| c.restart_count > 0) {
-                        findings.push((
-                            2,
-                            format!(
-                                "pod {name}: process {} restarted {} times (last exit code {code})",
-                                c.name, c.restart_count
                             ),
                         ));
                     }
@@ -196,7 +202,38 @@ pub fn diagnose(pods: &[Pod]) -> Option<String> {
         }
     }
     findings.sort();
-    findings.into_iter().next().map(|(_, msg)| msg)
+    findings
+        .into_iter()
+        .next()
+        .map(|(rank, message)| Diagnosis {
+            message,
+            failing: rank <= FAILING,
+        })
+}
+
+/// Findings ranked at most this are failures, not slowness: an image that cannot run, a
+/// process that exits, a container that cannot be created, a pod that cannot be placed.
+const FAILING: u8 = 1;
+
+/// What [`diagnose`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// For a user: which pod, which process, what happened.
+    pub message: String,
+    /// A failure (the release cannot come up as it is), not slowness (still starting, not
+    /// ready yet): said at once during a rollout, without waiting for its timeout.
+    pub failing: bool,
+}
+
+/// What an exit code says beyond its number.
+fn exit_hint(code: i32, reason: &str) -> String {
+    match (code, reason) {
+        (_, "OOMKilled") => ", killed: out of memory".into(),
+        (137, _) => ", killed by SIGKILL: out of memory, or a failing liveness check".into(),
+        (143, _) => ", stopped by SIGTERM, e.g. for a failing liveness check".into(),
+        (_, "" | "Error" | "Completed") => String::new(),
+        (_, r) => format!(", {r}"),
+    }
 }
 
 #[cfg(test)]
@@ -277,7 +314,7 @@ mod tests {
                 "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image not present"}}}]}),
             ),
         ];
-        let msg = diagnose(&pods).unwrap();
+        let msg = diagnose(&pods).unwrap().message;
         assert!(
             msg.contains("image cannot be pulled (ErrImageNeverPull): image not present"),
             "{msg}"
@@ -300,7 +337,7 @@ mod tests {
                     "message": "container has runAsNonRoot and image will run as root (pod: \"shop-web-1_ns(1)\", container: web)"}}}]}),
             ),
         ];
-        let msg = diagnose(&pods).unwrap();
+        let msg = diagnose(&pods).unwrap().message;
         assert!(
             msg.starts_with("pod shop-web-1: process web cannot start: the image runs as root."),
             "{msg}"
@@ -312,7 +349,7 @@ mod tests {
             "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"db\" not found"}}}]}),
         )];
         assert_eq!(
-            diagnose(&pods).unwrap(),
+            diagnose(&pods).unwrap().message,
             "pod shop-web-1: container cannot start (CreateContainerConfigError): secret \"db\" not found"
         );
     }
@@ -325,7 +362,7 @@ mod tests {
             "lastState": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}),
         )];
         assert_eq!(
-            diagnose(&pods).unwrap(),
+            diagnose(&pods).unwrap().message,
             "pod shop-web-1: process web is crash-looping: it exited with exit code 3 (Error) 4 times"
         );
     }
@@ -337,7 +374,7 @@ mod tests {
             "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}),
         )];
         assert_eq!(
-            diagnose(&pods).unwrap(),
+            diagnose(&pods).unwrap().message,
             "pod shop-web-1: process web exited with exit code 3 (Error)"
         );
         let pods = [pod(
@@ -345,7 +382,7 @@ mod tests {
             "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
         )];
         assert_eq!(
-            diagnose(&pods).unwrap(),
+            diagnose(&pods).unwrap().message,
             "pod shop-web-1: process web has not started yet (ContainerCreating)"
         );
     }
@@ -359,12 +396,58 @@ mod tests {
         assert!(
             diagnose(&pods)
                 .unwrap()
+                .message
                 .contains("failing its readiness check")
         );
         let pods = [pod(
             json!({"conditions": [{"type": "PodScheduled", "status": "False", "message": "0/1 nodes: insufficient cpu"}]}),
         )];
-        assert!(diagnose(&pods).unwrap().contains("insufficient cpu"));
+        assert!(
+            diagnose(&pods)
+                .unwrap()
+                .message
+                .contains("insufficient cpu")
+        );
         assert_eq!(diagnose(&[pod(json!({}))]), None);
+    }
+
+    #[test]
+    fn a_process_running_again_after_exits_is_failing_whatever_its_current_state() {
+        // The slug example of issue 18: the process exits 1, the kubelet starts it again;
+        // between crashes it is Running (and not ready), which once read as "slow".
+        let pods = [pod(
+            json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 6,
+            "state": {"running": {}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}),
+        )];
+        let d = diagnose(&pods).unwrap();
+        assert_eq!(
+            d.message,
+            "pod shop-web-1: process web exited and was restarted 6 times (last exit code 1)"
+        );
+        assert!(d.failing);
+        // Killed by its liveness check (SIGKILL after the grace period).
+        let pods = [pod(
+            json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 2,
+            "state": {"running": {}},
+            "lastState": {"terminated": {"exitCode": 137, "reason": "Error"}}}]}),
+        )];
+        assert!(
+            diagnose(&pods)
+                .unwrap()
+                .message
+                .contains("failing liveness check")
+        );
+        // The twins: slowness is not failure.
+        let ready_later = [pod(
+            json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"running": {}}}]}),
+        )];
+        assert!(!diagnose(&ready_later).unwrap().failing);
+        let starting = [pod(
+            json!({"containerStatuses": [{"name": "web", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]}),
+        )];
+        assert!(!diagnose(&starting).unwrap().failing);
     }
 }

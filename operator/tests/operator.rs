@@ -388,25 +388,21 @@ async fn config_vars_come_from_the_release_snapshot_and_are_never_written_in_pla
         "the missing Secret is named: {msg}"
     );
     assert_eq!(a.spec.release.as_deref(), Some("cfg-v1"));
-    let d = get(&ns.api::<Deployment>(), "cfg-web").await.unwrap();
-    let c = &d
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
-    assert_eq!(
-        c.env_from.as_ref().unwrap()[0]
-            .secret_ref
-            .as_ref()
-            .unwrap()
-            .name,
-        "cfg-v1-env",
-        "the rollback brought v1's config back"
-    );
+    // The rollback brings v1's config back (once the Formation has caught up).
+    let env_from = |d: &Option<Deployment>| {
+        d.as_ref()
+            .and_then(|d| d.spec.as_ref()?.template.spec.as_ref())
+            .and_then(|p| p.containers[0].env_from.clone())
+            .and_then(|f| f[0].secret_ref.as_ref().map(|s| s.name.clone()))
+    };
+    let deployments: Api<Deployment> = ns.api();
+    eventually(
+        "the Deployment to name v1's config again",
+        T,
+        || get(&deployments, "cfg-web"),
+        |d| env_from(d).as_deref() == Some("cfg-v1-env"),
+    )
+    .await;
 
     // Deleting a Release deletes its snapshot (history pruning takes both).
     releases
@@ -545,19 +541,41 @@ async fn a_crash_looping_first_release_says_why() {
             "crash",
             "crash-v1",
             json!({"web": 1}),
-            json!({"deployTimeoutSeconds": 40}),
+            json!({"deployTimeoutSeconds": 90}),
         ),
     )
     .await
     .unwrap();
+    // Said while the rollout still runs (issue 18: it used to say `RollingOut` with
+    // `Degraded=False` until the timeout), whatever state the kubelet has the process in.
     let a = eventually(
-        "crash to be Degraded",
-        T,
+        "crash to be Degraded before its deploy timeout",
+        Duration::from_secs(80),
         || get(&apps, "crash"),
         |a| {
             a.as_ref()
                 .and_then(|a| condition(a, types::DEGRADED))
                 .is_some_and(|c| c.0 == "True")
+        },
+    )
+    .await
+    .unwrap();
+    let (_, reason, msg) = condition(&a, types::DEGRADED).unwrap();
+    assert_eq!(reason, reasons::PROCESS_FAILING, "{msg}");
+    assert!(msg.contains("exit"), "{msg}");
+    let progressing = condition(&a, types::PROGRESSING).unwrap();
+    assert_eq!(
+        progressing.0, "True",
+        "the rollout goes on: {progressing:?}"
+    );
+    let a = eventually(
+        "crash to time out",
+        T,
+        || get(&apps, "crash"),
+        |a| {
+            a.as_ref()
+                .and_then(|a| condition(a, types::DEGRADED))
+                .is_some_and(|c| c.1 == reasons::DEPLOY_TIMED_OUT)
         },
     )
     .await

@@ -13,6 +13,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::SignedDuration;
 use kube::ResourceExt;
 
+/// How long a rollout runs before the pods of its release are read for a failure (one
+/// LIST per pass after that): a process that exits does so within seconds.
+const EARLY_DIAGNOSIS: SignedDuration = SignedDuration::from_secs(20);
+
 pub fn owner_reference(app: &App, controller: bool) -> OwnerReference {
     OwnerReference {
         api_version: "flynn.io/v1alpha1".into(),
@@ -86,7 +90,7 @@ pub struct Observed<'a> {
     pub now: Time,
     /// Why pods of the target release are not ready, read from them (only looked up
     /// once the deploy timeout has passed).
-    pub diagnosis: Option<String>,
+    pub diagnosis: Option<crate::rollout::Diagnosis>,
     /// URLs from the App's accepted Routes, the default Route's first.
     pub urls: Vec<String>,
 }
@@ -291,10 +295,10 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                 d.status = status;
                 return d;
             };
-            let diagnosis = if diagnosis.is_empty() {
+            let diagnosis = if diagnosis.message.is_empty() {
                 waiting_for
             } else {
-                diagnosis
+                diagnosis.message
             };
             let failure = format!(
                 "release {target} did not become available within {}s: {diagnosis}",
@@ -352,17 +356,38 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                 }
             }
         } else {
+            // A release that fails (exits, cannot start, cannot be placed) is said to at
+            // once, not only at the deploy timeout; it still has until then to recover.
+            let mut progress = waiting_for;
+            if elapsed >= EARLY_DIAGNOSIS {
+                let Some(diagnosis) = o.diagnosis.clone() else {
+                    d.needs_diagnosis = true;
+                    d.status = status;
+                    return d;
+                };
+                if diagnosis.failing {
+                    let msg = format!(
+                        "release {target} is failing: {}; it is rolled back if not available within {}s",
+                        diagnosis.message, app.spec.deploy_timeout_seconds
+                    );
+                    conditions::set(
+                        &mut status.conditions,
+                        cond(types::DEGRADED, true, reasons::PROCESS_FAILING, msg),
+                    );
+                    progress = diagnosis.message;
+                }
+            }
             conditions::set(
                 &mut status.conditions,
                 cond(
                     types::PROGRESSING,
                     true,
                     reasons::ROLLING_OUT,
-                    format!("rolling out {target}: {waiting_for}"),
+                    format!("rolling out {target}: {progress}"),
                 ),
             );
             let remaining = (timeout - elapsed).unsigned_abs();
-            d.requeue_after = Some(remaining.min(std::time::Duration::from_secs(30)));
+            d.requeue_after = Some(remaining.min(std::time::Duration::from_secs(15)));
             status.rollout = Some(rollout);
         }
     }
@@ -411,7 +436,7 @@ mod tests {
         serde_json::from_value(json!({
             "apiVersion": "flynn.io/v1alpha1", "kind": "App",
             "metadata": {"name": "shop", "namespace": "ns", "uid": "a-uid", "generation": 4},
-            "spec": {"release": release, "processes": {"web": 2}, "deployTimeoutSeconds": 60, "env": {"A": "1"}},
+            "spec": {"release": release, "processes": {"web": 2}, "deployTimeoutSeconds": 60},
             "status": status,
         }))
         .unwrap()
@@ -442,7 +467,10 @@ mod tests {
             app,
             formation: f,
             now: at(now),
-            diagnosis: diagnosis.map(Into::into),
+            diagnosis: diagnosis.map(|m| crate::rollout::Diagnosis {
+                message: m.to_owned(),
+                failing: !m.is_empty(),
+            }),
             urls: vec!["http://shop.flynn.local".into()],
         }
     }
@@ -485,7 +513,7 @@ mod tests {
             "{}",
             p.message
         );
-        assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(d.requeue_after, Some(std::time::Duration::from_secs(15)));
         assert!(d.events.is_empty(), "{:?}", d.events);
 
         // Ten seconds later the formation reports v2 rolled out.
@@ -500,6 +528,50 @@ mod tests {
         assert_eq!(cond(&d.status, "Progressing").status, "False");
         assert_eq!(cond(&d.status, "Degraded").status, "False");
         assert_eq!(d.status.urls, ["http://shop.flynn.local"]);
+    }
+
+    #[test]
+    fn a_failing_release_is_degraded_at_once_and_a_slow_one_is_not() {
+        let a = app(
+            Some("shop-v2"),
+            json!({"release": "shop-v1", "rollout": {"release": "shop-v2", "startedAt": at(0)}}),
+        );
+        let f = formation("shop-v2", None, "shop-web: 0 of 2 updated pods available");
+        // Before 20 s: no pod reads.
+        assert!(!decide(&observed(&a, Some(&f), 10, None)).needs_diagnosis);
+        let d = decide(&observed(&a, Some(&f), 25, None));
+        assert!(d.needs_diagnosis);
+        let exits =
+            "pod shop-web-x: process web exited and was restarted 6 times (last exit code 1)";
+        let d = decide(&observed(&a, Some(&f), 25, Some(exits)));
+        let deg = cond(&d.status, "Degraded");
+        assert_eq!(
+            (deg.status.as_str(), deg.reason.as_str()),
+            ("True", reasons::PROCESS_FAILING)
+        );
+        assert!(
+            deg.message.contains(exits)
+                && deg
+                    .message
+                    .contains("rolled back if not available within 60s"),
+            "{}",
+            deg.message
+        );
+        assert!(cond(&d.status, "Progressing").message.contains(exits));
+        // Not rolled back yet: it has until the timeout to recover.
+        assert_eq!(d.rollback_to, None);
+        assert!(d.status.rollout.is_some());
+        // The twin: a slow start is not a failure.
+        let slow = crate::rollout::Diagnosis {
+            message: "pod shop-web-x: process web has not started yet (ContainerCreating)".into(),
+            failing: false,
+        };
+        let mut o = observed(&a, Some(&f), 25, None);
+        o.diagnosis = Some(slow);
+        let d = decide(&o);
+        assert!(
+            conditions::find(&d.status.conditions, "Degraded").is_none_or(|c| c.status != "True")
+        );
     }
 
     #[test]

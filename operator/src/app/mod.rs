@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 
 use crate::cache::{Cached, Packed, Stored};
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
-use crate::rollout::diagnose;
+use crate::rollout::{Diagnosis, diagnose};
 use crate::{Context, FIELD_MANAGER};
 
 pub const CONTROLLER: &str = "app";
@@ -338,7 +338,7 @@ async fn diagnose_pods(
     ns: &str,
     app: &str,
     release: Option<&str>,
-) -> Result<String> {
+) -> Result<Diagnosis> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let mut selector = format!("{}={app}", labels::APP);
     if let Some(r) = release {
@@ -348,7 +348,10 @@ async fn diagnose_pods(
         .list(&ListParams::default().labels(&selector))
         .await
         .context(|| format!("listing pods of app {app}"))?;
-    Ok(diagnose(&list.items).unwrap_or_default())
+    Ok(diagnose(&list.items).unwrap_or(Diagnosis {
+        message: String::new(),
+        failing: false,
+    }))
 }
 
 async fn write_problem(app: &App, ctx: &Context, reason: &str, msg: String) -> Result<()> {
