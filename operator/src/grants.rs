@@ -235,13 +235,28 @@ async fn reconcile(ctx: &Context, written: &mut Written, namespace: &str) -> Res
         let api: Api<RoleBinding> = Api::namespaced(ctx.client.clone(), namespace);
         match &owner {
             Some(o) => {
-                let rb = binding(grant, namespace, o);
-                api.patch(
-                    &grant.role,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&rb),
-                )
-                .await
+                let rb = Patch::Apply(binding(grant, namespace, o));
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                let apply = || api.patch(&grant.role, &params, &rb);
+                match apply().await {
+                    // A binding of this name made by someone else, bound to another role:
+                    // its roleRef cannot change, so it is replaced (otherwise every grant
+                    // here would fail for good, and its binding would stand in ours' name).
+                    Err(kube::Error::Api(s)) if s.code == 422 => {
+                        tracing::warn!(namespace, role = %grant.role, message = %s.message, "replacing a RoleBinding of the grant's name that binds another role");
+                        match api.delete(&grant.role, &DeleteParams::default()).await {
+                            Ok(_) => {}
+                            Err(e) if is_not_found(&e) => {}
+                            Err(e) => {
+                                return Err(e).context(|| {
+                                    format!("replacing {} in namespace {namespace}", grant.role)
+                                });
+                            }
+                        }
+                        apply().await
+                    }
+                    other => other,
+                }
                 .context(|| format!("granting {} in namespace {namespace}", grant.role))?;
                 tracing::info!(namespace, role = %grant.role, owner = %o.name, "granted");
             }
@@ -291,6 +306,9 @@ pub async fn run(
         )
         .collect();
     let mut written = Written::new();
+    let mut resync = tokio::time::interval(ctx.settings.grants_resync);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
     let mut failures: HashMap<String, u32> = HashMap::new();
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -335,6 +353,13 @@ pub async fn run(
             () = retry => {
                 retry_at = None;
                 pending.append(&mut failed);
+            }
+            // Write every grant again: the loop only knows what it wrote, and a binding
+            // deleted or edited by someone else would otherwise stay so until its owner
+            // changes.
+            _ = resync.tick() => {
+                pending.extend(written.keys().map(|(_, ns)| ns.clone()));
+                written.clear();
             }
         }
     }

@@ -30,6 +30,9 @@ pub struct Settings {
     pub drain_delay: Duration,
     /// The other components' roles, bound per namespace where they have work.
     pub grants: crate::grants::Grants,
+    /// How often every grant is written again, whatever the operator remembers writing:
+    /// a binding someone deleted or changed comes back within this.
+    pub grants_resync: Duration,
     /// Ports TCP Routes may use (the router is given the same range).
     pub tcp_ports: flynn_crds::ownership::PortRange,
     /// Let Routes' wildcards cover `default_domain` (`*.<default_domain>`), whose names
@@ -62,6 +65,7 @@ impl Default for Settings {
             error_backoff: Duration::from_secs(1),
             drain_delay: Duration::from_secs(5),
             grants: crate::grants::Grants::default(),
+            grants_resync: Duration::from_secs(600),
             tcp_ports: flynn_crds::ownership::PortRange::DEFAULT,
             allow_default_domain_wildcard: false,
         }

@@ -324,3 +324,99 @@ async fn certificates_are_readable_only_where_routes_name_one() {
     .await;
     until_can(&client, &router, "list", "", "secrets", ns.name(), false).await;
 }
+
+/// Issue 17's review: a binding of the grant's name made beforehand by someone else with
+/// another role (its roleRef cannot change) made every grant there fail for good; and a
+/// grant's binding deleted by someone else stayed gone until its owner changed.
+#[tokio::test]
+async fn a_squatted_or_deleted_grant_binding_is_put_back() {
+    let ns = namespace("grants-squat").await;
+    let client = ns.client().clone();
+    let role = TestRole::create(
+        &client,
+        format!("{}-builds", ns.name()),
+        "batch",
+        "jobs",
+        &["create"],
+    )
+    .await;
+    service_account(&ns, "receiver").await;
+    let receiver = format!("system:serviceaccount:{}:receiver", ns.name());
+    // The attacking input: a RoleBinding already named as the grant, bound to `view`.
+    let squat: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": role.name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "receiver", "namespace": ns.name()}],
+    }))
+    .unwrap();
+    let bindings = ns.api::<RoleBinding>();
+    bindings
+        .create(&PostParams::default(), &squat)
+        .await
+        .unwrap();
+    let grant: Grant = format!("{}={}/receiver", role.name, ns.name())
+        .parse()
+        .unwrap();
+    let _op = start(&ns, |s| {
+        s.grants = Grants {
+            builds: Some(grant),
+            certificates: None,
+        };
+        s.grants_resync = Duration::from_secs(3);
+    });
+    ns.api::<flynn_crds::App>()
+        .create(
+            &PostParams::default(),
+            &app(
+                "alpha",
+                "alpha-v1",
+                serde_json::json!({}),
+                serde_json::json!({}),
+            ),
+        )
+        .await
+        .unwrap();
+    // Replaced by the grant's own binding: the receiver may build here.
+    until_can(
+        &client,
+        &receiver,
+        "create",
+        "batch",
+        "jobs",
+        ns.name(),
+        true,
+    )
+    .await;
+    let rb = bindings.get(&role.name).await.unwrap();
+    assert_eq!(
+        rb.role_ref.name, role.name,
+        "the squatter's roleRef is gone"
+    );
+
+    // Deleted by someone else: put back within the resync, with no change to its owner.
+    let before = rb.metadata.uid.clone();
+    bindings
+        .delete(&role.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let _ = eventually(
+        "the deleted binding to be made again",
+        WAIT,
+        || bindings.get_opt(&role.name),
+        |rb| {
+            rb.as_ref()
+                .is_ok_and(|rb| rb.as_ref().is_some_and(|rb| rb.metadata.uid != before))
+        },
+    )
+    .await;
+    until_can(
+        &client,
+        &receiver,
+        "create",
+        "batch",
+        "jobs",
+        ns.name(),
+        true,
+    )
+    .await;
+}
