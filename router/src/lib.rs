@@ -9,7 +9,8 @@
 //!
 //! Module map: [`watch`] (index + table builder) → [`table`] (immutable table, endpoints,
 //! load balancing) → [`matcher`] (host + path); [`server`] (listeners, drain) →
-//! [`http_proxy`] (forwarding) / [`tcp_proxy`]; [`listener`] (shared ports); [`tls`] (SNI);
+//! [`http_proxy`] (forwarding) / [`tcp_proxy`]; [`listener`] (shared ports); [`tls`] (SNI),
+//! [`secrets`] (only the TLS Secrets Routes name, read by name);
 //! [`sticky`]; [`status`] (Route `Programmed` condition); [`metrics`], [`admin`] and [`probe`].
 
 pub mod admin;

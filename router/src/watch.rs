@@ -3,10 +3,12 @@
 //!
 //! Which Routes are served is decided by `flynn_crds::ownership`, the rule the operator
 //! reports as `Accepted`: the router applies it itself, so a Route another namespace's host
-//! name belongs to is never served, even while the operator is down or behind. TLS Secrets
-//! are watched per namespace, and only in namespaces holding a Route that names one (the
-//! router may read Secrets only where the platform grants it; a refusal there is retried and
-//! reported as `CertificateReady=False`, `SecretAccessPending`, never fatal).
+//! name belongs to is never served, even while the operator is down or behind. The names of
+//! TLS Secrets are watched per namespace (metadata only), and only in namespaces holding a
+//! Route that names one; only the Secrets served Routes name are read and held
+//! ([`crate::secrets`]). The router may read Secrets only where the platform grants it; a
+//! refusal there is retried and reported as `CertificateReady=False`, `SecretAccessPending`,
+//! never fatal.
 //!
 //! This is the index pattern (apply / delete / reset per kind, as linkerd's policy controller),
 //! not a reconciler: the router keeps a model of what it watches and derives the whole table
