@@ -254,12 +254,12 @@ impl Index {
     }
 
     /// Whether every watched namespace's Secrets are listed or refused (none still pending),
-    /// and every named Secret of a listed namespace read once.
-    fn secrets_settled(&self) -> bool {
+    /// and every Secret of `named` in a listed namespace read once.
+    fn secrets_settled(&self, named: &BTreeSet<(String, String)>) -> bool {
         self.secret_access
             .values()
             .all(|a| *a != SecretAccess::Pending)
-            && self.named_secrets().iter().all(|key| {
+            && named.iter().all(|key| {
                 self.secrets.contains_key(key)
                     || self.secret_access.get(&key.0) != Some(&SecretAccess::Listed)
             })
@@ -408,6 +408,8 @@ pub struct Builder {
     generation: u64,
     /// What Routes may claim.
     policy: Policy,
+    /// The Secrets the served HTTP Routes of the last table name.
+    named_secrets: BTreeSet<(String, String)>,
 }
 
 impl Builder {
@@ -419,9 +421,17 @@ impl Builder {
         }
     }
 
+    /// `(namespace, name)` of the Secrets the Routes served by the last table name: the only
+    /// Secrets the router reads and holds (a Route another namespace's host belongs to names
+    /// none).
+    pub fn named_secrets(&self) -> &BTreeSet<(String, String)> {
+        &self.named_secrets
+    }
+
     /// A table from `index`.
     pub fn build(&mut self, index: &Index, metrics: &SharedMetrics) -> Table {
         self.generation += 1;
+        self.named_secrets.clear();
         // Service → ready addresses (union of its slices).
         let mut services: HashMap<(&str, &str), Vec<SocketAddr>> = HashMap::new();
         for slice in index.slices.values() {
@@ -545,6 +555,8 @@ impl Builder {
                         table.certs.refuse(name);
                     }
                     if let Some(secret) = &http.tls_secret_name {
+                        self.named_secrets
+                            .insert((key.namespace.clone(), secret.clone()));
                         outcome.certificate = Some(
                             match index.certificate(&key.namespace, secret, &host) {
                                 Ok(cert) => {
@@ -950,59 +962,74 @@ pub async fn run(
                     dirty = true;
                 }
             }
-            // Only the Secrets served Routes name are read and held; any other is forgotten
-            // (its read, if one is in flight, is dropped with it).
-            let named: BTreeSet<(String, String)> = index
-                .named_secrets()
-                .into_iter()
-                .filter(|(ns, _)| secret_watches.contains_key(ns))
-                .collect();
-            reads.reads.retain(|key, _| named.contains(key));
-            dirty |= index.retain_secrets(&named);
-            for key in &named {
-                if !secret_watches.get(&key.0).is_some_and(|w| w.listed) {
-                    continue;
-                }
-                if relisted.contains(&key.0) || changed.contains(key) {
-                    reads.request(key);
-                } else if !index.has_secret(key) && !reads.reads.contains_key(key) {
-                    // Newly named: read it once; its changes come through the watch.
-                    reads.start(key.clone());
-                }
-            }
-            let (held, bytes) = index.secrets_held();
-            ctx.metrics
-                .tls_secrets_held
-                .set(i64::try_from(held).unwrap_or(i64::MAX));
-            ctx.metrics
-                .tls_secret_bytes_held
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
-        // The first table waits for each Secret watch to list or fail once, so a router
-        // taking over from another does not start without certificates it can read.
-        let settled = ctx.ready.load(Ordering::SeqCst) || index.secrets_settled();
-        if dirty && n.synced && sel.synced && r.synced && s.synced && settled {
+        let synced = n.synced && sel.synced && r.synced && s.synced;
+        let built = (dirty && synced).then(|| {
             let started = Instant::now();
-            let table = Arc::new(builder.build(&index, &ctx.metrics));
+            let table = builder.build(&index, &ctx.metrics);
             last_build = started.elapsed();
-            let generation = table.generation;
-            ctx.table.store(table);
-            let took = started.elapsed();
-            ctx.metrics.table_swap_seconds.observe(took.as_secs_f64());
-            ctx.metrics
-                .table_generation
-                .set(i64::try_from(generation).unwrap_or(i64::MAX));
-            if !ctx.ready.swap(true, Ordering::SeqCst) {
-                info!(
-                    generation,
-                    routes = index.route_count(),
-                    "first routing table published"
-                );
-            } else {
-                debug!(generation, ?took, "routing table published");
-            }
-            ctx.published.send_replace(generation);
+            (table, started)
+        });
+        if !synced {
+            continue;
         }
+        // Only the Secrets the Routes of the last table name (served, accepted) are read and
+        // held; any other is forgotten (its read, if one is in flight, is dropped with it). The
+        // table just built does not use them.
+        let named: BTreeSet<(String, String)> = builder
+            .named_secrets()
+            .iter()
+            .filter(|(ns, _)| secret_watches.contains_key(ns))
+            .cloned()
+            .collect();
+        reads.reads.retain(|key, _| named.contains(key));
+        index.retain_secrets(&named);
+        for key in &named {
+            if !secret_watches.get(&key.0).is_some_and(|w| w.listed) {
+                continue;
+            }
+            if relisted.contains(&key.0) || changed.contains(key) {
+                reads.request(key);
+            } else if !index.has_secret(key) && !reads.reads.contains_key(key) {
+                // Newly named: read it once; its changes come through the watch.
+                reads.start(key.clone());
+            }
+        }
+        let (held, bytes) = index.secrets_held();
+        ctx.metrics
+            .tls_secrets_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
+        ctx.metrics
+            .tls_secret_bytes_held
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        // The first table waits for each Secret watch to list or fail once, and each Secret
+        // its Routes name in a listed namespace to be read once, so a router taking over from
+        // another does not start without certificates it can read (a table built before that
+        // is dropped; the reads' answers build the next).
+        let Some((table, started)) = built else {
+            continue;
+        };
+        if !ctx.ready.load(Ordering::SeqCst) && !index.secrets_settled(&named) {
+            continue;
+        }
+        let table = Arc::new(table);
+        let generation = table.generation;
+        ctx.table.store(table);
+        let took = started.elapsed();
+        ctx.metrics.table_swap_seconds.observe(took.as_secs_f64());
+        ctx.metrics
+            .table_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        if !ctx.ready.swap(true, Ordering::SeqCst) {
+            info!(
+                generation,
+                routes = index.route_count(),
+                "first routing table published"
+            );
+        } else {
+            debug!(generation, ?took, "routing table published");
+        }
+        ctx.published.send_replace(generation);
     }
 }
 
@@ -1301,17 +1328,20 @@ mod tests {
         );
         index.set_secret_access("ns", SecretAccess::Listed);
         // Listed, but not read yet: still pending.
-        let t = Builder::default().build(&index, &metrics);
+        let mut builder = Builder::default();
+        let t = builder.build(&index, &metrics);
         assert_eq!(
             cert_outcome(&t, "r").reason,
             conditions::reasons::SECRET_ACCESS_PENDING
         );
+        let named = builder.named_secrets().clone();
+        assert_eq!(named.len(), 1);
         assert!(
-            !index.secrets_settled(),
+            !index.secrets_settled(&named),
             "the first table waits for the read"
         );
         assert!(index.apply_read("ns", "a-tls", ReadOutcome::Absent));
-        assert!(index.secrets_settled());
+        assert!(index.secrets_settled(&named));
         let t = Builder::default().build(&index, &metrics);
         let o = &t.outcomes[0];
         assert!(o.programmed, "served over HTTP: {o:?}");
@@ -1579,6 +1609,26 @@ mod tests {
         assert!(cert_outcome(&t, "fits").ready);
         assert!(t.certs.get("fits.example.com").is_some());
         assert_eq!(index.secrets_held(), (1, fits.len() + fkey.len()));
+    }
+
+    #[test]
+    fn a_route_that_is_not_served_gets_no_secret_read() {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut index = Index::default();
+        index.apply_route(&tls_route("team-a", "shop", "shop.example.com", "a-tls", 1));
+        // The attack: team-b names its own Secret on team-a's host; refused, so not read.
+        index.apply_route(&tls_route("team-b", "shop", "shop.example.com", "b-tls", 2));
+        let mut builder = Builder::default();
+        let t = builder.build(&index, &metrics);
+        let refused = t
+            .outcomes
+            .iter()
+            .find(|o| o.key.namespace == "team-b")
+            .unwrap();
+        assert_eq!(refused.reason, conditions::reasons::HOST_OWNED_BY_NAMESPACE);
+        // The twin, served, is read.
+        let named: Vec<_> = builder.named_secrets().iter().cloned().collect();
+        assert_eq!(named, vec![("team-a".to_owned(), "a-tls".to_owned())]);
     }
 
     #[test]
