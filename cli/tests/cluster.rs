@@ -925,22 +925,7 @@ async fn env_get_set_unset() {
         env.flynn(&["-a", "early", "env", "--values"]).await.ok(),
         "EARLY=yes\n"
     );
-    let out = env
-        .flynn(&[
-            "-a",
-            "early",
-            "deploy",
-            "--image",
-            NONROOT_IMAGE,
-            "--process",
-            WEB,
-            "--port",
-            "web=8080",
-            "--timeout",
-            "180",
-        ])
-        .await;
-    assert!(out.ok().contains("Deployed release v1"), "{out:#?}");
+    env.deploy("early").await;
     let v1 = env.ns.api::<Release>().get("early-v1").await.unwrap();
     assert_eq!(v1.spec.config_secret.as_deref(), Some("early-v1-env"));
     assert_eq!(

@@ -110,67 +110,69 @@ pub fn vars(secret: &Secret) -> Result<BTreeMap<String, String>, Error> {
 /// Release.
 pub fn snapshot(release: &Release, vars: &BTreeMap<String, String>) -> Secret {
     let name = release.name_any();
-    let secret = release
-        .spec
-        .config_secret
-        .clone()
-        .unwrap_or_else(|| snapshot_name(&name));
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(secret),
-            namespace: release.namespace(),
-            labels: Some(BTreeMap::from([
-                (labels::APP.to_owned(), release.spec.app.clone()),
-                (labels::RELEASE.to_owned(), name.clone()),
-                (
-                    labels::MANAGED_BY.to_owned(),
-                    labels::MANAGED_BY_FLYNN.to_owned(),
-                ),
-            ])),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "flynn.io/v1alpha1".into(),
-                kind: "Release".into(),
-                name,
-                uid: release.metadata.uid.clone().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
-        },
-        immutable: Some(true),
-        type_: Some(SECRET_TYPE.into()),
-        data: Some(
-            vars.iter()
-                .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
-                .collect(),
-        ),
-        ..Default::default()
-    }
+    let mut secret = config_secret(
+        release
+            .spec
+            .config_secret
+            .clone()
+            .unwrap_or_else(|| snapshot_name(&name)),
+        &release.spec.app,
+        owner("Release", &name, release.metadata.uid.as_deref(), true),
+        vars,
+    );
+    secret.metadata.namespace = release.namespace();
+    secret
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert(labels::RELEASE.to_owned(), name);
+    secret.immutable = Some(true);
+    secret
 }
 
 /// The App's initial config Secret (before its first Release): mutable (`flynn env set`
 /// rewrites it), owned by the App so it goes with it.
 pub fn initial(app: &crate::App, vars: &BTreeMap<String, String>) -> Secret {
     let name = app.name_any();
+    let mut secret = config_secret(
+        initial_name(&name),
+        &name,
+        owner("App", &name, app.metadata.uid.as_deref(), false),
+        vars,
+    );
+    secret.metadata.namespace = app.namespace();
+    secret
+}
+
+fn owner(kind: &str, name: &str, uid: Option<&str>, controller: bool) -> OwnerReference {
+    OwnerReference {
+        api_version: "flynn.io/v1alpha1".into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.unwrap_or_default().into(),
+        controller: Some(controller),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// A config Secret named `name` of App `app`, owned by `owner`, holding `vars`.
+fn config_secret(
+    name: String,
+    app: &str,
+    owner: OwnerReference,
+    vars: &BTreeMap<String, String>,
+) -> Secret {
     Secret {
         metadata: ObjectMeta {
-            name: Some(initial_name(&name)),
-            namespace: app.namespace(),
+            name: Some(name),
             labels: Some(BTreeMap::from([
-                (labels::APP.to_owned(), name.clone()),
+                (labels::APP.to_owned(), app.to_owned()),
                 (
                     labels::MANAGED_BY.to_owned(),
                     labels::MANAGED_BY_FLYNN.to_owned(),
                 ),
             ])),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "flynn.io/v1alpha1".into(),
-                kind: "App".into(),
-                name,
-                uid: app.metadata.uid.clone().unwrap_or_default(),
-                controller: Some(false),
-                block_owner_deletion: Some(true),
-            }]),
+            owner_references: Some(vec![owner]),
             ..Default::default()
         },
         type_: Some(SECRET_TYPE.into()),

@@ -158,6 +158,11 @@ impl Env {
     /// [`WEB`]; waits for the rollout (the deploy command does).
     pub async fn deploy_app(&self, app: &str) {
         self.flynn(&["create", app, "--no-remote"]).await.ok();
+        self.deploy(app).await;
+    }
+
+    /// `flynn deploy --image` of the smoke image with [`WEB`] to the existing `app`.
+    pub async fn deploy(&self, app: &str) {
         let out = self
             .flynn(&[
                 "-a",

@@ -484,6 +484,17 @@ mod tests {
         json!({"slug": {"url": "http://shelf/slugs/shop/3.tgz", "sha256": "a".repeat(64), "size": 10}})
     }
 
+    fn container_of(d: &Deployment) -> &Container {
+        &d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+    }
+
     fn env_of(d: &Deployment) -> BTreeMap<String, String> {
         d.spec
             .as_ref()
@@ -550,15 +561,7 @@ mod tests {
         assert_eq!(out.deployments.len(), 2);
         let web = &out.deployments[0];
         assert_eq!(web.metadata.name.as_deref(), Some("shop-web"));
-        let c = &web
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let c = container_of(web);
         assert_eq!(c.image.as_deref(), Some("localhost/flynn-slugrunner:dev"));
         assert_eq!(
             c.args.as_deref(),
@@ -573,15 +576,7 @@ mod tests {
 
         // A literal command on a slug process replaces `start <type>`.
         let worker = &out.deployments[1];
-        let c = &worker
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let c = container_of(worker);
         assert_eq!(
             c.args.as_deref(),
             Some(
@@ -607,15 +602,7 @@ mod tests {
             &BTreeSet::new(),
         )
         .unwrap();
-        let c = &out.deployments[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let c = container_of(&out.deployments[0]);
         assert_eq!(c.image.as_deref(), Some("registry.example/shop:1.2"));
         assert_eq!(c.command.as_deref(), Some(&["bin/worker".to_owned()][..]));
         assert_eq!(
@@ -638,15 +625,7 @@ mod tests {
         )
         .unwrap();
         let d = &out.deployments[0];
-        let c = &d
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let c = container_of(d);
         let from = c.env_from.as_ref().expect("envFrom");
         let secret = from[0].secret_ref.as_ref().expect("a secretRef");
         assert_eq!(secret.name, "shop-v3-env");
@@ -669,15 +648,7 @@ mod tests {
             &BTreeSet::new(),
         )
         .unwrap();
-        let c = &out.deployments[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let c = container_of(&out.deployments[0]);
         assert!(c.env_from.is_none());
     }
 
