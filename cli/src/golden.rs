@@ -36,7 +36,7 @@ fn shop() -> flynn_crds::App {
     from(json!({
         "apiVersion": "flynn.io/v1alpha1", "kind": "App",
         "metadata": {"name": "shop", "creationTimestamp": "2025-12-30T03:04:05Z"},
-        "spec": {"release": "shop-v3", "processes": {"web": 3, "worker": 1}, "env": {"GREETING": "hi"}},
+        "spec": {"release": "shop-v3", "processes": {"web": 3, "worker": 1}},
         "status": {
             "release": "shop-v2", "releaseVersion": 2,
             "urls": ["http://shop.flynn.local", "https://www.shop.example"],
@@ -64,14 +64,23 @@ fn releases() -> Vec<flynn_crds::Release> {
              meta: serde_json::Value,
              created: &str|
      -> flynn_crds::Release {
-        from(json!({
+        // v1 was made before config moved to Secrets: its config is in the Release.
+        let config = if v == 1 {
+            json!({"env": {"GREETING": "hi"}})
+        } else {
+            json!({"configSecret": format!("shop-v{v}-env")})
+        };
+        let mut r = json!({
             "apiVersion": "flynn.io/v1alpha1", "kind": "Release",
             "metadata": {"name": format!("shop-v{v}"), "creationTimestamp": created},
             "spec": {"app": "shop", "version": v, "artifact": artifact, "meta": meta,
-                     "env": {"GREETING": "hi"},
                      "processes": {"web": {"command": ["busybox", "httpd", "-f", "-p", "8080"], "ports": [{"port": 8080}]},
                                    "worker": {"args": ["rake", "jobs:work"]}}}
-        }))
+        });
+        for (k, val) in config.as_object().unwrap() {
+            r["spec"][k] = val.clone();
+        }
+        from(r)
     };
     let slug = json!({"slug": {"url": "http://shelf/s.tgz", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "size": 1}});
     vec![
