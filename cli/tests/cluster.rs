@@ -838,11 +838,36 @@ async fn env_get_set_unset() {
         "1\n"
     );
 
-    // A Release naming a Secret that is not a config Secret (here a TLS key) is not
-    // read as config: otherwise the next `env set` or push would copy the key into a
-    // release whose processes (and builds) anyone who may push controls.
+    // A Release may name only its own config Secret: the API server refuses another
+    // Secret of the namespace (it would be handed to processes its author controls).
+    let mut v9 = env.ns.api::<Release>().get("shop-v3").await.unwrap();
+    v9.metadata = kube::api::ObjectMeta {
+        name: Some("shop-v9".into()),
+        ..Default::default()
+    };
+    v9.spec.version = 9;
+    v9.spec.config_secret = Some("shop-tls".into());
+    match env
+        .ns
+        .api::<Release>()
+        .create(&PostParams::default(), &v9)
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            assert!(
+                s.message
+                    .contains("must be the Release's own config Secret"),
+                "{}",
+                s.message
+            )
+        }
+        other => panic!("a Release naming shop-tls was not refused: {other:?}"),
+    }
+    // And a Secret of that name that is not a config Secret (here a TLS key) is not read
+    // as config: otherwise the next `env set` or push would copy the key into a release
+    // whose processes (and builds) anyone who may push controls.
     let tls: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "shop-tls"},
+        "metadata": {"name": "shop-v9-env"},
         "type": "kubernetes.io/tls",
         "stringData": {"tls.crt": "CERT", "tls.key": "PRIVATE-KEY"},
     }))
@@ -852,13 +877,7 @@ async fn env_get_set_unset() {
         .create(&PostParams::default(), &tls)
         .await
         .unwrap();
-    let mut v9 = env.ns.api::<Release>().get("shop-v3").await.unwrap();
-    v9.metadata = kube::api::ObjectMeta {
-        name: Some("shop-v9".into()),
-        ..Default::default()
-    };
-    v9.spec.version = 9;
-    v9.spec.config_secret = Some("shop-tls".into());
+    v9.spec.config_secret = Some("shop-v9-env".into());
     env.ns
         .api::<Release>()
         .create(&PostParams::default(), &v9)
@@ -881,7 +900,7 @@ async fn env_get_set_unset() {
     let refused = env
         .flynn(&["-a", "shop", "env", "set", "--no-wait", "STEAL=1"])
         .await;
-    refused.fails(3, "Secret shop-tls is not a config Secret");
+    refused.fails(3, "Secret shop-v9-env is not a config Secret");
     assert!(!refused.stdout.contains("PRIVATE-KEY") && !refused.stderr.contains("PRIVATE-KEY"));
     assert!(
         env.ns

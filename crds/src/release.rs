@@ -48,6 +48,7 @@ const MAX_PORTS: u32 = 16;
     printcolumn(name = "Slug", type_ = "string", json_path = ".spec.artifact.slug.url", description = "Slug URL, for buildpack releases"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = name_is_app_and_version(),
+    validation = config_secret_is_its_own(),
 )]
 #[x_kube(validation = spec_is_immutable())]
 #[serde(rename_all = "camelCase")]
@@ -66,11 +67,11 @@ pub struct ReleaseSpec {
 
     /// Name of an immutable Secret in this namespace holding the config vars of every
     /// process (each key an environment variable), given to them with `envFrom`: the App's
-    /// config when the Release was made. Flynn names the ones it makes `<release>-env`, owned
-    /// by the Release; one written by hand must have `type: flynn.io/config` (Flynn copies
-    /// config only from those, so naming another Secret cannot have it copied into builds)
-    /// and should be `immutable: true`, so that the Release (and a rollback to it) always
-    /// runs with the same config. Unset: no config vars.
+    /// config when the Release was made. It must be `<release name>-env` (a Release may not
+    /// hand another Secret of the namespace to its processes); Flynn makes it owned by the
+    /// Release. One written by hand must have `type: flynn.io/config` and should be
+    /// `immutable: true`, so that the Release (and a rollback to it) always runs with the
+    /// same config. Unset: no config vars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub config_secret: Option<String>,
@@ -323,6 +324,19 @@ fn quantity_schema() -> serde_json::Value {
 fn spec_is_immutable() -> Rule {
     Rule::new("self == oldSelf")
         .message("Release spec is immutable: create a new Release instead")
+        .reason(Reason::FieldValueForbidden)
+}
+
+/// A Release may use only its own config Secret, `<release>-env`: otherwise whoever may
+/// create a Release (but not read Secrets) could name any Secret of the namespace, a TLS
+/// key, a token or another App's config, and have it handed to processes they control.
+fn config_secret_is_its_own() -> Rule {
+    Rule::new("!has(self.spec.configSecret) || self.spec.configSecret == self.metadata.name + '-env'")
+        .field_path(".spec.configSecret")
+        .message(Message::Message(
+            "spec.configSecret must be the Release's own config Secret, `<release name>-env` (e.g. shop-v3-env): a Release may not hand another Secret of the namespace to its processes"
+                .into(),
+        ))
         .reason(Reason::FieldValueForbidden)
 }
 

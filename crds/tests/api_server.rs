@@ -174,6 +174,8 @@ fn bad_manifests() -> Vec<Bad> {
         bad("release without app", release().unset("/spec/app"), &["spec.app: Required value"]),
         bad("release with config vars in plain text", release().set("/spec/env/DATABASE_URL", json!("postgres://u:pw@db/shop")), &["spec.env: Forbidden", PLAIN_RULE]),
         bad("release config Secret not a name", release().set("/spec/configSecret", json!("../kube-system/x")), &["spec.configSecret", "should match"]),
+        bad("release naming another Secret of the namespace", release().set("/spec/configSecret", json!("shop-tls")), &["spec.configSecret: Forbidden", "must be the Release's own config Secret"]),
+        bad("release naming another release's config", release().set("/spec/configSecret", json!("billing-v7-env")), &["spec.configSecret: Forbidden", "must be the Release's own config Secret"]),
         bad("release env var name invalid", release().set("/spec/env/a.b", json!("x")), &["spec.env: Invalid value", ENV_RULE]),
         bad("port out of range", web(json!({"ports": [{"port": 70000}]})), &["spec.processes.web.ports[0].port", "less than or equal to 65535"]),
         bad("duplicate port", web(json!({"ports": [{"port": 80}, {"port": 80}]})), &["spec.processes[web].ports[1]: Duplicate value"]),
@@ -265,6 +267,7 @@ async fn manifests_at_the_boundaries_are_accepted() {
         release()
             .set("/metadata/name", json!(format!("{name}-v1")))
             .set("/spec/app", json!(name))
+            .set("/spec/configSecret", json!(format!("{name}-v1-env")))
             .set("/spec/processes/web", process)
     };
     let good = [

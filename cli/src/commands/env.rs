@@ -55,8 +55,8 @@ pub async fn env(ctx: &Ctx, args: &EnvArgs) -> Result<()> {
             let mut keys = Vec::new();
             for pair in pairs {
                 let (k, v) = split_pair(pair, EXAMPLE)?;
-                validate_env_name(k)
-                    .map_err(|e| Error::bad_argument(pair, e.to_string(), EXAMPLE))?;
+                // The key only: the value may be a secret, and errors end up in logs.
+                validate_env_name(k).map_err(|e| Error::bad_argument(k, e.to_string(), EXAMPLE))?;
                 next.insert(k.to_owned(), v.to_owned());
                 keys.push(k.to_owned());
             }
