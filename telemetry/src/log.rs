@@ -1,0 +1,116 @@
+//! `--log-format text|json`, and the subscriber behind it.
+//!
+//! Every binary logs with `tracing` to stderr (stdout is the builder's build output and the
+//! CLI's answer), filtered by `RUST_LOG`. `text` is for people at a terminal; `json` is one
+//! object per line, with the current span's fields, for a log collector.
+
+use std::str::FromStr;
+
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the current span's fields.
+    Json,
+}
+
+/// The flag, to `#[command(flatten)]` into a binary's arguments. Its environment variable
+/// is `LOG_FORMAT`, the same for every component (the builder's processes, which take the
+/// app's arguments, read only the variable: [`LogFormat::from_env`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format: `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A `LOG_FORMAT` that is neither `text` nor `json`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown log format {0:?}: use `text` or `json` (LOG_FORMAT, --log-format)")]
+pub struct UnknownFormat(String);
+
+impl FromStr for LogFormat {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(UnknownFormat(other.to_owned())),
+        }
+    }
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT` (unset or empty: text), for the processes that cannot take a flag.
+    pub fn from_env() -> Result<Self, UnknownFormat> {
+        match std::env::var("LOG_FORMAT") {
+            Ok(v) if !v.is_empty() => v.parse(),
+            _ => Ok(Self::Text),
+        }
+    }
+
+    /// Installs the global subscriber: `RUST_LOG` filters (default `default_filter`, e.g.
+    /// `info,kube=warn`). A second call does nothing: tests may each ask for logs.
+    pub fn init(self, default_filter: &str) {
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = match self {
+            Self::Text => builder.try_init(),
+            Self::Json => builder
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .try_init(),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        log: LogArgs,
+    }
+
+    #[test]
+    fn the_flag_takes_text_or_json_and_refuses_anything_else() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.log.log_format);
+        assert_eq!(parse(&["x"]).unwrap(), LogFormat::Text);
+        assert_eq!(
+            parse(&["x", "--log-format", "json"]).unwrap(),
+            LogFormat::Json
+        );
+        assert_eq!(parse(&["x", "--log-format=text"]).unwrap(), LogFormat::Text);
+        // A typo is an error that names the choices, not a silent fallback to text.
+        let err = parse(&["x", "--log-format", "jsno"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("jsno") && err.contains("text") && err.contains("json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_variable_is_parsed_the_same_way() {
+        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+        let err = "JSON ".parse::<LogFormat>().unwrap_err().to_string();
+        assert!(
+            err.contains("\"JSON \"") && err.contains("`text` or `json`"),
+            "{err}"
+        );
+    }
+}
