@@ -18,4 +18,3 @@ pub mod signing;
 pub mod slug;
 pub mod slugignore;
 pub mod store;
-pub mod telemetry;

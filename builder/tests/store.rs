@@ -250,4 +250,13 @@ async fn health_and_metrics_need_no_token() {
         text.contains("flynn_shelf_received_bytes_total 5"),
         "{text}"
     );
+    // The platform's common admin page: which build runs, and the process's own figures.
+    assert!(
+        text.contains(&format!(
+            "flynn_shelf_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
 }

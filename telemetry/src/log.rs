@@ -19,18 +19,19 @@ pub enum LogFormat {
 }
 
 /// The flag, to `#[command(flatten)]` into a binary's arguments. Its environment variable
-/// is `LOG_FORMAT`, the same for every component (the builder's processes, which take the
-/// app's arguments, read only the variable: [`LogFormat::from_env`]).
+/// is `FLYNN_LOG_FORMAT` in every component: prefixed, because the slugrunner and the
+/// slugbuilder run with an app's config vars, and `LOG_FORMAT` is a common one of theirs
+/// (an app's `LOG_FORMAT=logfmt` must not stop its own runner).
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
     /// Log format: `text` (for people) or `json` (one object per line, for collectors).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "FLYNN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
-/// A `LOG_FORMAT` that is neither `text` nor `json`.
+/// A log format that is neither `text` nor `json`.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown log format {0:?}: use `text` or `json` (LOG_FORMAT, --log-format)")]
+#[error("unknown log format {0:?}: use `text` or `json` (--log-format, FLYNN_LOG_FORMAT)")]
 pub struct UnknownFormat(String);
 
 impl FromStr for LogFormat {
@@ -46,14 +47,6 @@ impl FromStr for LogFormat {
 }
 
 impl LogFormat {
-    /// `LOG_FORMAT` (unset or empty: text), for the processes that cannot take a flag.
-    pub fn from_env() -> Result<Self, UnknownFormat> {
-        match std::env::var("LOG_FORMAT") {
-            Ok(v) if !v.is_empty() => v.parse(),
-            _ => Ok(Self::Text),
-        }
-    }
-
     /// Installs the global subscriber: `RUST_LOG` filters (default `default_filter`, e.g.
     /// `info,kube=warn`). A second call does nothing: tests may each ask for logs.
     pub fn init(self, default_filter: &str) {

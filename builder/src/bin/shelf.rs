@@ -42,12 +42,14 @@ struct Args {
     /// uploads its slug before its Release exists.
     #[arg(long, env = "SHELF_GC_GRACE", default_value_t = 6 * 3600)]
     gc_grace: u64,
+    #[command(flatten)]
+    log: flynn_telemetry::LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    flynn_builder::telemetry::init("info");
     let args = Args::parse();
+    args.log.log_format.init("info");
     // The API client serves the token Secret and garbage collection.
     let client = if args.token_secret.is_some() || args.gc_interval > 0 {
         Some(kube::Client::try_default().await)

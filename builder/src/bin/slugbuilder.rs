@@ -77,6 +77,8 @@ struct Args {
     /// last line of stdout).
     #[arg(long, env = "RESULT_PATH")]
     result: Option<PathBuf>,
+    #[command(flatten)]
+    log: flynn_telemetry::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,8 +183,8 @@ async fn config_vars(args: &Args) -> anyhow::Result<BTreeMap<String, String>> {
 
 #[tokio::main]
 async fn main() {
-    flynn_builder::telemetry::init("warn");
     let args = Args::parse();
+    args.log.log_format.init("warn");
     if let Some(Command::FetchBuildpacks(fetch_args)) = &args.command {
         if let Err(e) = fetch_buildpacks(fetch_args).await {
             eprintln!("slugbuilder fetch-buildpacks: {}", error_chain(e.as_ref()));

@@ -27,12 +27,14 @@ struct Args {
     /// `start <type>`, or a command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+    #[command(flatten)]
+    log: flynn_telemetry::LogArgs,
 }
 
 #[tokio::main]
 async fn main() {
-    flynn_builder::telemetry::init("info");
     let args = Args::parse();
+    args.log.log_format.init("info");
     match run(args).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {

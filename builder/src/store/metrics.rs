@@ -1,7 +1,7 @@
 //! Prometheus metrics of the slug store.
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{EncodeLabelSet, text::encode_registry},
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
@@ -64,11 +64,8 @@ impl Metrics {
             .inc();
     }
 
-    /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+    /// Writes the store's families (the admin server adds the rest and the EOF).
+    pub fn encode(&self, out: &mut String) -> std::fmt::Result {
+        encode_registry(out, &self.registry)
     }
 }

@@ -6,6 +6,10 @@
 //! | `GET`/`HEAD /<path>` | bearer token or signed URL | streams the object; `Range: bytes=...` |
 //! | `DELETE /<path>` | bearer token | removes the object |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none | liveness, readiness (the backend answers), Prometheus |
+//!
+//! The last three are `flynn_telemetry`'s admin endpoints, mounted on the API's port rather
+//! than one of their own: every client of the store (build Jobs, app pods, the receiver)
+//! already reaches this port, and the chart's test checks readiness through the Service.
 
 use std::{future::Future, sync::Arc};
 
@@ -17,6 +21,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use flynn_telemetry::{Admin, Component};
 use tokio::net::TcpListener;
 
 use super::{ObjectPath, SHA256_HEADER, Store, StoreError, metrics::Metrics};
@@ -53,10 +58,15 @@ impl Shelf {
 
 /// The axum router of the API.
 pub fn router(shelf: Arc<Shelf>) -> Router {
+    let admin = Admin::new("flynn_shelf", env!("CARGO_PKG_VERSION"), shelf.clone());
+    let admin = move |req: Request| {
+        let admin = admin.clone();
+        async move { admin.respond(req.method(), req.uri().path()).await }
+    };
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(admin.clone()))
+        .route("/readyz", get(admin.clone()))
+        .route("/metrics", get(admin))
         .fallback(object)
         .with_state(shelf)
 }
@@ -72,26 +82,19 @@ pub async fn serve(
         .await
 }
 
-/// Ready when the backend answers, so a Service stops sending requests to a shelf whose
-/// bucket is unreachable or whose credentials were revoked.
-async fn readyz(State(shelf): State<Arc<Shelf>>) -> Response {
-    match shelf.store.check().await {
-        Ok(()) => text(StatusCode::OK, "ok"),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: the backend does not answer");
-            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-        }
+impl Component for Shelf {
+    fn encode_metrics(&self, out: &mut String) -> std::fmt::Result {
+        self.metrics.encode(out)
     }
-}
 
-async fn metrics(State(shelf): State<Arc<Shelf>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        shelf.metrics.encode(),
-    )
+    /// Ready when the backend answers, so a Service stops sending requests to a shelf whose
+    /// bucket is unreachable or whose credentials were revoked.
+    async fn readiness(&self) -> Result<(), String> {
+        self.store.check().await.map_err(|e| {
+            tracing::warn!(error = %e, "not ready: the backend does not answer");
+            e.to_string()
+        })
+    }
 }
 
 fn text(code: StatusCode, msg: impl Into<String>) -> Response {
