@@ -66,9 +66,8 @@ struct Args {
     /// `flynn-platform`), so `helm uninstall` leaves no Lease behind.
     #[arg(long, env = "FLYNN_LEASE_OWNER_CONFIGMAP")]
     lease_owner_configmap: Option<String>,
-    /// Log format: text or json.
-    #[arg(long, env = "FLYNN_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    #[command(flatten)]
+    log: flynn_telemetry::LogArgs,
     /// CLUSTERROLE=NAMESPACE/SERVICEACCOUNT: the git receiver's build role, bound in each
     /// namespace that holds an App (and nowhere else).
     #[arg(long, env = "FLYNN_BUILDS_GRANT")]
@@ -89,7 +88,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(&args.log_format);
+    args.log.log_format.init("info,kube=warn");
 
     let metrics = Arc::new(Metrics::default());
     let config = kube::Config::infer().await.map_err(|e| {
@@ -178,16 +177,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
 
 async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -1,14 +1,13 @@
-//! The operator's HTTP endpoints: `/metrics`, `/healthz` (the process is alive) and
-//! `/readyz` (caches synced, or standing by as a non-leader replica).
+//! The operator's admin endpoints (`flynn_telemetry`'s server): `/metrics`, `/healthz`
+//! (the process is alive) and `/readyz` (caches synced, or standing by as a non-leader
+//! replica).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Router, response::IntoResponse};
+use flynn_telemetry::{Admin, Component};
+use prometheus_client::encoding::text::encode_registry;
 
 use crate::metrics::Metrics;
 
@@ -18,10 +17,25 @@ pub struct Health {
     pub ready: AtomicBool,
 }
 
-#[derive(Clone)]
-struct AppState {
+/// What the admin server reports.
+#[derive(Debug)]
+struct Endpoints {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+}
+
+impl Component for Endpoints {
+    fn encode_metrics(&self, out: &mut String) -> std::fmt::Result {
+        encode_registry(out, &self.metrics.registry)
+    }
+
+    async fn readiness(&self) -> Result<(), String> {
+        if self.health.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("starting: caches not synced yet".into())
+        }
+    }
 }
 
 /// Serves the endpoints until `shutdown` resolves.
@@ -31,35 +45,10 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health });
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-}
-
-async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting: caches not synced yet",
-        )
-    }
+    let endpoints = Arc::new(Endpoints { metrics, health });
+    Admin::new("flynn_operator", env!("CARGO_PKG_VERSION"), endpoints)
+        .serve(listener, shutdown)
+        .await;
+    Ok(())
 }
