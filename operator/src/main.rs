@@ -177,7 +177,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-
 async fn wait_for_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
