@@ -1,14 +1,11 @@
 //! `/metrics`, `/healthz` (the process is alive) and `/readyz` (the host key is loaded, the
-//! slug store's token is there and the key registry has synced), on their own port.
+//! slug store's token is there and the key registry has synced), on their own port:
+//! `flynn_telemetry`'s admin server, as in every component.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use flynn_telemetry::{Admin, Component};
 use tokio::net::TcpListener;
 
 use crate::keys::KeyRegistry;
@@ -24,10 +21,30 @@ pub struct Health {
     pub keys: KeyRegistry,
 }
 
-#[derive(Clone)]
-struct AppState {
+/// What the admin server reports.
+#[derive(Debug)]
+struct Endpoints {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+}
+
+impl Component for Endpoints {
+    fn encode_metrics(&self, out: &mut String) -> std::fmt::Result {
+        self.metrics.encode(out)
+    }
+
+    async fn readiness(&self) -> Result<(), String> {
+        let host_key = self.health.host_key_loaded.load(Ordering::Relaxed);
+        let shelf_token = self.health.shelf_token_loaded.load(Ordering::Relaxed);
+        let keys = self.health.keys.is_synced();
+        if host_key && shelf_token && keys {
+            Ok(())
+        } else {
+            Err(format!(
+                "starting: host key loaded: {host_key}, slug store token loaded: {shelf_token}, key registry synced: {keys}"
+            ))
+        }
+    }
 }
 
 /// Serves until `shutdown` resolves.
@@ -37,37 +54,9 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-}
-
-async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    let host_key = s.health.host_key_loaded.load(Ordering::Relaxed);
-    let shelf_token = s.health.shelf_token_loaded.load(Ordering::Relaxed);
-    let keys = s.health.keys.is_synced();
-    match (host_key, shelf_token, keys) {
-        (true, true, true) => (StatusCode::OK, "ready".to_owned()),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "starting: host key loaded: {host_key}, slug store token loaded: {shelf_token}, key registry synced: {keys}"
-            ),
-        ),
-    }
+    let endpoints = Arc::new(Endpoints { metrics, health });
+    Admin::new("flynn_gitreceiver", env!("CARGO_PKG_VERSION"), endpoints)
+        .serve(listener, shutdown)
+        .await;
+    Ok(())
 }

@@ -27,7 +27,6 @@ pub mod receiver;
 pub mod repo;
 pub mod settings;
 pub mod ssh;
-pub mod telemetry;
 pub mod throttle;
 
 pub use receiver::{Running, Shared, StartError, start};

@@ -135,9 +135,8 @@ struct ServeArgs {
     /// Most pushes running at once into the Apps of one namespace.
     #[arg(long, env = "FLYNN_MAX_CONCURRENT_PUSHES_PER_NAMESPACE", default_value_t = flynn_gitreceiver::settings::DEFAULT_MAX_CONCURRENT_PUSHES_PER_NAMESPACE)]
     max_concurrent_pushes_per_namespace: usize,
-    /// Log format: text or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    #[command(flatten)]
+    log: flynn_telemetry::LogArgs,
     #[command(flatten)]
     pipeline: PipelineArgs,
 }
@@ -319,7 +318,7 @@ fn main() -> std::process::ExitCode {
         }
         Some(Command::Serve) | None => {}
     }
-    flynn_gitreceiver::telemetry::init(&cli.serve.log_format);
+    cli.serve.log.log_format.init("info,kube=warn,russh=warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

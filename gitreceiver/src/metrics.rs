@@ -132,6 +132,12 @@ impl Metrics {
             .inc();
     }
 
+    /// Writes the receiver's families (the admin server adds build info, process metrics
+    /// and the EOF).
+    pub fn encode(&self, out: &mut String) -> std::fmt::Result {
+        prometheus_client::encoding::text::encode_registry(out, &self.registry)
+    }
+
     /// The OpenMetrics text.
     pub fn render(&self) -> String {
         let mut out = String::new();
