@@ -130,9 +130,8 @@ struct Args {
     /// Worker threads; 1 runs everything on one current-thread runtime (fastest per core).
     #[arg(long, env = "FLYNN_ROUTER_WORKERS", default_value_t = 1)]
     workers: usize,
-    /// Log as JSON.
-    #[arg(long, env = "FLYNN_ROUTER_LOG_JSON")]
-    log_json: bool,
+    #[command(flatten)]
+    log: flynn_telemetry::LogArgs,
     /// Log every request (target flynn_router::access).
     #[arg(long, env = "FLYNN_ROUTER_ACCESS_LOG")]
     access_log: bool,
@@ -192,16 +191,7 @@ fn run_probe(args: &ProbeArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the router until SIGTERM (or Ctrl-C), then drains.
 fn serve(args: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    args.log.log_format.init("info");
     let runtime = if args.workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -187,6 +187,12 @@ impl Metrics {
         f.tcp_connections.remove(&labels);
     }
 
+    /// Writes the router's families (the admin server adds build info, process metrics and
+    /// the EOF).
+    pub fn encode_families(&self, out: &mut String) -> std::fmt::Result {
+        prometheus_client::encoding::text::encode_registry(out, &self.registry)
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
