@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{EnvFromSource, Secret, SecretEnvSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
@@ -270,6 +270,23 @@ pub async fn save(
     Ok(())
 }
 
+/// How a process of `release` gets its config vars: all keys of its snapshot Secret as
+/// environment variables (`envFrom`), so no value is written into a Deployment or Pod.
+/// Not optional: a missing snapshot keeps the pod from starting with a reason the kubelet
+/// states (`CreateContainerConfigError`), rather than running with no config. `None` for a
+/// Release made before snapshots (its values are in `spec.env`).
+pub fn env_from(release: &Release) -> Option<Vec<EnvFromSource>> {
+    release.spec.config_secret.as_ref().map(|name| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +332,18 @@ mod tests {
         r.metadata.namespace = Some("team".into());
         r.metadata.uid = Some("uid-4".into());
         r
+    }
+
+    #[test]
+    fn processes_get_the_snapshot_by_env_from_and_must_have_it() {
+        let from = env_from(&release(&[], Some("shop-v4-env"))).unwrap();
+        let secret = from[0].secret_ref.as_ref().unwrap();
+        assert_eq!(
+            (secret.name.as_str(), secret.optional),
+            ("shop-v4-env", Some(false))
+        );
+        // A Release made before snapshots has nothing to name.
+        assert!(env_from(&release(&[("A", "1")], None)).is_none());
     }
 
     #[test]

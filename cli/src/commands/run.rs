@@ -23,9 +23,7 @@ use flynn_crds::validation::validate_env_name;
 use flynn_crds::{Release, labels, pod_security};
 use futures::{AsyncBufReadExt, SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, Pod, PodSpec, ResourceRequirements, SecretEnvSource,
-};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{
     AttachParams, DeleteParams, ListParams, LogParams, ObjectMeta, PostParams, TerminalSize,
@@ -134,15 +132,7 @@ pub fn one_off_pod(spec: &OneOff<'_>) -> Option<Pod> {
                 args,
                 env: Some(env),
                 // The release's config vars, from its snapshot Secret (never copied in).
-                env_from: spec.release.spec.config_secret.as_ref().map(|name| {
-                    vec![EnvFromSource {
-                        secret_ref: Some(SecretEnvSource {
-                            name: name.clone(),
-                            optional: Some(false),
-                        }),
-                        ..Default::default()
-                    }]
-                }),
+                env_from: flynn_crds::config::env_from(&spec.release),
                 stdin: Some(spec.tty || spec.stdin),
                 stdin_once: Some(spec.tty || spec.stdin),
                 tty: Some(spec.tty),
