@@ -548,6 +548,8 @@ fn helm_test_checks_that_every_component_answers() {
     for check in [
         "flynn-operator-metrics.flynn-system.svc 8080 /healthz",
         "flynn-shelf.flynn-system.svc 80 /readyz",
+        "flynn-operator-metrics.flynn-system.svc 8080 flynn_operator_build_info",
+        "flynn-shelf.flynn-system.svc 80 flynn_shelf_build_info",
         "\"$NODE_IP\" 80 / helm-test.invalid 404",
         "flynn-gitreceiver.flynn-system.svc/2222",
     ] {

@@ -1171,7 +1171,9 @@ fn helm_test_checks_each_component() {
         "helm test passed without the slug store: {said}"
     );
     assert!(
-        logs.contains("FAIL slug store") && logs.contains("ok   operator"),
+        logs.contains("FAIL slug store")
+            && logs.contains("ok   operator")
+            && logs.contains("ok   operator build: flynn_operator_build_info"),
         "{said}"
     );
     let out = test();
