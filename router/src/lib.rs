@@ -9,15 +9,13 @@
 //!
 //! Module map: [`watch`] (index + table builder) → [`table`] (immutable table, endpoints,
 //! load balancing) → [`matcher`] (host + path); [`server`] (listeners, drain) →
-//! [`http_proxy`] (forwarding) / [`tcp_proxy`]; [`listener`] (shared ports); [`tls`] (SNI),
+//! [`http_proxy`] (forwarding; the HTTP/1 wire code, the own server and backend client, is the
+//! crate `flynn-http1`) / [`tcp_proxy`]; [`listener`] (shared ports); [`tls`] (SNI),
 //! [`secrets`] (only the TLS Secrets Routes name, read by name);
 //! [`sticky`]; [`status`] (Route `Programmed` condition); [`metrics`], [`admin`] and [`probe`].
 
 pub mod admin;
-pub mod backend;
 pub mod forwarded;
-pub mod h1;
-pub mod head_timer;
 pub mod http_proxy;
 pub mod limits;
 pub mod listener;

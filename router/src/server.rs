@@ -10,15 +10,17 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use flynn_http1::{head_timer::HeadTimer, server as h1};
+
+pub use flynn_http1::server::DrainSignal;
+
 use crate::{
-    h1,
-    head_timer::HeadTimer,
-    http_proxy::{ConnInfo, ForwardHeaders, Proxy},
+    http_proxy::{ConnInfo, ForwardHeaders, Proxy, own_server},
     limits::{ConnGuard, ConnLimit, Watched},
 };
 
@@ -33,7 +35,8 @@ pub struct ServerOptions {
     pub max_header_bytes: usize,
     /// Accept HTTP/2 with prior knowledge on plain-text listeners (h2c).
     pub h2c: bool,
-    /// Serve HTTP/1.1 requests without a body with the router's own server ([`h1`]);
+    /// Serve HTTP/1.1 requests without a body with the router's own server
+    /// ([`flynn_http1::server`]);
     /// otherwise hyper's server takes every request.
     pub own_http1: bool,
     /// Connections open at once over every listener ([`crate::limits::ConnLimit`]); zero:
@@ -53,26 +56,13 @@ impl Default for ServerOptions {
     }
 }
 
-/// Tells listeners and connections to wind down.
-#[derive(Debug, Clone)]
-pub struct DrainSignal(watch::Receiver<bool>);
-
-impl DrainSignal {
-    /// A sender and its signal.
-    pub fn new() -> (watch::Sender<bool>, Self) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Self(rx))
-    }
-
-    /// Resolves once draining has started.
-    pub async fn signaled(&mut self) {
-        // An error means the sender is gone, which also means shutdown.
-        let _ = self.0.wait_for(|d| *d).await;
-    }
-
-    /// Whether draining has started.
-    pub fn is_draining(&self) -> bool {
-        *self.0.borrow()
+impl ServerOptions {
+    /// The own HTTP/1 server's limits on request heads.
+    fn head_limits(&self) -> h1::Limits {
+        h1::Limits {
+            header_timeout: self.header_timeout,
+            max_header_bytes: self.max_header_bytes,
+        }
     }
 }
 
@@ -154,7 +144,8 @@ macro_rules! serve_http1 {
         let mut stream = Some($stream);
         let mut read = BytesMut::new();
         if $opts.own_http1 {
-            match h1::serve(stream.take().expect("set above"), $own, &$opts, &$drain).await {
+            let limits = $opts.head_limits();
+            match h1::serve(stream.take().expect("set above"), &$own, limits, &$drain).await {
                 h1::Ended::Closed => {}
                 h1::Ended::Hand(s, buffered) => {
                     stream = Some(s);
@@ -212,7 +203,7 @@ async fn serve_connection(
     let fwd = ForwardHeaders::new(&info, &proxy.opts.trusted_proxies);
     let shared = Arc::new((proxy, fwd));
     let own_shared = shared.clone();
-    let own = h1::Conn {
+    let own = own_server::Conn {
         proxy: &own_shared.0,
         info,
         fwd: &own_shared.1,

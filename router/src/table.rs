@@ -18,13 +18,13 @@ use std::{
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use flynn_http1::client::ConnPool;
 use http_body_util::{Either, Empty};
 use hyper::client::conn::http1::SendRequest;
 use rand::Rng;
 use rustls::sign::CertifiedKey;
 
 use crate::{
-    backend::ConnPool,
     matcher::{HostMatcher, NameMap},
     metrics::RouteMetrics,
 };
@@ -58,8 +58,9 @@ pub struct Endpoint {
     /// Idle keep-alive connections, most recently used last (LIFO keeps few connections warm).
     /// The lock is held for one push or pop, never across I/O.
     idle: Mutex<Vec<IdleConn>>,
-    /// Idle connections of the router's own HTTP/1 client (requests without a body).
-    pub conns: ConnPool,
+    /// Idle connections of the router's own HTTP/1 client (requests without a body); shared
+    /// with the response bodies that give their connection back.
+    pub conns: Arc<ConnPool>,
 }
 
 #[derive(Debug)]
@@ -78,7 +79,7 @@ impl Endpoint {
             addr,
             in_flight: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
-            conns: ConnPool::default(),
+            conns: Arc::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, header};
 
-use super::hop;
+use crate::hop;
 
 /// Headers accepted in one response head (hyper's client default too).
 pub const MAX_HEADERS: usize = 100;

@@ -27,7 +27,7 @@ pub struct HeadTimer {
 
 /// A connection's one tokio sleep and the deadline it is armed for: the head deadlines of
 /// one connection, polled one after the other (also used directly by the router's own
-/// HTTP/1 server, [`crate::h1`]).
+/// HTTP/1 server, [`crate::server`]).
 #[derive(Debug, Default)]
 pub struct Deadline {
     armed: Option<(Instant, Pin<Box<tokio::time::Sleep>>)>,

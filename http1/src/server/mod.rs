@@ -1,9 +1,10 @@
 //! The router's own HTTP/1.1 server for the request almost every client sends: HTTP/1.1,
 //! no body, no upgrade. One task per client connection reads the head into a buffer the
-//! connection keeps, writes the backend's request head straight from it (with the
-//! router's own client, [`crate::backend`]), and writes the backend's response head, with
-//! hop-by-hop headers left out, and its body, with its framing as received, back to the
-//! client: a small response costs one read and one write on each side.
+//! connection keeps and hands it, parsed, to the caller's [`Respond`]: the router writes
+//! the backend's request head straight from it (with its own client, [`crate::client`]),
+//! and the backend's response head, with hop-by-hop headers left out, and its body, with
+//! its framing as received ([`copy_body`]), back to the client: a small response costs one
+//! read and one write on each side.
 //!
 //! Why not hyper's server here: per request it builds a `Request` (a `HeaderMap`, an
 //! `Incoming` body), hands it to the service as a future it moves into place, and encodes
@@ -17,8 +18,10 @@
 //! size limit gets a 431 here.
 
 mod buffers;
+mod copy;
+mod drain;
+mod local;
 pub mod request;
-mod respond;
 mod rewind;
 
 use std::{
@@ -32,14 +35,14 @@ use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+pub use copy::{CopyError, copy_body};
+pub use drain::DrainSignal;
+pub use local::encode_text;
+pub use request::Head;
 pub use rewind::Rewind;
 
 use self::buffers::Buffers;
-use crate::{
-    head_timer::Deadline,
-    http_proxy::{ConnInfo, ForwardHeaders, Local, Proxy},
-    server::{DrainSignal, ServerOptions},
-};
+use crate::{head_timer::Deadline, host::HostError};
 
 /// How serving a connection ended.
 #[derive(Debug)]
@@ -50,15 +53,38 @@ pub enum Ended<S> {
     Hand(S, BytesMut),
 }
 
-/// The connection-level context of every request.
+/// What the server answers: the caller's policy (the router routes and forwards).
+pub trait Respond {
+    /// Writes the response to `head` to `io` (`out` is the connection's write buffer, reused for every response).
+    /// `close`: the connection closes after this response, so it must say
+    /// `Connection: close`. Returns when the response was complete, or `None` when the
+    /// connection must close (the response broke off, the client went away, or the body
+    /// ended with the backend's connection).
+    fn respond<S>(
+        &self,
+        io: &mut S,
+        out: &mut Vec<u8>,
+        head: &Head<'_>,
+        close: bool,
+    ) -> impl Future<Output = Option<Instant>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin;
+
+    /// A head was refused for its `Host` (a 400 follows, and the connection closes): for the
+    /// caller's log, which knows the client.
+    fn refused_host(&self, error: &HostError) {
+        tracing::debug!(%error, "refused a request's Host");
+    }
+}
+
+/// The limits on reading request heads.
 #[derive(Debug, Clone, Copy)]
-pub struct Conn<'a> {
-    /// The proxy.
-    pub proxy: &'a Proxy,
-    /// The client and the listener.
-    pub info: ConnInfo,
-    /// The forwarding headers of this connection.
-    pub fwd: &'a ForwardHeaders,
+pub struct Limits {
+    /// Time a client has to send a complete head, from when the connection started waiting
+    /// for it (zero: no limit).
+    pub header_timeout: Duration,
+    /// Upper bound of a head, in bytes (a 431 beyond).
+    pub max_header_bytes: usize,
 }
 
 /// How long a connection that is waiting for a request when draining starts may still send
@@ -72,14 +98,10 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Serves HTTP/1.1 requests on `io` until the client closes, a head times out, draining
 /// starts (after `DRAIN_GRACE` for a connection waiting for its next request), or a request
 /// needs hyper.
-pub async fn serve<S>(
-    mut io: S,
-    conn: Conn<'_>,
-    opts: &ServerOptions,
-    drain: &DrainSignal,
-) -> Ended<S>
+pub async fn serve<S, R>(mut io: S, respond: &R, opts: Limits, drain: &DrainSignal) -> Ended<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    R: Respond,
 {
     // Taken while the connection has a request to serve, given back while it waits.
     let mut bufs = Buffers::default();
@@ -103,7 +125,7 @@ where
         // The parsed head (room for 100 headers) and the exchange with the backend live in
         // an allocation of their own while the request is served, not in this future, which
         // an idle keep-alive connection keeps.
-        let served = Box::pin(serve_one(&mut io, &mut bufs, conn, opts, drain)).await;
+        let served = Box::pin(serve_one(&mut io, &mut bufs, respond, opts, drain)).await;
         match served {
             One::Served(Some(at)) => waiting_since = at,
             One::Served(None) => {
@@ -127,15 +149,16 @@ enum One {
 }
 
 /// Serves the complete head at the start of `bufs.read`.
-async fn serve_one<S>(
+async fn serve_one<S, R>(
     io: &mut S,
     bufs: &mut Buffers,
-    conn: Conn<'_>,
-    opts: &ServerOptions,
+    respond: &R,
+    opts: Limits,
     drain: &DrainSignal,
 ) -> One
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    R: Respond,
 {
     bufs.room_to_write();
     let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
@@ -147,17 +170,22 @@ where
         request::Parsed::Partial | request::Parsed::Hand => return One::Hand,
         request::Parsed::Refuse(e) => {
             // The value is never echoed; the connection closes after the 400.
-            tracing::debug!(peer = %conn.info.peer, error = %e, "refused a request's Host");
-            let local = Local::text(StatusCode::BAD_REQUEST, e.body());
+            respond.refused_host(&e);
             bufs.write.clear();
-            local.encode(&mut bufs.write, true);
+            encode_text(
+                &mut bufs.write,
+                StatusCode::BAD_REQUEST,
+                &e.body(),
+                None,
+                true,
+            );
             let _ = io.write_all(&bufs.write).await;
             bufs.write.clear();
             return One::Served(None);
         }
     };
     let close = !head.keep_alive || drain.is_draining();
-    let done = respond::respond(io, &mut bufs.write, conn, &head, close).await;
+    let done = respond.respond(io, &mut bufs.write, &head, close).await;
     bufs.read.advance(len);
     One::Served(done.filter(|_| !close))
 }
@@ -254,11 +282,13 @@ where
 /// on its read buffer, and a head that completes in the read crossing it gets through.)
 async fn too_large<S: AsyncWrite + Unpin>(mut io: S, max: usize) -> Ended<S> {
     let mut out = Vec::new();
-    Local::text(
+    encode_text(
+        &mut out,
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        format!("431 Request Header Fields Too Large: the request head is over {max} bytes\n"),
-    )
-    .encode(&mut out, true);
+        &format!("431 Request Header Fields Too Large: the request head is over {max} bytes\n"),
+        None,
+        true,
+    );
     if io.write_all(&out).await.is_ok() {
         let _ = io.shutdown().await;
     }

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
-use crate::backend::READ_CHUNK;
+use crate::client::READ_CHUNK;
 
 /// Free buffers of each kind a worker thread keeps; beyond that, released ones are freed.
 /// At most 2 × 64 × 8 KiB = 1 MiB per thread.

@@ -1,26 +1,63 @@
-//! Answering one request on the router's own server: route it, forward it, and copy the
+//! The common path: a request without a body on the router's own HTTP/1 server
+//! ([`flynn_http1::server`]), through its own client. Route it, forward it, and copy the
 //! backend's response to the client with its framing as received.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, time::Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use http::StatusCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
-use super::{Conn, request::Head};
-use crate::{
-    backend::{self, BackendConn, Framing, READ_CHUNK, RawHead, Remaining},
-    http_proxy::{Local, encode_forwarded, request_id, request_start_at},
-    table::{Endpoint, HttpEntry},
+use flynn_http1::{
+    client::{self as backend, Framing, RawHead},
+    host::HostError,
+    server::{CopyError, Head, Respond, copy_body},
 };
+
+use super::{
+    ConnInfo, ForwardHeaders, Local, Proxy,
+    request_stamp::{request_id, request_start_at},
+    upstream_head::encode_forwarded,
+};
+use crate::table::HttpEntry;
+
+/// The connection-level context of every request the own server reads: what it answers with.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn<'a> {
+    /// The proxy.
+    pub proxy: &'a Proxy,
+    /// The client and the listener.
+    pub info: ConnInfo,
+    /// The forwarding headers of this connection.
+    pub fwd: &'a ForwardHeaders,
+}
+
+impl Respond for Conn<'_> {
+    fn respond<S>(
+        &self,
+        io: &mut S,
+        out: &mut Vec<u8>,
+        head: &Head<'_>,
+        close: bool,
+    ) -> impl Future<Output = Option<Instant>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        respond(io, out, *self, head, close)
+    }
+
+    fn refused_host(&self, error: &HostError) {
+        debug!(peer = %self.info.peer, %error, "refused a request's Host");
+    }
+}
 
 /// Writes the response to `head` to `io` (`out` is the connection's write buffer).
 /// `close`: the connection closes after this response, so it says `Connection: close`.
 /// Returns when the response was complete, or `None` when the connection must close: the
 /// backend's response broke off, the client went away, or the body ended with the
 /// backend's connection (which the client can only see as the end of its own).
-pub async fn respond<S>(
+async fn respond<S>(
     io: &mut S,
     out: &mut Vec<u8>,
     conn: Conn<'_>,
@@ -113,7 +150,7 @@ where
         out,
         a.conn,
         (framing, keep_alive),
-        &a.endpoint,
+        &a.endpoint.conns,
         answered_at,
     )
     .await;
@@ -188,96 +225,5 @@ fn access_log(
             duration_us = start.elapsed().as_micros() as u64,
             client = %conn.info.peer.ip(),
         );
-    }
-}
-
-/// Why a response body could not be copied to its end.
-#[derive(Debug, thiserror::Error)]
-enum CopyError {
-    #[error("reading from the backend: {0}")]
-    Backend(#[source] std::io::Error),
-    #[error("the backend closed the connection before the end of the body")]
-    Truncated,
-    #[error("response body: {0}")]
-    Chunked(#[from] backend::ChunkedError),
-    /// Framing refused before anything of the response was written.
-    #[error("response body: {0}")]
-    Refused(backend::ChunkedError),
-    #[error("writing to the client: {0}")]
-    Client(#[source] std::io::Error),
-}
-
-/// Copies the response body from `backend` to the client, after the head waiting in `out`:
-/// the head and what of the body came with it go in one write. The connection goes back to
-/// the endpoint's pool when the body was read in full and nothing follows it. Returns
-/// whether the whole response went in that first write.
-async fn copy_body<S>(
-    io: &mut S,
-    out: &mut Vec<u8>,
-    mut backend: BackendConn,
-    (framing, keep_alive): (Framing, bool),
-    endpoint: &Arc<Endpoint>,
-    answered_at: Instant,
-) -> Result<bool, CopyError>
-where
-    S: AsyncWrite + Unpin,
-{
-    let mut left = Remaining::of(framing);
-    let mut first = true;
-    loop {
-        // The body's share of what is buffered.
-        let take = match &mut left {
-            Remaining::Done => 0,
-            Remaining::Length(n) => {
-                let take = usize::try_from(*n)
-                    .unwrap_or(usize::MAX)
-                    .min(backend.read.len());
-                *n -= take as u64;
-                if *n == 0 {
-                    left = Remaining::Done;
-                }
-                take
-            }
-            Remaining::Chunked(decoder) => {
-                let scanned = match decoder.scan(&backend.read) {
-                    Ok(s) => s,
-                    Err(e) if first => return Err(CopyError::Refused(e)),
-                    Err(e) => return Err(e.into()),
-                };
-                if scanned.done {
-                    left = Remaining::Done;
-                }
-                scanned.body
-            }
-            Remaining::UntilClose => backend.read.len(),
-        };
-        let written = if first {
-            // The head and the first of the body: one write.
-            out.extend_from_slice(&backend.read[..take]);
-            let w = io.write_all(out).await;
-            out.clear();
-            w
-        } else {
-            io.write_all(&backend.read[..take]).await
-        };
-        written.map_err(CopyError::Client)?;
-        backend.read.advance(take);
-        if matches!(left, Remaining::Done) {
-            io.flush().await.map_err(CopyError::Client)?;
-            if keep_alive && backend.read.is_empty() {
-                endpoint.conns.checkin(backend, answered_at);
-            }
-            return Ok(first);
-        }
-        first = false;
-        if backend.read.capacity() - backend.read.len() < READ_CHUNK / 2 {
-            backend.read.reserve(READ_CHUNK);
-        }
-        match backend.stream.read_buf(&mut backend.read).await {
-            Ok(0) if matches!(left, Remaining::UntilClose) => left = Remaining::Done,
-            Ok(0) => return Err(CopyError::Truncated),
-            Ok(_) => {}
-            Err(e) => return Err(CopyError::Backend(e)),
-        }
     }
 }

@@ -12,12 +12,11 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::{
-    BackendConn,
+    BackendConn, ConnPool,
     chunked::{ChunkedDecoder, ChunkedError, Decoded},
     conn::READ_CHUNK,
     response::Framing,
 };
-use crate::table::Endpoint;
 
 /// Why a response body could not be read to its end (the client's connection is cut, as
 /// a proxy cannot signal that otherwise).
@@ -35,7 +34,7 @@ pub enum BodyError {
 }
 
 /// What is left of a response body, for either way of reading it: decoded here
-/// ([`ResponseBody`]), or copied with its framing by the router's own server.
+/// ([`ResponseBody`]), or copied with its framing by the router's own server ([`crate::server::copy_body`]).
 #[derive(Debug)]
 pub enum Remaining {
     /// This many bytes.
@@ -70,25 +69,20 @@ pub struct ResponseBody {
     /// an inline `HeaderMap` would add about 100 bytes to every response body).
     trailers: Option<Box<http::HeaderMap>>,
     keep_alive: bool,
-    /// Where the connection goes back when the body is complete.
-    endpoint: Arc<Endpoint>,
+    /// Where the connection goes back when the body is complete (its endpoint's pool).
+    pool: Arc<ConnPool>,
 }
 
 impl ResponseBody {
     /// The body of a response whose head was just read from `conn`.
-    pub fn new(
-        conn: BackendConn,
-        framing: Framing,
-        keep_alive: bool,
-        endpoint: Arc<Endpoint>,
-    ) -> Self {
+    pub fn new(conn: BackendConn, framing: Framing, keep_alive: bool, pool: Arc<ConnPool>) -> Self {
         let state = Remaining::of(framing);
         let mut body = Self {
             conn: Some(conn),
             state,
             trailers: None,
             keep_alive,
-            endpoint,
+            pool,
         };
         if matches!(body.state, Remaining::Done) {
             body.finish();
@@ -104,7 +98,7 @@ impl ResponseBody {
             && self.keep_alive
             && conn.read.is_empty()
         {
-            self.endpoint.conns.checkin(conn, std::time::Instant::now());
+            self.pool.checkin(conn, std::time::Instant::now());
         }
     }
 

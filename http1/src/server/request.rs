@@ -2,7 +2,7 @@
 
 use httparse::Header;
 
-use crate::forwarded::{HostError, valid_host};
+use crate::host::{HostError, valid_host};
 
 /// Headers accepted in one request head (hyper's server allows as many).
 pub const MAX_HEADERS: usize = 100;
@@ -36,9 +36,10 @@ impl Head<'_> {
         self.method == "HEAD"
     }
 
-    /// RFC 9110 9.2.1: a proxy may repeat a safe request the client did not see fail.
+    /// RFC 9110 9.2.1: a proxy may repeat a safe request the client did not see fail
+    /// ([`crate::method::is_safe`]).
     pub fn is_safe(&self) -> bool {
-        matches!(self.method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
+        crate::method::is_safe(self.method)
     }
 
     /// The values of its `Cookie` headers.
@@ -137,8 +138,7 @@ pub fn parse<'a>(buf: &'a [u8], headers: &'a mut [Header<'a>; MAX_HEADERS]) -> P
             6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Hand,
             7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Hand,
             10 if name.eq_ignore_ascii_case(b"connection")
-                && crate::backend::hop::tokens(h.value)
-                    .any(|t| t.eq_ignore_ascii_case(b"close")) =>
+                && crate::hop::tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close")) =>
             {
                 keep_alive = false;
             }

@@ -1,4 +1,6 @@
 //! Hop-by-hop headers (RFC 9110 7.6.1): they describe one connection and are not forwarded.
+//! The one list of them, for every path of the router: its own client's response heads
+//! and server's request heads, and hyper's requests and responses (`HeaderMap`s).
 
 /// Headers that are hop-by-hop whatever `Connection` says (`upgrade` is kept for a protocol
 /// switch, by the caller).
@@ -23,6 +25,13 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
             .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
+/// Whether a `Connection` token names a header to strip beyond [`NAMES`]. `keep-alive` and
+/// `upgrade`, the usual tokens, name headers [`NAMES`] already covers (`Upgrade` is kept for a
+/// protocol switch): skipping them saves building a header name for each.
+pub fn names_other_header(token: &[u8]) -> bool {
+    !token.eq_ignore_ascii_case(b"keep-alive") && !token.eq_ignore_ascii_case(b"upgrade")
+}
+
 /// The comma-separated tokens of a header value, trimmed, empty ones skipped.
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
@@ -44,6 +53,9 @@ mod tests {
         for n in ["content-length", "host", "x-te", "trailers", "connections"] {
             assert!(!is_hop_by_hop(n.as_bytes()), "{n}");
         }
+        assert!(names_other_header(b"x-private"));
+        assert!(!names_other_header(b"Keep-Alive"));
+        assert!(!names_other_header(b"UPGRADE"));
         assert_eq!(
             tokens(b" close, ,Keep-Alive ").collect::<Vec<_>>(),
             [&b"close"[..], b"Keep-Alive"]

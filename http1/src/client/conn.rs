@@ -73,6 +73,12 @@ impl BackendConn {
         })
     }
 
+    /// The socket, for another client (hyper's, for a request with a body on a pooled
+    /// connection); what was buffered is dropped (an idle connection has nothing buffered).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Whether an idle connection still looks usable: the backend has neither closed it nor
     /// sent anything unasked. Costs a syscall only when the runtime saw the socket become
     /// readable; a close it has not seen yet is caught when the request fails.

@@ -1,5 +1,5 @@
 //! The router's own HTTP/1.1 client for requests without a body (the common case: GET,
-//! HEAD, ...): per-endpoint pools of idle keep-alive connections, the request head written
+//! HEAD, ...): per-endpoint pools of idle keep-alive connections ([`ConnPool`]), the request head written
 //! with one call from a buffer the connection keeps, the response head parsed with
 //! `httparse` and the body streamed from the connection's read buffer by the task that
 //! serves the client.
@@ -7,13 +7,12 @@
 //! Why not hyper's client here: it runs each backend connection as a task of its own and
 //! hands every request and response across two channels, plus a fresh read buffer per
 //! response; for a proxy that is most of its per-request overhead. Requests with a body
-//! and upgrades still go through hyper's client (`http_proxy`).
+//! and upgrades still go through hyper's client (the router's `http_proxy`).
 
 mod body;
 mod chunked;
 mod conn;
 mod exchange;
-pub mod hop;
 mod pool;
 pub mod response;
 
@@ -35,7 +34,6 @@ mod tests {
     };
 
     use super::*;
-    use crate::table::Endpoint;
 
     /// A backend that reads one request head and answers with `parts`, pausing between
     /// them, then closes the connection if `close`.
@@ -67,7 +65,7 @@ mod tests {
 
     /// GETs from `addr` and reads the whole body: (body or error, pooled connections).
     async fn get(addr: SocketAddr) -> (Result<String, String>, usize) {
-        let endpoint = Arc::new(Endpoint::new(addr));
+        let pool = Arc::new(ConnPool::default());
         let mut conn = BackendConn::connect(addr, Duration::from_secs(5))
             .await
             .unwrap();
@@ -80,16 +78,14 @@ mod tests {
             Ok(h) => h,
             Err(e) => return (Err(e), 0),
         };
-        let body = ResponseBody::new(conn, head.framing, head.keep_alive, endpoint.clone());
+        let body = ResponseBody::new(conn, head.framing, head.keep_alive, pool.clone());
         let body = body
             .collect()
             .await
             .map(|b| String::from_utf8(b.to_bytes().to_vec()).unwrap())
             .map_err(|e| e.to_string());
         let pooled = usize::from(
-            endpoint
-                .conns
-                .checkout(Duration::from_secs(60), std::time::Instant::now())
+            pool.checkout(Duration::from_secs(60), std::time::Instant::now())
                 .is_some(),
         );
         (body, pooled)
