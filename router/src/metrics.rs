@@ -1,6 +1,11 @@
 //! Prometheus metrics: per Route requests by status class, latency, backend connect errors;
 //! table generation and build-and-swap time.
 //!
+//! Naming follows Prometheus's conventions: counters end in `_total` (prometheus-client adds
+//! it on exposition), durations in `_seconds`; a Route is two labels, `namespace` and
+//! `route` (its name), so that one can select a namespace's Routes without a regex; a
+//! status class (`2xx`) is `code_class`, since `code` means the status code itself.
+//!
 //! Label lookups (a read lock and a hash) happen once per Route per table build: the table
 //! holds the resolved counters, so a request only increments atomics.
 
@@ -12,15 +17,29 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// One Route: its namespace and its name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
+    namespace: String,
     route: String,
 }
 
+/// One Route and a status class.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteStatusLabels {
+    namespace: String,
     route: String,
-    code: &'static str,
+    code_class: &'static str,
+}
+
+impl RouteStatusLabels {
+    fn of(route: &RouteLabels, code_class: &'static str) -> Self {
+        Self {
+            namespace: route.namespace.clone(),
+            route: route.route.clone(),
+            code_class,
+        }
+    }
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -67,7 +86,7 @@ impl Metrics {
         let requests = Family::<RouteStatusLabels, Counter>::default();
         registry.register(
             "http_requests",
-            "HTTP requests by Route and status class",
+            "HTTP requests by Route (namespace, route) and status class (code_class)",
             requests.clone(),
         );
         let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -160,26 +179,28 @@ impl Metrics {
         }
     }
 
-    /// The counters of one Route (`<namespace>/<name>`), registered on first use.
-    pub fn route(&self, route: &str) -> RouteMetrics {
+    /// The counters of the Route `name` in `namespace`, registered on first use.
+    pub fn route(&self, namespace: &str, name: &str) -> RouteMetrics {
         RouteMetrics(Arc::new(RouteSeries {
-            route: route.to_owned(),
+            labels: RouteLabels {
+                namespace: namespace.to_owned(),
+                route: name.to_owned(),
+            },
             families: self.families.clone(),
             handles: OnceLock::new(),
         }))
     }
 
     /// Removes a deleted Route's series.
-    pub fn forget_route(&self, route: &str) {
+    pub fn forget_route(&self, namespace: &str, name: &str) {
         let f = &self.families;
         let labels = RouteLabels {
-            route: route.to_owned(),
+            namespace: namespace.to_owned(),
+            route: name.to_owned(),
         };
-        for code in CLASSES {
-            f.requests.remove(&RouteStatusLabels {
-                route: route.to_owned(),
-                code,
-            });
+        for code_class in CLASSES {
+            f.requests
+                .remove(&RouteStatusLabels::of(&labels, code_class));
         }
         f.latency.remove(&labels);
         f.connect_errors.remove(&labels);
@@ -222,7 +243,7 @@ pub struct RouteMetrics(Arc<RouteSeries>);
 
 #[derive(Debug)]
 struct RouteSeries {
-    route: String,
+    labels: RouteLabels,
     families: Arc<RouteFamilies>,
     handles: OnceLock<Handles>,
 }
@@ -242,22 +263,17 @@ impl RouteMetrics {
         let s = &self.0;
         s.handles.get_or_init(|| {
             let f = &s.families;
-            let labels = RouteLabels {
-                route: s.route.clone(),
-            };
+            let labels = &s.labels;
             Handles {
-                by_class: CLASSES.map(|code| {
+                by_class: CLASSES.map(|code_class| {
                     f.requests
-                        .get_or_create(&RouteStatusLabels {
-                            route: s.route.clone(),
-                            code,
-                        })
+                        .get_or_create(&RouteStatusLabels::of(labels, code_class))
                         .clone()
                 }),
-                latency: f.latency.get_or_create(&labels).clone(),
-                connect_errors: f.connect_errors.get_or_create(&labels).clone(),
-                replays: f.replays.get_or_create(&labels).clone(),
-                tcp_connections: f.tcp_connections.get_or_create(&labels).clone(),
+                latency: f.latency.get_or_create(labels).clone(),
+                connect_errors: f.connect_errors.get_or_create(labels).clone(),
+                replays: f.replays.get_or_create(labels).clone(),
+                tcp_connections: f.tcp_connections.get_or_create(labels).clone(),
             }
         })
     }
@@ -296,18 +312,69 @@ mod tests {
     #[test]
     fn route_series_are_shared_between_tables() {
         let m = Metrics::new();
-        m.route("ns/a").record(200, 0.001);
-        m.route("ns/a").record(503, 0.001);
-        m.route("ns/a").connect_error();
+        m.route("ns", "a").record(200, 0.001);
+        m.route("ns", "a").record(503, 0.001);
+        m.route("ns", "a").connect_error();
         // A Route without traffic has no series.
-        let _idle = m.route("ns/idle");
+        let _idle = m.route("ns", "idle");
         let text = m.encode();
         assert!(
-            text.contains(r#"flynn_router_http_requests_total{route="ns/a",code="2xx"} 1"#),
+            text.contains(
+                r#"flynn_router_http_requests_total{namespace="ns",route="a",code_class="2xx"} 1"#
+            ),
             "{text}"
         );
-        assert!(text.contains(r#"flynn_router_http_requests_total{route="ns/a",code="5xx"} 1"#));
-        assert!(text.contains(r#"flynn_router_backend_connect_errors_total{route="ns/a"} 1"#));
-        assert!(!text.contains("ns/idle"), "{text}");
+        assert!(text.contains(
+            r#"flynn_router_http_requests_total{namespace="ns",route="a",code_class="5xx"} 1"#
+        ));
+        assert!(
+            text.contains(
+                r#"flynn_router_backend_connect_errors_total{namespace="ns",route="a"} 1"#
+            )
+        );
+        assert!(!text.contains("idle"), "{text}");
+        // A Route of the same name in another namespace is another series.
+        m.route("other", "a").record(200, 0.001);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"flynn_router_http_requests_total{namespace="other",route="a",code_class="2xx"} 1"#
+            ),
+            "{text}"
+        );
+        m.forget_route("ns", "a");
+        let text = m.encode();
+        assert!(!text.contains(r#"namespace="ns""#), "{text}");
+        assert!(text.contains(r#"namespace="other""#), "{text}");
+    }
+
+    /// Every family follows the naming conventions: counters `_total`, durations `_seconds`,
+    /// no `code` label holding a class, no `route` label holding `namespace/name`.
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = Metrics::new();
+        let r = m.route("ns", "a");
+        r.record(200, 0.001);
+        r.connect_error();
+        r.replay();
+        r.tcp_connection();
+        m.no_route.inc();
+        m.tls_secret_reads.inc();
+        let text = m.encode();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut parts = line.split(' ').skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            if kind == "counter" {
+                assert!(
+                    text.contains(&format!("\n{name}_total")),
+                    "{name}: a counter's series end in _total"
+                );
+            }
+            if name.contains("duration") || name.contains("time") {
+                assert!(name.ends_with("_seconds"), "{name}");
+            }
+        }
+        assert!(!text.contains("code=\""), "{text}");
+        assert!(!text.contains("ns/a"), "{text}");
     }
 }

@@ -522,7 +522,7 @@ impl Builder {
             let route_metrics = match self.route_metrics.get(key) {
                 Some(m) => m.clone(),
                 None => {
-                    let m = metrics.route(&key.to_string());
+                    let m = metrics.route(&key.namespace, &key.name);
                     self.route_metrics.insert(key.clone(), m.clone());
                     m
                 }
@@ -618,7 +618,7 @@ impl Builder {
             self.route_metrics.retain(|key, _| {
                 let keep = index.routes.contains_key(key);
                 if !keep {
-                    metrics.forget_route(&key.to_string());
+                    metrics.forget_route(&key.namespace, &key.name);
                 }
                 keep
             });

@@ -295,10 +295,10 @@ impl RouterProcess {
         };
         Served {
             http: sum(&format!(
-                "flynn_router_http_requests_total{{route=\"{NAMESPACE}/web\",code=\"2xx\"}}"
+                "flynn_router_http_requests_total{{namespace=\"{NAMESPACE}\",route=\"web\",code_class=\"2xx\"}}"
             )),
             tcp: sum(&format!(
-                "flynn_router_tcp_connections_total{{route=\"{NAMESPACE}/db\"}}"
+                "flynn_router_tcp_connections_total{{namespace=\"{NAMESPACE}\",route=\"db\"}}"
             )),
         }
     }

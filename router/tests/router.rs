@@ -188,10 +188,10 @@ async fn http_routes_follow_routes_and_endpoints_live() {
     assert_eq!(get(admin, "x", "/healthz").await.status, 200);
     assert_eq!(get(admin, "x", "/readyz").await.status, 200);
     let metrics = get(admin, "x", "/metrics").await.body;
-    let route = format!("{}/shop", ns.name());
     assert!(
         metrics.contains(&format!(
-            "flynn_router_http_requests_total{{route=\"{route}\",code=\"2xx\"}}"
+            "flynn_router_http_requests_total{{namespace=\"{}\",route=\"shop\",code_class=\"2xx\"}}",
+            ns.name()
         )),
         "{metrics}"
     );
