@@ -38,7 +38,7 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use tracing::info;
 
 use flynn_http1::client::{ConnectError, ExchangeError};
@@ -51,8 +51,11 @@ pub use self::{
     upstream_head::ForwardHeaders,
 };
 use crate::{
-    forwarded::TrustedProxies, limits::BodyPace, metrics::SharedMetrics, sticky::Sticky,
-    table::TableHandle,
+    forwarded::TrustedProxies,
+    limits::BodyPace,
+    metrics::SharedMetrics,
+    sticky::Sticky,
+    table::{HttpEntry, TableHandle},
 };
 
 /// Settings of the proxy's backend side.
@@ -255,6 +258,27 @@ impl Proxy {
             );
         }
         Ok(resp)
+    }
+
+    /// Sends `req` to one of `entry`'s endpoints by the path it takes (module doc); returns
+    /// the response and who answered.
+    async fn forward(
+        &self,
+        entry: &HttpEntry,
+        req: Request<Incoming>,
+        fwd: &ForwardHeaders,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        let upgrade = is_upgrade(&req);
+        let sticky = if entry.sticky {
+            self.sticky.from_headers(req.headers())
+        } else {
+            None
+        };
+        if !upgrade && req.body().is_end_stream() {
+            return self.forward_bodiless(entry, &req, fwd, sticky).await;
+        }
+        self.forward_with_body(entry, req, fwd, upgrade, sticky)
+            .await
     }
 
     fn access_log(

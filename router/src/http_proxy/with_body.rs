@@ -12,10 +12,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::{
-    body::{Body, Incoming},
-    client::conn::http1::SendRequest,
-};
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
@@ -26,7 +23,7 @@ use super::{
     ForwardHeaders, Proxy, ProxyBody, ProxyError,
     retry::{Replay, attempt_endpoint},
     upstream_body::{Upstream, UpstreamBody},
-    upstream_head::{is_upgrade, prepare_request, strip_hop_by_hop},
+    upstream_head::{prepare_request, strip_hop_by_hop},
 };
 use crate::{
     limits::{ConnGuard, TimedBody},
@@ -34,22 +31,16 @@ use crate::{
 };
 
 impl Proxy {
-    /// Sends `req` to one of `entry`'s endpoints; returns the response and who answered.
-    pub(crate) async fn forward(
+    /// [`Proxy::forward`] for a request with a body, or an upgrade (`upgrade`), through
+    /// hyper's client; `sticky`: the endpoint its cookie names.
+    pub(crate) async fn forward_with_body(
         &self,
         entry: &HttpEntry,
         mut req: Request<Incoming>,
         fwd: &ForwardHeaders,
+        upgrade: bool,
+        sticky: Option<SocketAddr>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-        let upgrade = is_upgrade(&req);
-        let sticky = if entry.sticky {
-            self.sticky.from_headers(req.headers())
-        } else {
-            None
-        };
-        if !upgrade && req.body().is_end_stream() {
-            return self.forward_bodiless(entry, &req, fwd, sticky).await;
-        }
         // The connection's place under the limit goes with its tunnel (the server put it in
         // the request's extensions).
         let downstream_upgrade = upgrade.then(|| {
