@@ -55,9 +55,9 @@ pub enum Ended<S> {
 
 /// What the server answers: the caller's policy (the router routes and forwards).
 pub trait Respond {
-    /// Writes the response to `head` to `io` (`out` is the connection's write buffer, reused for every response).
-    /// `close`: the connection closes after this response, so it must say
-    /// `Connection: close`. Returns when the response was complete, or `None` when the
+    /// Writes the response to `head` to `io` (`out` is the connection's write buffer,
+    /// reused for every response). `close`: the connection closes after this response, so
+    /// it must say `Connection: close`. Returns when the response was complete, or `None` when the
     /// connection must close (the response broke off, the client went away, or the body
     /// ended with the backend's connection).
     fn respond<S>(
