@@ -7,9 +7,22 @@
 //! Release) or later count, so a `Degraded` left over from an earlier change is not
 //! mistaken for this one's. A rollback is read from `status.lastRollback`, never parsed
 //! out of a message.
+//!
+//! A waiter looks at the App more than once (the receiver on each watch event, the CLI on
+//! each poll) and one thing depends on time: the App may point at another Release for a
+//! moment before its status says why (the operator patches `spec.release` back, then
+//! writes `status.lastRollback`). [`Waiter`] holds since when, so both waiters give up on
+//! another writer's change after the same [`ROLLBACK_STATUS_GRACE`].
+
+use std::time::{Duration, Instant};
 
 use crate::App;
 use crate::conditions::{self, reasons, types};
+
+/// How long the App may point at another Release, without its status saying this one was
+/// rolled back, before that counts as another writer's change (the operator points the App
+/// back a moment before it writes the status that says why).
+pub const ROLLBACK_STATUS_GRACE: Duration = Duration::from_secs(15);
 
 /// Where the rollout of one Release stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +37,10 @@ pub enum Verdict {
     /// The App points at another Release and its status does not say this one was
     /// rolled back: another writer's change (or the rollback's status is a moment late).
     PointsElsewhere(String),
+    /// The App has pointed at another Release (named) for [`ROLLBACK_STATUS_GRACE`] with no
+    /// rollback of this one in its status: another writer replaced it. Only a [`Waiter`]
+    /// says so: one look ([`judge`]) cannot tell for how long.
+    Superseded(String),
     /// Still going.
     Progressing,
 }
@@ -65,6 +82,53 @@ pub fn judge(app: &App, release: &str, generation: i64) -> Verdict {
         };
     }
     Verdict::Progressing
+}
+
+/// One rollout as a waiter follows it: [`judge`] at each look, and since when the App has
+/// pointed elsewhere. How the App is fetched (a watch, polls) is the caller's.
+#[derive(Debug, Clone)]
+pub struct Waiter {
+    release: String,
+    generation: i64,
+    elsewhere_since: Option<Instant>,
+}
+
+impl Waiter {
+    /// Follows the rollout of `release`, started by the change that gave the App
+    /// `generation` (the patch's answer's `metadata.generation`).
+    pub fn new(release: impl Into<String>, generation: i64) -> Self {
+        Self {
+            release: release.into(),
+            generation,
+            elsewhere_since: None,
+        }
+    }
+
+    /// The Release being waited for.
+    pub fn release(&self) -> &str {
+        &self.release
+    }
+
+    /// Judges `app` as seen at `now`: [`judge`]'s verdict, except that pointing elsewhere
+    /// for [`ROLLBACK_STATUS_GRACE`] (without a look in between that saw this Release
+    /// again) is [`Verdict::Superseded`]. Look again at least every few seconds while it
+    /// points elsewhere, even without news of the App, or the grace never runs out.
+    pub fn look(&mut self, app: &App, now: Instant) -> Verdict {
+        match judge(app, &self.release, self.generation) {
+            Verdict::PointsElsewhere(target) => {
+                let since = *self.elsewhere_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= ROLLBACK_STATUS_GRACE {
+                    Verdict::Superseded(target)
+                } else {
+                    Verdict::PointsElsewhere(target)
+                }
+            }
+            verdict => {
+                self.elsewhere_since = None;
+                verdict
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -163,5 +227,78 @@ mod tests {
             json!({"conditions": [cond("Degraded", "True", "UnknownProcessType", "process type \"worker\" is not in release shop-v2", 6)]}),
         );
         assert!(matches!(judge(&a, "shop-v2", 5), Verdict::Failed { .. }));
+    }
+
+    #[test]
+    fn a_waiter_calls_the_app_pointing_elsewhere_superseded_after_the_grace() {
+        let t0 = Instant::now();
+        let elsewhere = app("shop-v9", json!({"release": "shop-v2"}));
+        let mut w = Waiter::new("shop-v3", 5);
+        assert_eq!(w.release(), "shop-v3");
+        assert_eq!(
+            w.look(&elsewhere, t0),
+            Verdict::PointsElsewhere("shop-v9".into())
+        );
+        let almost = t0 + ROLLBACK_STATUS_GRACE - Duration::from_millis(1);
+        assert_eq!(
+            w.look(&elsewhere, almost),
+            Verdict::PointsElsewhere("shop-v9".into())
+        );
+        assert_eq!(
+            w.look(&elsewhere, t0 + ROLLBACK_STATUS_GRACE),
+            Verdict::Superseded("shop-v9".into())
+        );
+    }
+
+    #[test]
+    fn a_rollback_status_arriving_within_the_grace_is_a_failure_not_a_supersede() {
+        let t0 = Instant::now();
+        let mut w = Waiter::new("shop-v2", 5);
+        // The operator has pointed the App back; its status does not say why yet.
+        let pointed_back = app("shop-v1", json!({"release": "shop-v1"}));
+        assert_eq!(
+            w.look(&pointed_back, t0),
+            Verdict::PointsElsewhere("shop-v1".into())
+        );
+        // Then it does, after the grace has run out: the rollback is still what is said.
+        let rollback = json!({"from": "shop-v2", "to": "shop-v1", "at": "2026-11-26T00:00:00Z",
+            "reason": "release shop-v2 did not become available within 20s"});
+        let said = app(
+            "shop-v1",
+            json!({"release": "shop-v1", "lastRollback": rollback}),
+        );
+        assert_eq!(
+            w.look(&said, t0 + ROLLBACK_STATUS_GRACE * 2),
+            Verdict::Failed {
+                reason: "release shop-v2 did not become available within 20s".into(),
+                rolled_back_to: Some("shop-v1".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn the_grace_starts_again_when_the_app_points_back_at_the_release() {
+        let t0 = Instant::now();
+        let elsewhere = app("shop-v9", json!({}));
+        let back = app("shop-v3", json!({}));
+        let mut w = Waiter::new("shop-v3", 5);
+        assert!(matches!(
+            w.look(&elsewhere, t0),
+            Verdict::PointsElsewhere(_)
+        ));
+        assert_eq!(
+            w.look(&back, t0 + Duration::from_secs(10)),
+            Verdict::Progressing
+        );
+        // 20 s after the first time it pointed elsewhere, 0 s after the second.
+        let again = t0 + Duration::from_secs(20);
+        assert!(matches!(
+            w.look(&elsewhere, again),
+            Verdict::PointsElsewhere(_)
+        ));
+        assert_eq!(
+            w.look(&elsewhere, again + ROLLBACK_STATUS_GRACE),
+            Verdict::Superseded("shop-v9".into())
+        );
     }
 }

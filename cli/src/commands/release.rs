@@ -303,13 +303,10 @@ async fn rollback(
     ))
 }
 
-/// How long the App may point elsewhere before that counts as another writer's change
-/// (the operator points it back a moment before its status says why).
-const ROLLBACK_STATUS_GRACE: Duration = Duration::from_secs(15);
-
 /// Waits until the App runs `release`, judged as `git push` judges it
-/// (`flynn_crds::rollout`), counting only status written for `generation` (that of the
-/// change that pointed the App at it) or later; fails if the operator gave up on it.
+/// (`flynn_crds::rollout::Waiter`), counting only status written for `generation` (that of
+/// the change that pointed the App at it) or later; fails if the operator gave up on it or
+/// another writer pointed the App elsewhere. The receiver watches; this polls.
 async fn wait_rollout(
     ctx: &Ctx,
     app: &str,
@@ -318,7 +315,7 @@ async fn wait_rollout(
     timeout: u64,
 ) -> Result<()> {
     let apps = ctx.api::<App>();
-    let elsewhere_since = std::sync::Mutex::new(None::<std::time::Instant>);
+    let waiter = std::sync::Mutex::new(rollout::Waiter::new(release, generation));
     wait_for(
         ctx,
         &format!("{release} to roll out"),
@@ -333,24 +330,24 @@ async fn wait_rollout(
                 release: release.to_owned(),
                 reason,
             };
-            match rollout::judge(&a, release, generation) {
+            let verdict = waiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .look(&a, std::time::Instant::now());
+            match verdict {
                 Verdict::Deployed(_) => Ok(Wait::Done(())),
                 Verdict::Failed {
                     reason,
                     rolled_back_to: Some(to),
                 } => Err(failed(format!("{reason}; rolled back to {to}"))),
                 Verdict::Failed { reason, .. } => Err(failed(reason)),
+                Verdict::Superseded(now) => {
+                    Err(failed(format!("the app was pointed at {now} meanwhile")))
+                }
                 Verdict::PointsElsewhere(now) => {
-                    let mut since = elsewhere_since.lock().unwrap_or_else(|e| e.into_inner());
-                    if since.get_or_insert_with(std::time::Instant::now).elapsed()
-                        >= ROLLBACK_STATUS_GRACE
-                    {
-                        return Err(failed(format!("the app was pointed at {now} meanwhile")));
-                    }
                     Ok(Wait::Pending(format!("the app points at {now}")))
                 }
                 Verdict::Progressing => {
-                    *elsewhere_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     let summary = a.status.and_then(|s| s.process_summary).unwrap_or_default();
                     Ok(Wait::Pending(format!("rolling out {release} {summary}")))
                 }

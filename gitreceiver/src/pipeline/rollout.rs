@@ -1,13 +1,14 @@
 //! Following the operator's rollout of a new Release, from the App's status.
 //!
 //! The operator owns the rollout (its timeout, `Degraded`, auto-rollback); the receiver
-//! only watches the App and reports, judging it as the CLI does (`flynn_crds::rollout`).
+//! only watches the App and reports, judging it as the CLI does (`flynn_crds::rollout::Waiter`:
+//! the CLI polls, this watches).
 
 use std::{collections::BTreeMap, time::Duration};
 
 use flynn_crds::{
     App, labels,
-    rollout::{Verdict, judge},
+    rollout::{Verdict, Waiter},
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -19,11 +20,6 @@ use kube::{
 use tokio::time::Instant;
 
 use super::{Error, Progress};
-
-/// How long the App may point elsewhere without the status saying it was rolled back
-/// before that counts as another writer's change (the operator patches `spec.release`
-/// back a moment before it writes the status that says why).
-const ROLLBACK_STATUS_GRACE: Duration = Duration::from_secs(15);
 
 /// The progress line of a rollout (pure): per process type of the App, how many pods of
 /// the new release are ready out of the desired count. Counted from the release's own
@@ -82,7 +78,7 @@ pub async fn wait(
 ) -> Result<Vec<String>, Error> {
     let ns = app.namespace().unwrap_or_default();
     let name = app.name_any();
-    let generation = app.metadata.generation.unwrap_or(0);
+    let mut waiter = Waiter::new(release, app.metadata.generation.unwrap_or(0));
     let waited = Duration::from_secs(app.spec.deploy_timeout_seconds.max(1) as u64) + margin;
     let deadline = Instant::now() + waited;
     let apps: Api<App> = Api::namespaced(client.clone(), &ns);
@@ -97,7 +93,6 @@ pub async fn wait(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last: Option<App> = None;
     let mut shown = String::new();
-    let mut elsewhere_since: Option<Instant> = None;
     loop {
         tokio::select! {
             next = stream.next() => match next {
@@ -109,6 +104,8 @@ pub async fn wait(
                     state: "the watch of the app ended".into(),
                 }),
             },
+            // Also without news of the App: the waiter's grace for an App pointing
+            // elsewhere runs out on a look.
             _ = tick.tick() => {}
             _ = tokio::time::sleep_until(deadline) => {
                 let state = if shown.is_empty() { "no progress reported".to_owned() } else { shown };
@@ -116,7 +113,7 @@ pub async fn wait(
             }
         }
         let Some(current) = &last else { continue };
-        match judge(current, release, generation) {
+        match waiter.look(current, std::time::Instant::now()) {
             Verdict::Deployed(urls) => return Ok(urls),
             Verdict::Failed {
                 reason,
@@ -128,17 +125,14 @@ pub async fn wait(
                     rolled_back_to,
                 });
             }
-            Verdict::PointsElsewhere(now) => {
-                let since = *elsewhere_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= ROLLBACK_STATUS_GRACE {
-                    return Err(Error::Superseded {
-                        release: release.to_owned(),
-                        now,
-                    });
-                }
+            Verdict::Superseded(now) => {
+                return Err(Error::Superseded {
+                    release: release.to_owned(),
+                    now,
+                });
             }
+            Verdict::PointsElsewhere(_) => {}
             Verdict::Progressing => {
-                elsewhere_since = None;
                 let Some(ready) = ready_pods(&pods, &name, release).await else {
                     continue;
                 };
