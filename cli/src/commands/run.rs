@@ -132,7 +132,7 @@ pub fn one_off_pod(spec: &OneOff<'_>) -> Option<Pod> {
                 args,
                 env: Some(env),
                 // The release's config vars, from its snapshot Secret (never copied in).
-                env_from: flynn_crds::config::env_from(&spec.release),
+                env_from: flynn_crds::config::env_from(spec.release),
                 stdin: Some(spec.tty || spec.stdin),
                 stdin_once: Some(spec.tty || spec.stdin),
                 tty: Some(spec.tty),
