@@ -12,6 +12,7 @@ use kube::{Api, Client};
 
 use crate::command::RepoPath;
 use crate::keys::Identity;
+use crate::outcome::PushOutcome;
 
 /// Why a push is not allowed; `Display` is the one line the pusher reads.
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +36,12 @@ pub enum Denied {
 }
 
 impl Denied {
-    /// A short label for metrics.
-    pub fn kind(&self) -> &'static str {
+    /// How the push it stops ended.
+    pub fn outcome(&self) -> PushOutcome {
         match self {
-            Denied::Forbidden { .. } => "forbidden",
-            Denied::UnknownApp { .. } => "unknown_app",
-            Denied::Api(_) => "error",
+            Denied::Forbidden { .. } => PushOutcome::Forbidden,
+            Denied::UnknownApp { .. } => PushOutcome::UnknownApp,
+            Denied::Api(_) => PushOutcome::Error,
         }
     }
 }

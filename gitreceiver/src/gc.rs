@@ -26,7 +26,7 @@ use kube::Api;
 
 use crate::command::RepoPath;
 use crate::locks::AppLocks;
-use crate::receiver::Shared;
+use crate::shared::Shared;
 
 /// Why a pass did not finish.
 #[derive(Debug, thiserror::Error)]

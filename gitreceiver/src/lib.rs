@@ -8,7 +8,8 @@
 //! [`repo`] and [`receive`] (bare repositories and `git receive-pack`), [`hook`] (the
 //! pre-receive hook and its callback socket, which runs the [`pipeline`]), [`receiver`]
 //! (all of it assembled), [`gc`] (removing the repositories of deleted Apps), [`http`] and
-//! [`metrics`] (ops).
+//! [`metrics`] (ops). [`shared`] is what every connection shares; [`outcome`] how a push
+//! ended.
 
 pub mod admission;
 pub mod authz;
@@ -20,17 +21,20 @@ pub mod http;
 pub mod keys;
 pub mod locks;
 pub mod metrics;
+pub mod outcome;
 pub mod pipeline;
-mod push;
 pub mod receive;
 pub mod receiver;
 pub mod repo;
 pub mod settings;
+pub mod shared;
 pub mod ssh;
 pub mod throttle;
 
-pub use receiver::{Running, Shared, StartError, start};
+pub use outcome::PushOutcome;
+pub use receiver::{Running, StartError, start};
 pub use settings::Settings;
+pub use shared::Shared;
 
 use std::path::PathBuf;
 

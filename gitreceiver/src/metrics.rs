@@ -7,20 +7,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::outcome::PushOutcome;
+
 /// How a push ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
-    pub result: String,
+    pub result: PushOutcome,
 }
 
 /// The receiver's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Pushes by result: deployed, accepted (bench mode), up_to_date, build_failed,
-    /// refused_ref, too_large (--max-push-bytes), repo_too_large (--max-repo-bytes),
-    /// git_memory (--max-git-memory), too_many_pushes (--max-concurrent-pushes[-per-namespace]),
-    /// forbidden, unknown_app, unknown_key, busy, cancelled, error.
+    /// Pushes by result ([`PushOutcome::as_str`]).
     pub pushes: Family<ResultLabel, Counter>,
     /// Time from the exec request to receive-pack's exit, builds included.
     pub push_duration: Histogram,
@@ -124,12 +123,8 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one push that ended with `result`.
-    pub fn push(&self, result: &str) {
-        self.pushes
-            .get_or_create(&ResultLabel {
-                result: result.to_owned(),
-            })
-            .inc();
+    pub fn push(&self, result: PushOutcome) {
+        self.pushes.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Writes the receiver's families (the admin server adds build info, process metrics
@@ -144,5 +139,56 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The conventions every family keeps: counters end `_total` (once), histograms of
+    /// time end `_seconds`, and a push's `result` label is its outcome's name.
+    #[test]
+    fn families_follow_the_prometheus_naming_conventions() {
+        let m = Metrics::default();
+        m.push(PushOutcome::TooManyPushes);
+        m.push_duration.observe(0.5);
+        let text = m.render();
+        let mut counters = 0;
+        let mut histograms = 0;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(name.starts_with("flynn_gitreceiver_"), "{name}");
+            match kind {
+                "counter" => {
+                    counters += 1;
+                    assert!(!name.ends_with("_total"), "{name} would be {name}_total");
+                    let samples: Vec<&str> = text
+                        .lines()
+                        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                        .collect();
+                    assert!(
+                        samples
+                            .iter()
+                            .all(|l| l.starts_with(&format!("{name}_total"))),
+                        "{samples:?}"
+                    );
+                }
+                "histogram" => {
+                    histograms += 1;
+                    assert!(name.ends_with("_seconds"), "{name}: a duration in seconds");
+                }
+                "gauge" => {}
+                other => panic!("{name}: unexpected type {other}"),
+            }
+        }
+        assert_eq!((counters, histograms), (5, 4), "{text}");
+        assert!(
+            text.contains("flynn_gitreceiver_pushes_total{result=\"too_many_pushes\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -17,24 +17,11 @@ use tokio_util::task::TaskTracker;
 use crate::authz::Authorizer;
 use crate::hook::server::HookServer;
 use crate::http::Health;
-use crate::keys::KeyRegistry;
 use crate::locks::AppLocks;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::settings::Settings;
-
-/// What every connection shares.
-#[derive(Debug)]
-pub struct Shared {
-    pub settings: Arc<Settings>,
-    pub keys: KeyRegistry,
-    pub authorizer: Authorizer,
-    pub locks: AppLocks,
-    /// How many pushes run at once (in all, per namespace).
-    pub pushes: Arc<crate::admission::PushSlots>,
-    pub hooks: Arc<HookServer>,
-    pub metrics: Arc<Metrics>,
-}
+use crate::shared::Shared;
 
 /// Why the receiver could not start.
 #[derive(Debug, thiserror::Error)]

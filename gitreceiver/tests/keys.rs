@@ -4,7 +4,7 @@
 //! first, comma-joined format is refused rather than misread; a key registered to one user
 //! cannot be registered to another. Each refusal beside a twin that pushes.
 
-mod support;
+mod receiver_env;
 
 use flynn_e2e::{TestNamespace, install_flynn_crds};
 use flynn_gitreceiver::keys::{self, Lookup};
@@ -13,7 +13,7 @@ use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use support::*;
+use receiver_env::*;
 
 /// A receiver that accepts deploy-branch pushes without building: these tests are about
 /// who may push.

@@ -8,9 +8,8 @@
 //! while another push goes through; and a namespace over its number of pushes at once is
 //! refused at once while another namespace's push goes through.
 
-#[path = "common/pipeline.rs"]
 mod pipeline_env;
-mod support;
+mod receiver_env;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -20,8 +19,8 @@ use std::time::{Duration, Instant};
 use flynn_e2e::{TestNamespace, eventually, install_flynn_crds};
 use flynn_gitreceiver::pipeline::Limits;
 use pipeline_env::{Env, Repo, releases};
+use receiver_env::*;
 use serde_json::json;
-use support::*;
 
 const MIB: u64 = 1 << 20;
 

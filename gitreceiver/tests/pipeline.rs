@@ -2,10 +2,9 @@
 //! archived, stored, built by a real slugbuilder Job, released, and rolled out by the
 //! operator (in this process, for the test's namespace) into pods that answer through
 //! their Service. The images are built from this workspace's builder (see
-//! `common::pipeline::ensure_images`). Fails, never skips, without a cluster.
+//! `pipeline_env::ensure_images`). Fails, never skips, without a cluster.
 
-#[path = "common/pipeline.rs"]
-mod support;
+mod pipeline_env;
 
 use std::time::Duration;
 
@@ -17,8 +16,8 @@ use k8s_openapi::api::{
     core::v1::{Pod, Secret, Service},
 };
 use kube::{Api, ResourceExt, api::ListParams};
+use pipeline_env::{Env, FileServer, Repo, curl, deploy_with, releases, the_build_job};
 use serde_json::json;
-use support::{Env, FileServer, Repo, curl, deploy_with, releases, the_build_job};
 use tokio_util::sync::CancellationToken;
 
 async fn service_ip(env: &Env, name: &str) -> String {

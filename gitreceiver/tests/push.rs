@@ -3,9 +3,8 @@
 //! operator (in this process) rolling out into pods. First push, incremental push, force
 //! push, and a client that disconnects mid-build.
 
-#[path = "common/pipeline.rs"]
 mod pipeline_env;
-mod support;
+mod receiver_env;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -16,8 +15,8 @@ use flynn_e2e::eventually;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use pipeline_env::{Env, FileServer, Repo, releases, the_build_job};
+use receiver_env::*;
 use serde_json::json;
-use support::*;
 
 fn branch(receiver: &Receiver, ns: &str, app: &str) -> Option<String> {
     let repo = git2::Repository::open_bare(receiver.repo(ns, app)).ok()?;

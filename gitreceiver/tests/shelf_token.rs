@@ -1,7 +1,7 @@
 //! `--shelf-token-secret`: the receiver waits for the slug store to create its token Secret,
 //! not ready (`/readyz`) until it has it, and gives up with an error saying what to check.
 
-mod support;
+mod receiver_env;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use flynn_e2e::{TestNamespace, eventually, free_port};
 use flynn_gitreceiver::pipeline::{Pipeline, PipelineSettings};
 use flynn_gitreceiver::receiver::{StartError, start_when};
 use kube::Client;
-use support::Receiver;
+use receiver_env::Receiver;
 
 const SECRET: &str = "flynn-shelf-token";
 

@@ -3,13 +3,13 @@
 //! a failing pipeline rejecting the push, the host key across restarts, ops endpoints.
 //! The deploys themselves are in tests/push.rs.
 
-mod support;
+mod receiver_env;
 
 use flynn_e2e::{TestNamespace, install_flynn_crds};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
-use support::*;
+use receiver_env::*;
 
 async fn setup(test: &str) -> (TestNamespace, Receiver) {
     setup_with(test, |_| {}).await

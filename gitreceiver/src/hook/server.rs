@@ -17,6 +17,7 @@ use crate::command::RepoPath;
 use crate::keys::Identity;
 use crate::locks::AppGuard;
 use crate::metrics::Metrics;
+use crate::outcome::PushOutcome;
 use crate::pipeline::Pipeline;
 use crate::settings::{HookMode, Settings};
 
@@ -24,32 +25,6 @@ use crate::settings::{HookMode, Settings};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest request accepted (a push of many refs is refused anyway).
 const MAX_REQUEST: usize = 1 << 20;
-
-/// How the hook's part of a push ended (for the push's metric).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Deployed,
-    /// Bench mode only.
-    Accepted,
-    RefusedRef,
-    /// The repository would grow past `--max-repo-bytes`.
-    RepoTooLarge,
-    BuildFailed,
-    Cancelled,
-}
-
-impl Outcome {
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Deployed => "deployed",
-            Outcome::Accepted => "accepted",
-            Outcome::RefusedRef => "refused_ref",
-            Outcome::RepoTooLarge => "repo_too_large",
-            Outcome::BuildFailed => "build_failed",
-            Outcome::Cancelled => "cancelled",
-        }
-    }
-}
 
 /// A push in progress, as the SSH side registered it.
 #[derive(Debug)]
@@ -63,8 +38,9 @@ pub struct PushContext {
     pub lock: Arc<AppGuard>,
     /// The push's span (app, namespace, user; the commit is recorded here).
     pub span: tracing::Span,
-    /// Set by the hook side.
-    pub outcome: Mutex<Option<Outcome>>,
+    /// How the hook's part ended (deployed, refused, ...), set by the hook side; `None`
+    /// when the hook ran no deploy.
+    pub outcome: Mutex<Option<PushOutcome>>,
 }
 
 /// Why a set of ref updates is refused; `Display` is the line the pusher reads.
@@ -258,7 +234,7 @@ impl HookServer {
             Ok(u) => u.clone(),
             Err(refusal) => {
                 tracing::info!(%refusal, "push refused");
-                outcome(Outcome::RefusedRef);
+                outcome(PushOutcome::RefusedRef);
                 let _ = send(&mut write, &Reply::Line(format!(" !     {refusal}"))).await;
                 let _ = send(&mut write, &Reply::Done { accept: false }).await;
                 return;
@@ -269,7 +245,7 @@ impl HookServer {
         // its size if the push is accepted.
         if let Some(refusal) = self.repo_size_refusal(context).await {
             tracing::info!(%refusal, "push refused");
-            outcome(Outcome::RepoTooLarge);
+            outcome(PushOutcome::RepoTooLarge);
             for line in refusal.lines() {
                 let _ = send(&mut write, &Reply::Line(format!(" !     {line}"))).await;
             }
@@ -277,7 +253,7 @@ impl HookServer {
             return;
         }
         if self.settings.hook_mode == HookMode::BenchAcceptWithoutBuild {
-            outcome(Outcome::Accepted);
+            outcome(PushOutcome::Accepted);
             let _ = send(&mut write, &Reply::Done { accept: true }).await;
             return;
         }
@@ -341,15 +317,15 @@ impl HookServer {
                 self.metrics
                     .rollout_duration
                     .observe(t.rollout.as_secs_f64());
-                outcome(Outcome::Deployed);
+                outcome(PushOutcome::Deployed);
                 true
             }
             Err(e) => {
                 let cancelled = cancel.is_cancelled();
                 outcome(if cancelled {
-                    Outcome::Cancelled
+                    PushOutcome::Cancelled
                 } else {
-                    Outcome::BuildFailed
+                    PushOutcome::BuildFailed
                 });
                 tracing::info!(error = %e, cancelled, "push not deployed");
                 if peer_open {

@@ -32,6 +32,7 @@ use kube::{
 };
 use rand::Rng;
 
+use super::release::Current;
 use super::{Error, FIELD_MANAGER, PipelineSettings, store::BuildUrls};
 
 /// Label on build Jobs and their pods: the build's id (the Job's name).
@@ -222,8 +223,10 @@ pub fn config_secret(job: &Job, config: &BTreeMap<String, String>) -> Secret {
 /// How long a build waits for the operator to grant the receiver builds in a namespace.
 const GRANT_WAIT: Duration = Duration::from_secs(30);
 
-/// Creates the Job and its config Secret; the created Job.
-pub async fn create(client: &kube::Client, job: &Job, app: &App) -> Result<Job, Error> {
+/// Creates the Job and its config Secret; the created Job, and the App's current Release
+/// and config as read for it (the pipeline reuses them after the build while the App still
+/// names that Release).
+pub async fn create(client: &kube::Client, job: &Job, app: &App) -> Result<(Job, Current), Error> {
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
     let pp = PostParams {
@@ -256,7 +259,7 @@ pub async fn create(client: &kube::Client, job: &Job, app: &App) -> Result<Job, 
     };
     // The config is read once the Job exists: only then has the operator certainly granted
     // this namespace (reading it first could be refused for the same reason as the Job).
-    let config = match app_config(client, app).await {
+    let current = match Current::read(client, app).await {
         Ok(c) => c,
         Err(e) => {
             delete(client, &ns, &name).await;
@@ -264,19 +267,16 @@ pub async fn create(client: &kube::Client, job: &Job, app: &App) -> Result<Job, 
         }
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    if let Err(e) = secrets.create(&pp, &config_secret(&created, &config)).await {
+    if let Err(e) = secrets
+        .create(&pp, &config_secret(&created, &current.config))
+        .await
+    {
         delete(client, &ns, &name).await;
         return Err(Error::kube(format!(
             "creating the config Secret of the build Job {name}"
         ))(e));
     }
-    Ok(created)
-}
-
-/// The App's config vars now, for the build (buildpacks read them from `CONFIG_DIR`).
-async fn app_config(client: &kube::Client, app: &App) -> Result<BTreeMap<String, String>, Error> {
-    let current = super::release::current(client, app).await?;
-    super::release::config(client, app, current.as_ref()).await
+    Ok((created, current))
 }
 
 /// Deletes the Job; its pod goes with it (background propagation: the garbage collector

@@ -225,7 +225,7 @@ impl Pipeline {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        job::create(&self.client, &job, &app).await?;
+        let (_, read_for_build) = job::create(&self.client, &job, &app).await?;
         let running = job::RunningJob::new(&self.client, &push.namespace, &job_name);
         tracing::info!(job = %job_name, "build Job created");
         let built = unless_cancelled(
@@ -267,14 +267,18 @@ impl Pipeline {
         );
 
         // 4. The Release, and the App pointed at it. Read the App again: its config may
-        // have changed during the build, and the Release must carry the current one.
+        // have changed during the build (a new Release the App names, or the initial
+        // config rewritten), and the Release must carry the current one. While the App
+        // names the Release the build read, that read stands (it cannot have changed).
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
         let t = Instant::now();
         let app = self.app(&apps, push).await?;
-        let previous = release::current(&self.client, &app).await?;
-        let config = release::config(&self.client, &app, previous.as_ref()).await?;
+        let release::Current {
+            release: previous,
+            config,
+        } = read_for_build.refresh(&self.client, &app).await?;
         let created = release::create_next(&self.client, &app, &config, |version| {
             release::build_release(
                 &app,

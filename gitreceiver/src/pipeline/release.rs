@@ -135,6 +135,44 @@ pub fn build_release(
     r
 }
 
+/// The App's current Release and its config vars, as read at one moment.
+#[derive(Clone, Debug)]
+pub struct Current {
+    /// `None` before the first Release (or when the one the App names is gone).
+    pub release: Option<Release>,
+    /// The Release's snapshot; before the first Release, `<app>-initial-env`.
+    pub config: BTreeMap<String, String>,
+}
+
+impl Current {
+    /// Reads the Release `app` names and its config.
+    pub async fn read(client: &kube::Client, app: &App) -> Result<Self, Error> {
+        let release = current(client, app).await?;
+        let config = config(client, app, release.as_ref()).await?;
+        Ok(Self { release, config })
+    }
+
+    /// Is this still what [`read`](Self::read) would return for `app` (read again)? Yes
+    /// while `app` names the same Release: its spec is immutable (CEL) and so is the
+    /// snapshot it names, so a config change (`flynn env set`) shows as the App naming a
+    /// new Release. Never before the first Release: `flynn env set` rewrites
+    /// `<app>-initial-env` in place.
+    pub fn still_current(&self, app: &App) -> bool {
+        match (&self.release, app.spec.release.as_deref()) {
+            (Some(r), Some(name)) => r.name_any() == name,
+            _ => false,
+        }
+    }
+
+    /// `self` if [`still_current`](Self::still_current), else read again.
+    pub async fn refresh(self, client: &kube::Client, app: &App) -> Result<Self, Error> {
+        if self.still_current(app) {
+            return Ok(self);
+        }
+        Self::read(client, app).await
+    }
+}
+
 /// The Release the App runs now, if any (a first push has none; one the App names but that
 /// is gone counts as none).
 pub async fn current(client: &kube::Client, app: &App) -> Result<Option<Release>, Error> {
@@ -302,5 +340,41 @@ mod tests {
         assert_eq!(web.ports[0].port, 8080);
         assert!(r.spec.processes["worker"].resources.is_none());
         assert!(!r.spec.processes.contains_key("clock"));
+    }
+
+    fn app_naming(release: Option<&str>) -> App {
+        serde_json::from_value(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "App",
+            "metadata": {"name": "shop", "namespace": "team"},
+            "spec": {"release": release},
+        }))
+        .unwrap()
+    }
+
+    fn release_named(name: &str) -> Release {
+        serde_json::from_value(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "Release",
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"app": "shop", "version": 4, "artifact": {"image": "shop:4"}, "processes": {}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn what_the_build_read_is_reused_only_while_the_app_names_the_same_release() {
+        let read = Current {
+            release: Some(release_named("shop-v4")),
+            config: BTreeMap::from([("K".to_owned(), "old".to_owned())]),
+        };
+        assert!(read.still_current(&app_naming(Some("shop-v4"))));
+        // `flynn env set` during the build made shop-v5 and pointed the App at it.
+        assert!(!read.still_current(&app_naming(Some("shop-v5"))));
+        // Before the first Release the config is a Secret rewritten in place: read again.
+        let first = Current {
+            release: None,
+            config: BTreeMap::new(),
+        };
+        assert!(!first.still_current(&app_naming(None)));
+        assert!(!first.still_current(&app_naming(Some("shop-v1"))));
     }
 }

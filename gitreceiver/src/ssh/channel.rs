@@ -1,16 +1,19 @@
 //! One session channel: wait for its request (exec, shell, subsystem), refuse anything but
-//! `git-receive-pack`, and hand a push to `push::run`.
+//! `git-receive-pack`, and hand a push to [`push::run`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh::server::Msg;
-use russh::{Channel, ChannelMsg, ChannelWriteHalf};
+use russh::{Channel, ChannelMsg};
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
 use crate::command::{self, Refusal};
 use crate::keys::Identity;
+use crate::shared::Shared;
+
+use super::push::{self, PushRequest};
+use super::reply::refuse;
 
 /// How long a channel may stay open without a request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,20 +86,13 @@ pub(super) async fn serve(
             return refuse(&tx, &format!("flynn: {refusal}")).await;
         }
     };
-    crate::push::run(shared, identity, repo, git_protocol, rx, tx, closed).await;
-}
-
-/// One line on stderr, exit status 1, EOF, close.
-pub(crate) async fn refuse(tx: &ChannelWriteHalf<Msg>, message: &str) {
-    let _ = tx
-        .extended_data_bytes(1, bytes::Bytes::from(format!("{message}\n")))
-        .await;
-    finish(tx, 1).await;
-}
-
-/// Exit status, then EOF and close (OpenSSH's and gitlab-sshd's order).
-pub(crate) async fn finish(tx: &ChannelWriteHalf<Msg>, status: u32) {
-    let _ = tx.exit_status(status).await;
-    let _ = tx.eof().await;
-    let _ = tx.close().await;
+    let request = PushRequest {
+        identity,
+        repo,
+        git_protocol,
+        rx,
+        tx,
+        closed,
+    };
+    push::run(shared, request).await;
 }

@@ -13,8 +13,8 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::Shared;
 use crate::keys::{Identity, Lookup, fingerprint};
+use crate::shared::Shared;
 
 /// The only SSH user name; the key says who the user is.
 pub const SSH_USER: &str = "git";

@@ -1,8 +1,15 @@
-//! The SSH server: accept loop, per-connection handler, per-channel task.
+//! The SSH server: accept loop, per-connection handler, per-channel task, and the push a
+//! channel's `git-receive-pack` runs.
+//!
+//! Inside: `handler` (auth, channel requests) hands each session channel to `channel`
+//! (its request, refusals), which hands a push to `push`; `channel` and `push` end
+//! channels with `reply`. Nothing outside this directory imports it but the receiver.
 
 mod channel;
 pub mod config;
 mod handler;
+mod push;
+mod reply;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +21,7 @@ use tracing::Instrument;
 
 pub use handler::Connection;
 
-use crate::Shared;
+use crate::shared::Shared;
 
 /// Accepts connections until `stop_accepting` is cancelled. Connections run on `tracker`;
 /// each is dropped (disconnected) when `hard_stop` is cancelled.
@@ -131,5 +138,3 @@ async fn run_connection(
     // Whatever ended the connection, its pushes' client is gone.
     closed.cancel();
 }
-
-pub(crate) use channel::{finish, refuse as refuse_line};

@@ -10,24 +10,32 @@ use russh::server::Msg;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::Shared;
+use super::reply::{finish, refuse as refuse_line};
 use crate::command::RepoPath;
 use crate::hook::server::PushContext;
 use crate::hook::{SOCKET_ENV, TOKEN_ENV};
 use crate::keys::Identity;
+use crate::outcome::PushOutcome;
 use crate::receive::{self, Ended};
-use crate::ssh::refuse_line;
+use crate::shared::Shared;
+
+/// One `git-receive-pack` exec request, as the channel task hands it over.
+pub(super) struct PushRequest {
+    /// Who the SSH key says is pushing.
+    pub identity: Identity,
+    /// The App, from the command.
+    pub repo: RepoPath,
+    /// The client's `GIT_PROTOCOL` (e.g. `version=2`), passed on to receive-pack.
+    pub git_protocol: Option<String>,
+    pub rx: ChannelReadHalf,
+    pub tx: ChannelWriteHalf<Msg>,
+    /// Cancelled when the connection ends.
+    pub closed: CancellationToken,
+}
 
 /// Runs the push; always ends the channel.
-pub async fn run(
-    shared: Arc<Shared>,
-    identity: Identity,
-    repo: RepoPath,
-    git_protocol: Option<String>,
-    rx: ChannelReadHalf,
-    tx: ChannelWriteHalf<Msg>,
-    closed: CancellationToken,
-) {
+pub(super) async fn run(shared: Arc<Shared>, request: PushRequest) {
+    let (identity, repo) = (&request.identity, &request.repo);
     let span = tracing::info_span!(
         "push",
         namespace = %repo.namespace,
@@ -38,18 +46,9 @@ pub async fn run(
     );
     let started = Instant::now();
     shared.metrics.active_pushes.inc();
-    let result = run_inner(
-        &shared,
-        identity,
-        repo,
-        git_protocol,
-        rx,
-        &tx,
-        closed,
-        span.clone(),
-    )
-    .instrument(span.clone())
-    .await;
+    let result = run_inner(&shared, request, span.clone())
+        .instrument(span.clone())
+        .await;
     shared.metrics.active_pushes.dec();
     shared
         .metrics
@@ -58,28 +57,27 @@ pub async fn run(
     shared.metrics.push(result);
     span.in_scope(|| {
         tracing::info!(
-            result,
+            result = result.as_str(),
             seconds = started.elapsed().as_secs_f64(),
             "push finished"
         )
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_inner(
-    shared: &Arc<Shared>,
-    identity: Identity,
-    repo: RepoPath,
-    git_protocol: Option<String>,
-    mut rx: ChannelReadHalf,
-    tx: &ChannelWriteHalf<Msg>,
-    closed: CancellationToken,
-    span: tracing::Span,
-) -> &'static str {
+async fn run_inner(shared: &Shared, request: PushRequest, span: tracing::Span) -> PushOutcome {
+    let PushRequest {
+        identity,
+        repo,
+        git_protocol,
+        mut rx,
+        tx,
+        closed,
+    } = request;
+    let tx = &tx;
     if let Err(denied) = shared.authorizer.authorize(&identity, &repo).await {
         tracing::info!(reason = %denied, "push denied");
         refuse_line(tx, &format!("flynn: {denied}")).await;
-        return denied.kind();
+        return denied.outcome();
     }
     // Held to the end of the push: receive-pack waits for the hook, which waits for the
     // build and rollout (a build whose client left is being cancelled when this returns).
@@ -88,7 +86,7 @@ async fn run_inner(
         Err(full) => {
             tracing::info!(reason = %full, "push refused: too many pushes running");
             refuse_line(tx, &format!("flynn: {full}")).await;
-            return "too_many_pushes";
+            return PushOutcome::TooManyPushes;
         }
     };
 
@@ -113,14 +111,14 @@ async fn run_inner(
                 }
             }
             // While waiting, the client may give up: stop waiting then.
-            () = receive::client_gone(&mut rx) => return "cancelled",
+            () = receive::client_gone(&mut rx) => return PushOutcome::Cancelled,
         }
     };
     let lock = match lock {
         Ok(l) => Arc::new(l),
         Err(busy) => {
             refuse_line(tx, &format!("flynn: {busy}")).await;
-            return "busy";
+            return PushOutcome::Busy;
         }
     };
 
@@ -143,12 +141,12 @@ async fn run_inner(
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "preparing the repository");
                 refuse_line(tx, "flynn: the receiver could not prepare the repository; ask the platform operator to check its logs").await;
-                return "error";
+                return PushOutcome::Error;
             }
             Err(e) => {
                 tracing::error!(error = %e, "preparing the repository");
                 refuse_line(tx, "flynn: internal error").await;
-                return "error";
+                return PushOutcome::Error;
             }
         }
     };
@@ -186,33 +184,33 @@ async fn run_inner(
         .unwrap_or_else(|e| e.into_inner());
     match ended {
         Ended::Exited(code) => {
-            crate::ssh::finish(tx, code).await;
+            finish(tx, code).await;
             match (outcome, code) {
-                (Some(o), _) => o.label(),
-                (None, 0) => "up_to_date",
-                (None, _) => "error",
+                (Some(o), _) => o,
+                (None, 0) => PushOutcome::UpToDate,
+                (None, _) => PushOutcome::Error,
             }
         }
         Ended::OutOfMemory(code) => {
             // The client was told why (receive::out_of_memory_message); git had removed its
             // quarantine when its unpacking failed.
-            crate::ssh::finish(tx, code.max(1)).await;
-            "git_memory"
+            finish(tx, code.max(1)).await;
+            PushOutcome::GitMemory
         }
         Ended::TooLarge(_) => {
             // The client was told why (receive::too_large_message).
-            crate::ssh::finish(tx, 1).await;
-            "too_large"
+            finish(tx, 1).await;
+            PushOutcome::TooLarge
         }
         Ended::ClientGone => {
             // The hook died with receive-pack's group; make sure the build stops too.
             registration.context.cancel.cancel();
-            "cancelled"
+            PushOutcome::Cancelled
         }
         Ended::SpawnFailed(e) => {
             tracing::error!(error = %e, program = %settings.git_program.display(), "starting git receive-pack");
             refuse_line(tx, "flynn: the receiver could not start git; ask the platform operator to check its logs").await;
-            "error"
+            PushOutcome::Error
         }
     }
 }
