@@ -230,8 +230,15 @@ async fn service_account(admin: &Client, ns: &str) -> anyhow::Result<(PathBuf, C
         .split("\n---\n")
         .find(|d| d.contains("kind: ClusterRole\n"))
         .context("the chart has no ClusterRole")?;
-    let rules_yaml = &doc[doc.find("rules:").context("ClusterRole without rules")?..];
-    let role: serde_json::Value = serde_saphyr::from_str(rules_yaml)?;
+    let rules = &doc[doc.find("rules:").context("ClusterRole without rules")?..];
+    // The rules up to the chart's template logic: what follows are the grants' rules,
+    // given only with grants configured (the bench runs without).
+    let rules_yaml: String = rules
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with("{{"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let role: serde_json::Value = serde_saphyr::from_str(&rules_yaml)?;
     let name = format!("flynn-bench-{}", std::process::id());
     let cr: ClusterRole =
         serde_json::from_value(json!({"metadata": {"name": name}, "rules": role["rules"]}))?;
@@ -501,16 +508,26 @@ async fn wait_ready(port: u16) -> anyhow::Result<()> {
     bail!("the operator did not become ready")
 }
 
+/// API requests by verb, summed over response codes.
 async fn api_calls(port: u16) -> anyhow::Result<BTreeMap<String, f64>> {
     let text = metrics_text(port).await?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.strip_prefix("flynn_operator_api_requests_total{verb=\""))
-        .filter_map(|l| {
-            let (verb, rest) = l.split_once("\"}")?;
-            Some((verb.to_owned(), rest.trim().parse().ok()?))
-        })
-        .collect())
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("flynn_operator_api_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once('}') else {
+            continue;
+        };
+        let verb = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("verb=\""))
+            .map(|v| v.trim_end_matches('"'));
+        if let (Some(verb), Ok(n)) = (verb, value.trim().parse::<f64>()) {
+            *out.entry(verb.to_owned()).or_insert(0.0) += n;
+        }
+    }
+    Ok(out)
 }
 
 /// Flips `strategy` on Apps one at a time and times until the Deployment shows it.

@@ -2,23 +2,20 @@
 //! event recorder.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use flynn_crds::Release;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::api::{Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::FIELD_MANAGER;
-use crate::cache::{Cache, Cached, Caches, Stored};
+use crate::cache::{Cache, Caches, Projection};
 use crate::error::{KubeResultExt, Result};
+use crate::per_object::PerObject;
 use crate::{Settings, metrics::Metrics};
-
-/// The longest an interim status is held back (see [`Context::hold_interim`]).
-pub const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// Shared state of the operator's controllers.
 pub struct Context {
@@ -29,10 +26,8 @@ pub struct Context {
     pub caches: Caches,
     /// Namespace metadata, when `settings.exclude_namespace_label` is set.
     pub excluded_namespaces: Option<Store<PartialObjectMeta<Namespace>>>,
-    /// When each object's interim status was first held back (see [`Context::hold_interim`]).
-    held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
-    /// Consecutive failures per object, for the error backoff.
-    pub failures: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
+    /// Failures and held statuses per object, pruned by the watches on deletion.
+    pub per_object: Arc<PerObject>,
     recorder: Recorder,
 }
 
@@ -45,7 +40,13 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, caches: Caches) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        caches: Caches,
+        per_object: Arc<PerObject>,
+    ) -> Self {
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -59,8 +60,7 @@ impl Context {
             metrics,
             caches,
             excluded_namespaces: None,
-            held: Default::default(),
-            failures: Arc::default(),
+            per_object,
             recorder,
         }
     }
@@ -71,7 +71,18 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
-        let reference: ObjectReference = obj.object_ref(&());
+        self.event_on(&obj.object_ref(&()), warning, reason, note)
+            .await;
+    }
+
+    /// Records an Event on the object `reference` names (see [`Context::event`]).
+    pub async fn event_on(
+        &self,
+        reference: &ObjectReference,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_: if warning {
                 EventType::Warning
@@ -83,7 +94,7 @@ impl Context {
             action: reason.to_owned(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
             tracing::warn!(error = %e, reason, "could not record event");
         }
     }
@@ -91,53 +102,40 @@ impl Context {
     /// A Release from the cache, or from the API when the watch has not delivered it yet
     /// (an App is pointed at a Release right after it is created).
     pub async fn release(&self, ns: &str, name: &str) -> Result<Option<Arc<Release>>> {
-        if let Some(r) = self.caches.releases.get(&ObjectRef::new(name).within(ns))? {
-            return Ok(Some(r));
+        if let Some(r) = self.caches.releases.get(ns, name) {
+            return Ok(Some(Arc::new(r.to_release())));
         }
         let fetched = Api::<Release>::namespaced(self.client.clone(), ns)
             .get_opt(name)
             .await
             .context(|| format!("reading release {name}"))?;
-        Ok(fetched.map(|r| self.caches.releases.remember(r)))
-    }
-
-    /// Whether to hold back an interim status ("still rolling out") that a change
-    /// already on its way will supersede: a child just written, or one whose own
-    /// controller has not reported on its latest spec yet. Its report triggers the next
-    /// reconcile, which writes a status with something new in it; each skipped write is
-    /// one the API server does not have to make, and a burst of deploys is mostly such
-    /// writes. Held for at most [`MAX_HOLD`], so a child that never reports (its
-    /// controller is down) cannot keep the status from moving. Returns how long to wait.
-    pub fn hold_interim(&self, key: String, superseded_soon: bool) -> Option<Duration> {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if !superseded_soon {
-            held.remove(&key);
-            return None;
-        }
-        let since = *held.entry(key.clone()).or_insert_with(Instant::now);
-        match MAX_HOLD.checked_sub(since.elapsed()) {
-            Some(left) if !left.is_zero() => Some(left),
-            _ => {
-                held.remove(&key);
-                None
-            }
-        }
+        Ok(fetched.map(|r| {
+            self.caches.releases.remember(r.clone());
+            Arc::new(r)
+        }))
     }
 
     /// Server-side applies the operator's `status` fields to `obj` and keeps the answer in
     /// `cache`, so the next reconcile sees them before the watch delivers them.
-    pub async fn apply_status<K: Cached, S: Stored<K>>(
+    pub async fn apply_status<K>(
         &self,
-        cache: &Cache<K, S>,
+        cache: &Cache<K>,
         obj: &K,
         status: serde_json::Value,
-    ) -> Result<()> {
-        let name = obj.name_any();
-        let api: Api<K> =
-            Api::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+    ) -> Result<()>
+    where
+        K: Projection<Kind = K>
+            + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + serde::de::DeserializeOwned
+            + Clone
+            + std::fmt::Debug,
+    {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let namespace = obj.meta().namespace.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &namespace);
         let patch = serde_json::json!({
-            "apiVersion": K::api_version(&()),
-            "kind": K::kind(&()),
+            "apiVersion": <K as Resource>::api_version(&()),
+            "kind": <K as Resource>::kind(&()),
             "status": status,
         });
         let written = api
@@ -147,7 +145,7 @@ impl Context {
                 &Patch::Apply(patch),
             )
             .await
-            .context(|| format!("writing status of {} {name}", K::kind(&())))?;
+            .context(|| format!("writing status of {} {name}", <K as Resource>::kind(&())))?;
         cache.remember(written);
         Ok(())
     }

@@ -19,10 +19,6 @@ pub enum Error {
     /// Serializing an object for server-side apply failed (a bug, not bad input).
     #[error("serializing {0}: {1}")]
     Serialize(String, #[source] serde_json::Error),
-
-    /// A cached object could not be read back (a bug: the cache packed it itself).
-    #[error("reading {0} from the cache: {1}")]
-    Unpack(String, #[source] crate::cache::UnpackError),
 }
 
 impl Error {
@@ -39,7 +35,6 @@ impl Error {
             },
             Error::MissingField(..) => "missing_field",
             Error::Serialize(..) => "serialize",
-            Error::Unpack(..) => "cache",
         }
     }
 }

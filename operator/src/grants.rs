@@ -33,11 +33,11 @@ use futures::channel::mpsc::UnboundedReceiver;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Cache, Cached, Stored};
+use crate::cache::{Cache, Projection};
 use crate::context::Scope;
 use crate::error::{KubeResultExt, Result, is_not_found};
 use crate::{Context, FIELD_MANAGER};
@@ -172,34 +172,22 @@ fn binding(grant: &Grant, namespace: &str, owner: &Owner) -> RoleBinding {
 }
 
 /// The first (by name, so every pass agrees) of `cache`'s objects in `namespace` that
-/// `needs` accepts. Only candidates are unpacked, and only until one passes.
-fn first_in<K: Cached, S: Stored<K>>(
-    cache: &Cache<K, S>,
+/// `needs` accepts.
+fn first_in<P: Projection + kube::Resource<DynamicType = ()>>(
+    cache: &Cache<P>,
     namespace: &str,
-    needs: impl Fn(&K) -> bool,
-) -> Result<Option<Owner>> {
-    let mut candidates: Vec<_> = cache
-        .store()
-        .state()
+    needs: impl Fn(&P) -> bool,
+) -> Option<Owner> {
+    cache
+        .in_namespace(namespace)
         .into_iter()
-        .filter(|s| s.namespace_str() == Some(namespace))
-        .map(|s| s.reference())
-        .collect();
-    candidates.sort_by(|a, b| a.name.cmp(&b.name));
-    for r in candidates {
-        if let Some(obj) = cache.get(&r)?
-            && obj.meta().deletion_timestamp.is_none()
-            && needs(&obj)
-        {
-            return Ok(Some(Owner {
-                api_version: K::api_version(&()).into_owned(),
-                kind: K::kind(&()).into_owned(),
-                name: obj.name_any(),
-                uid: obj.uid().unwrap_or_default(),
-            }));
-        }
-    }
-    Ok(None)
+        .find(|obj| obj.meta().deletion_timestamp.is_none() && needs(obj.as_ref()))
+        .map(|obj| Owner {
+            api_version: <P as kube::Resource>::api_version(&()).into_owned(),
+            kind: <P as kube::Resource>::kind(&()).into_owned(),
+            name: obj.meta().name.clone().unwrap_or_default(),
+            uid: obj.meta().uid.clone().unwrap_or_default(),
+        })
 }
 
 /// Whether a Route needs the router to read a Secret in its namespace.
@@ -222,9 +210,9 @@ async fn reconcile(ctx: &Context, written: &mut Written, namespace: &str) -> Res
             None
         } else {
             match need {
-                Need::Apps => first_in(&ctx.caches.apps, namespace, |_| true)?,
+                Need::Apps => first_in(&ctx.caches.apps, namespace, |_| true),
                 Need::CertificateRoutes => {
-                    first_in(&ctx.caches.routes, namespace, names_a_certificate)?
+                    first_in(&ctx.caches.routes, namespace, names_a_certificate)
                 }
             }
         };
@@ -292,18 +280,9 @@ pub async fn run(
     let mut pending: BTreeSet<String> = ctx
         .caches
         .apps
-        .store()
-        .state()
-        .iter()
-        .filter_map(|a| a.namespace_str().map(str::to_owned))
-        .chain(
-            ctx.caches
-                .routes
-                .store()
-                .state()
-                .iter()
-                .filter_map(|r| r.namespace_str().map(str::to_owned)),
-        )
+        .namespaces()
+        .into_iter()
+        .chain(ctx.caches.routes.namespaces())
         .collect();
     let mut written = Written::new();
     let mut resync = tokio::time::interval(ctx.settings.grants_resync);

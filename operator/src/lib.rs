@@ -25,11 +25,13 @@ pub mod formation;
 pub mod grants;
 pub mod leader;
 pub mod metrics;
+pub mod per_object;
 pub mod rollout;
 pub mod route;
 pub mod run;
 pub mod server;
 pub mod settings;
+pub mod unreadable;
 
 pub use context::Context;
 pub use error::{Error, Result};

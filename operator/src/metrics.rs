@@ -1,6 +1,13 @@
-//! Prometheus metrics (`/metrics`): reconciles, errors by kind and reason, durations.
+//! Prometheus metrics (`/metrics`): reconciles, errors by kind and reason, durations, API
+//! requests by verb and response code, objects the watches could not read.
+//!
+//! Names follow Prometheus' conventions: counters end in `_total` (the client library
+//! appends it), durations in `_seconds`, a response's status code is the `code` label.
 
 use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,8 +29,38 @@ pub struct ErrorLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
-    /// GET, LIST-or-GET, WATCH, POST, PUT, PATCH or DELETE.
+    /// GET (a get or a list), WATCH, POST, PUT, PATCH or DELETE.
     pub verb: &'static str,
+    /// The response's status code (`200`, `409`, ...), or `timeout` when none came within
+    /// [`API_REQUEST_TIMEOUT`], or `error` when the connection failed.
+    pub code: Code,
+}
+
+/// The `code` label: a status code, or why there is none.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Code {
+    Status(u16),
+    Timeout,
+    Error,
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for Code {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        match self {
+            Code::Status(code) => write!(encoder, "{code}"),
+            Code::Timeout => encoder.write_str("timeout"),
+            Code::Error => encoder.write_str("error"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
 }
 
 /// The operator's metrics, registered in one registry.
@@ -35,8 +72,11 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
-    /// Requests to the API server, by verb (see [`ApiCallLayer`]).
+    /// Requests to the API server, by verb and response code (see [`ApiCallLayer`]).
     pub api_requests: Family<ApiLabels, Counter>,
+    /// Watched objects skipped because they could not be parsed, by kind (see
+    /// [`crate::unreadable`]).
+    pub unreadable: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -50,6 +90,7 @@ impl Default for Metrics {
         });
         let leader = Gauge::default();
         let api_requests = Family::<ApiLabels, Counter>::default();
+        let unreadable = Family::<KindLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles run, by controller",
@@ -72,8 +113,13 @@ impl Default for Metrics {
         );
         registry.register(
             "api_requests",
-            "Requests to the Kubernetes API server, by verb",
+            "Requests to the Kubernetes API server, by verb and response code",
             api_requests.clone(),
+        );
+        registry.register(
+            "unreadable_objects",
+            "Watched objects skipped because they could not be parsed, by kind",
+            unreadable.clone(),
         );
         Self {
             registry,
@@ -82,6 +128,7 @@ impl Default for Metrics {
             duration,
             leader,
             api_requests,
+            unreadable,
         }
     }
 }
@@ -101,14 +148,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Writes (POST, PUT, PATCH, DELETE) made so far.
-    pub fn api_writes(&self) -> u64 {
-        ["POST", "PUT", "PATCH", "DELETE"]
-            .iter()
-            .map(|verb| self.api_requests.get_or_create(&ApiLabels { verb }).get())
-            .sum()
-    }
-
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -118,8 +157,16 @@ impl Metrics {
     }
 }
 
-/// A tower layer for kube's client that counts API requests by verb, so the operator's
-/// cost per App is visible (`flynn_operator_api_requests_total`).
+/// How long a request to the API server (a write, a get, a list page; not a watch) may
+/// wait for its response before it fails with `code="timeout"`. The API server gives up
+/// on its side after 60 s; a reconcile stuck that long on one call holds up its object,
+/// and under a stalled connection, every object.
+pub const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A tower layer for kube's client: each request to the API server is counted by verb
+/// and response code (`flynn_operator_api_requests_total`), so the operator's cost per
+/// App and its failures are visible, and every request but a watch has
+/// [`API_REQUEST_TIMEOUT`].
 #[derive(Clone, Debug)]
 pub struct ApiCallLayer(pub Family<ApiLabels, Counter>);
 
@@ -139,34 +186,102 @@ pub struct ApiCall<S> {
     counter: Family<ApiLabels, Counter>,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for ApiCall<S>
+/// The request's verb, as the metric names it.
+fn verb<B>(req: &http::Request<B>) -> &'static str {
+    match *req.method() {
+        http::Method::GET if req.uri().query().is_some_and(|q| q.contains("watch=true")) => "WATCH",
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// The request timed out (see [`API_REQUEST_TIMEOUT`]).
+#[derive(Debug, thiserror::Error)]
+#[error("no response from the API server within {0:?}")]
+pub struct TimedOut(Duration);
+
+impl<S, B, R> tower::Service<http::Request<B>> for ApiCall<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Error = tower::BoxError;
+    type Future = BoxFuture<'static, Result<S::Response, tower::BoxError>>;
 
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    ) -> std::task::Poll<Result<(), tower::BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let verb = match *req.method() {
-            http::Method::GET if req.uri().query().is_some_and(|q| q.contains("watch=true")) => {
-                "WATCH"
-            }
-            http::Method::GET => "GET",
-            http::Method::POST => "POST",
-            http::Method::PUT => "PUT",
-            http::Method::PATCH => "PATCH",
-            http::Method::DELETE => "DELETE",
-            _ => "OTHER",
-        };
-        self.counter.get_or_create(&ApiLabels { verb }).inc();
-        self.inner.call(req)
+        let verb = verb(&req);
+        let counter = self.counter.clone();
+        let response = self.inner.call(req);
+        async move {
+            let result = if verb == "WATCH" {
+                response.await.map_err(Into::into)
+            } else {
+                match tokio::time::timeout(API_REQUEST_TIMEOUT, response).await {
+                    Ok(r) => r.map_err(Into::into),
+                    Err(_) => Err(TimedOut(API_REQUEST_TIMEOUT).into()),
+                }
+            };
+            let code = match &result {
+                Ok(resp) => Code::Status(resp.status().as_u16()),
+                Err(e) if e.is::<TimedOut>() => Code::Timeout,
+                Err(_) => Code::Error,
+            };
+            counter.get_or_create(&ApiLabels { verb, code }).inc();
+            result
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_requests_are_counted_with_their_code() {
+        let m = Metrics::default();
+        m.api_requests
+            .get_or_create(&ApiLabels {
+                verb: "PATCH",
+                code: Code::Status(409),
+            })
+            .inc();
+        m.api_requests
+            .get_or_create(&ApiLabels {
+                verb: "POST",
+                code: Code::Timeout,
+            })
+            .inc();
+        m.observe("app", Duration::from_millis(5));
+        let text = m.render();
+        assert!(
+            text.contains(r#"flynn_operator_api_requests_total{verb="PATCH",code="409"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"flynn_operator_api_requests_total{verb="POST",code="timeout"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"flynn_operator_reconciles_total{controller="app"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"flynn_operator_reconcile_duration_seconds_count{controller="app"} 1"#),
+            "{text}"
+        );
     }
 }

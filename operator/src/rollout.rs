@@ -16,53 +16,99 @@ pub enum DeploymentRollout {
     Failed(String),
 }
 
-/// kubectl's `DeploymentStatusViewer`, ported: observed generation first, then the
-/// progress deadline, then updated / total / available replica counts.
+/// What a rollout judgement reads of a Deployment (all the operator's cache keeps of
+/// its spec and status besides the replica counts it reports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentState {
+    pub name: Box<str>,
+    /// `spec.replicas` (1 when unset, as the API server defaults it).
+    pub desired: i32,
+    pub generation: i64,
+    /// `None` until the Deployment controller has written a status.
+    pub status: Option<ReplicaStatus>,
+}
+
+/// The Deployment controller's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub observed_generation: i64,
+    /// The `Progressing` condition's message when its reason is
+    /// `ProgressDeadlineExceeded`.
+    pub deadline_exceeded: Option<Box<str>>,
+    pub updated: i32,
+    pub total: i32,
+    pub available: i32,
+}
+
+impl DeploymentState {
+    pub fn of(d: &Deployment) -> Self {
+        Self {
+            name: d.metadata.name.as_deref().unwrap_or("deployment").into(),
+            desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            generation: d.metadata.generation.unwrap_or(0),
+            status: d.status.as_ref().map(|status| ReplicaStatus {
+                observed_generation: status.observed_generation.unwrap_or(0),
+                deadline_exceeded: status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .find(|c| c.type_ == "Progressing")
+                    .filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+                    .map(|c| {
+                        c.message
+                            .as_deref()
+                            .unwrap_or("progress deadline exceeded")
+                            .into()
+                    }),
+                updated: status.updated_replicas.unwrap_or(0),
+                total: status.replicas.unwrap_or(0),
+                available: status.available_replicas.unwrap_or(0),
+            }),
+        }
+    }
+
+    /// kubectl's `DeploymentStatusViewer`, ported: observed generation first, then the
+    /// progress deadline, then updated / total / available replica counts.
+    pub fn rollout(&self) -> DeploymentRollout {
+        let name = &self.name;
+        let desired = self.desired;
+        let Some(status) = &self.status else {
+            return DeploymentRollout::Progressing(format!(
+                "{name}: waiting for the Deployment controller"
+            ));
+        };
+        if self.generation > status.observed_generation {
+            return DeploymentRollout::Progressing(format!(
+                "{name}: waiting for the Deployment controller"
+            ));
+        }
+        if let Some(message) = &status.deadline_exceeded {
+            return DeploymentRollout::Failed(format!("{name}: {message}"));
+        }
+        let (updated, total, available) = (status.updated, status.total, status.available);
+        if updated < desired {
+            return DeploymentRollout::Progressing(format!(
+                "{name}: {updated} of {desired} pods updated"
+            ));
+        }
+        if total > updated {
+            return DeploymentRollout::Progressing(format!(
+                "{name}: {} old pods pending termination",
+                total - updated
+            ));
+        }
+        if available < updated {
+            return DeploymentRollout::Progressing(format!(
+                "{name}: {available} of {updated} updated pods available"
+            ));
+        }
+        DeploymentRollout::Complete
+    }
+}
+
+/// Where `d`'s rollout stands (see [`DeploymentState::rollout`]).
 pub fn deployment_rollout(d: &Deployment) -> DeploymentRollout {
-    let name = d.metadata.name.as_deref().unwrap_or("deployment");
-    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let Some(status) = &d.status else {
-        return DeploymentRollout::Progressing(format!(
-            "{name}: waiting for the Deployment controller"
-        ));
-    };
-    if d.metadata.generation.unwrap_or(0) > status.observed_generation.unwrap_or(0) {
-        return DeploymentRollout::Progressing(format!(
-            "{name}: waiting for the Deployment controller"
-        ));
-    }
-    if let Some(c) = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Progressing")
-        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-    {
-        return DeploymentRollout::Failed(format!(
-            "{name}: {}",
-            c.message.as_deref().unwrap_or("progress deadline exceeded")
-        ));
-    }
-    let updated = status.updated_replicas.unwrap_or(0);
-    let total = status.replicas.unwrap_or(0);
-    let available = status.available_replicas.unwrap_or(0);
-    if updated < desired {
-        return DeploymentRollout::Progressing(format!(
-            "{name}: {updated} of {desired} pods updated"
-        ));
-    }
-    if total > updated {
-        return DeploymentRollout::Progressing(format!(
-            "{name}: {} old pods pending termination",
-            total - updated
-        ));
-    }
-    if available < updated {
-        return DeploymentRollout::Progressing(format!(
-            "{name}: {available} of {updated} updated pods available"
-        ));
-    }
-    DeploymentRollout::Complete
+    DeploymentState::of(d).rollout()
 }
 
 /// The most telling reason the given pods (of one release) are not ready, for a user:

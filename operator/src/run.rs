@@ -10,17 +10,19 @@
 //! from a half-filled cache would be re-applied, and an operator restarting over
 //! converged Apps must write nothing.
 //!
-//! (kube's shared streams would do the fan-out, but a subscriber stalls for good when
-//! an object is deleted before it reads it.)
+//! This works around a limitation of kube's shared streams (`reflect_shared`), which would
+//! otherwise do the fan-out: they do not pass deletions on to subscribers
+//! (<https://github.com/kube-rs/kube/issues/1590>), and a subscriber stalls for good when
+//! an object is deleted before it reads it; a deleted child must be re-made and a deleted
+//! Route must hand its key on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flynn_crds::{App, Formation, Release, Route, labels};
-use futures::channel::mpsc::UnboundedSender;
+use flynn_crds::{App, Formation, Route, labels};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -29,9 +31,11 @@ use kube::runtime::watcher::{self, Config as WatcherConfig};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{self, Cache, Cached, Caches, Dictionary, Packed, Slim, Stored};
-use crate::metrics::Metrics;
+use crate::cache::{Cache, Caches, DeploymentView, Feed, Projection, ReleaseView, ServiceView};
+use crate::metrics::{KindLabels, Metrics};
+use crate::per_object::{self, PerObject};
 use crate::server::Health;
+use crate::unreadable::{Lenient, Unreadable};
 use crate::{Context, Error, Settings, app, formation, grants, route};
 
 fn api<K>(client: &Client, settings: &Settings) -> Api<K>
@@ -44,46 +48,80 @@ where
     }
 }
 
-/// A watch that fills a cache (objects trimmed and packed) as the controller it
-/// triggers polls it.
-fn cached_watch<K: Cached, S: Stored<K>>(
-    api: Api<K>,
+/// A watch event of objects parsed one by one, as the cache takes it: the readable ones
+/// projected; an unreadable one sent to `unreadable` and skipped (its deletion still
+/// removes the copy the cache holds).
+fn project_event<P: Projection>(
+    event: watcher::Event<Lenient<P::Kind>>,
+    cache: &Cache<P>,
+    unreadable: &UnboundedSender<Unreadable>,
+) -> Option<watcher::Event<P>> {
+    use watcher::Event;
+    let readable = |obj: Lenient<P::Kind>| match obj.parsed {
+        Ok(obj) => Some(P::project(obj)),
+        Err(_) => {
+            if let Some(u) = obj.unreadable() {
+                let _ = unreadable.unbounded_send(u);
+            }
+            None
+        }
+    };
+    match event {
+        Event::Apply(obj) => readable(obj).map(Event::Apply),
+        Event::InitApply(obj) => readable(obj).map(Event::InitApply),
+        Event::Delete(obj) => {
+            let (ns, name) = (obj.namespace(), obj.name_any());
+            match obj.parsed {
+                Ok(obj) => Some(Event::Delete(P::project(obj))),
+                Err(_) => cache
+                    .store()
+                    .get(&ObjectRef::new(&name).within(&ns.unwrap_or_default()))
+                    .map(|held| Event::Delete((*held).clone())),
+            }
+        }
+        Event::Init => Some(Event::Init),
+        Event::InitDone => Some(Event::InitDone),
+    }
+}
+
+/// A watch that fills `P`'s cache, yielding each object it changed (deletions too: a
+/// deleted child is re-made, a deleted Route hands its key on) for the controller it
+/// triggers. `deleted` is told of each deletion, after the cache.
+fn cached_watch<P: Projection>(
+    api: Api<Lenient<P::Kind>>,
     config: WatcherConfig,
+    unreadable: UnboundedSender<Unreadable>,
+    deleted: impl Fn(&str, &str) + Send + 'static,
 ) -> (
-    Cache<K, S>,
-    impl Stream<Item = Result<S, watcher::Error>> + Send + 'static,
+    Cache<P>,
+    impl Stream<Item = Result<P, watcher::Error>> + Send + 'static,
 ) {
-    let (store, mut writer) = reflector::store::<S>();
-    let cache = Cache::new(store);
-    let on_delete = cache.on_delete();
-    let dictionary = Dictionary::default();
+    let (cache, feed): (Cache<P>, Feed<P>) = Cache::new();
+    let mut feed = feed.on_delete(deleted);
+    let reader = cache.clone();
     let stream = watcher::watcher(api, config)
         .default_backoff()
-        .map_ok(move |event| {
-            let event = cache::pack_event::<K, S>(event, &dictionary);
-            // What `reflect` does, for stored types that are not `Resource`s.
-            writer.apply_watcher_event(&event);
-            if let watcher::Event::Delete(obj) = &event {
-                on_delete(obj);
+        .try_filter_map(move |event| {
+            let event = project_event(event, &reader, &unreadable);
+            if let Some(event) = &event {
+                feed.apply(event);
             }
-            event
+            futures::future::ready(Ok(event))
         })
-        // Deletions too: a deleted child is re-made, a deleted Route hands its key on.
         .touched_objects();
     (cache, stream)
 }
 
 /// Changes to an App's Release, Deployments or Services trigger its Formation, found by
-/// the App (a packed copy keeps no owner references; the Formation is named after the
-/// App).
-fn formation_triggers<K: Cached, S: Stored<K>>(
-    objects: impl Stream<Item = Result<S, watcher::Error>> + Send + 'static,
-) -> impl Stream<Item = ObjectRef<Packed<Formation>>> + Send + 'static {
+/// the App (the Formation is named after the App).
+fn formation_triggers<P: Projection>(
+    objects: impl Stream<Item = Result<P, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = ObjectRef<Formation>> + Send + 'static {
     objects.filter_map(|obj| {
         futures::future::ready(match obj {
             Ok(obj) => formation::formation_for(&obj),
             Err(e) => {
-                tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
+                tracing::warn!(error = %e, kind = %P::kind(&()), "watch failed; retrying");
                 None
             }
         })
@@ -93,6 +131,26 @@ fn formation_triggers<K: Cached, S: Stored<K>>(
 /// Sends a trigger; fails only once the controller is gone (shutdown).
 fn trigger<T>(tx: &UnboundedSender<T>, obj: T) {
     let _ = tx.unbounded_send(obj);
+}
+
+/// Reports each unreadable object: a Warning Event on it and the metric.
+async fn report_unreadable(ctx: Arc<Context>, mut unreadable: UnboundedReceiver<Unreadable>) {
+    while let Some(u) = unreadable.next().await {
+        let kind = u.reference.kind.clone().unwrap_or_default();
+        ctx.metrics
+            .unreadable
+            .get_or_create(&KindLabels { kind: kind.clone() })
+            .inc();
+        tracing::warn!(
+            kind,
+            namespace = u.reference.namespace.as_deref().unwrap_or_default(),
+            name = u.reference.name.as_deref().unwrap_or_default(),
+            error = %u.error,
+            "skipping an object the operator cannot read"
+        );
+        ctx.event_on(&u.reference, true, "Unreadable", u.note())
+            .await;
+    }
 }
 
 /// Runs the controllers until `shutdown` is cancelled; in-flight reconciles finish first.
@@ -105,7 +163,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let stop_namespaces = CancellationToken::new();
     let _stop_namespaces_on_return = stop_namespaces.clone().drop_guard();
-    // Small pages: a page's objects are deserialized whole before they are packed, and
+    // Small pages: a page's objects are deserialized whole before they are projected, and
     // that high-water mark stays as RSS (pages of 100 held about 3 MB above the live heap
     // with 1,000 Apps; kube.rs, "reflector memory", on the same effect).
     let wc = WatcherConfig::default().page_size(25).any_semantic();
@@ -114,22 +172,51 @@ pub async fn run(
         labels::MANAGED_BY,
         labels::MANAGED_BY_FLYNN
     ));
+    let (to_report, unreadable) = futures::channel::mpsc::unbounded::<Unreadable>();
+    let per_object = Arc::new(PerObject::default());
+    // What the controllers keep per object leaves with the object.
+    let forget = |controller: &'static str| {
+        let per_object = per_object.clone();
+        move |ns: &str, name: &str| per_object.forget(controller, ns, name)
+    };
+    let nothing = |_: &str, _: &str| {};
 
-    let (apps, app_stream) = cached_watch::<App, Packed<_>>(api(&client, &settings), wc.clone());
+    let (apps, app_stream) = cached_watch::<App>(
+        api(&client, &settings),
+        wc.clone(),
+        to_report.clone(),
+        forget(app::CONTROLLER),
+    );
     let app_store = apps.store().clone();
-    let (formations, formation_stream) =
-        cached_watch::<Formation, Packed<_>>(api(&client, &settings), wc.clone());
+    let (formations, formation_stream) = cached_watch::<Formation>(
+        api(&client, &settings),
+        wc.clone(),
+        to_report.clone(),
+        forget(formation::CONTROLLER),
+    );
     let formation_store = formations.store().clone();
-    let (releases, release_stream) =
-        cached_watch::<Release, Slim<_>>(api(&client, &settings), wc.clone());
+    let (releases, release_stream) = cached_watch::<ReleaseView>(
+        api(&client, &settings),
+        wc.clone(),
+        to_report.clone(),
+        nothing,
+    );
     // Routes from every namespace: conflicts are cluster-wide.
-    let (routes, route_stream) =
-        cached_watch::<Route, Packed<_>>(Api::all(client.clone()), wc.clone());
+    let (routes, route_stream) = cached_watch::<Route>(
+        Api::all(client.clone()),
+        wc.clone(),
+        to_report.clone(),
+        forget(route::CONTROLLER),
+    );
     let route_store = routes.store().clone();
-    let (deployments, deployment_stream) =
-        cached_watch::<Deployment, Slim<_>>(api(&client, &settings), managed.clone());
+    let (deployments, deployment_stream) = cached_watch::<DeploymentView>(
+        api(&client, &settings),
+        managed.clone(),
+        to_report.clone(),
+        nothing,
+    );
     let (services, service_stream) =
-        cached_watch::<Service, Slim<_>>(api(&client, &settings), managed);
+        cached_watch::<ServiceView>(api(&client, &settings), managed, to_report, nothing);
     let caches = Caches {
         apps,
         formations,
@@ -139,7 +226,13 @@ pub async fn run(
         services,
         synced: tokio::sync::watch::Sender::new(false),
     };
-    let mut ctx = Context::new(client.clone(), settings.clone(), metrics, caches);
+    let mut ctx = Context::new(
+        client.clone(),
+        settings.clone(),
+        metrics,
+        caches,
+        per_object,
+    );
     if settings.exclude_namespace_label.is_some() {
         // Namespace metadata (names and labels only), read by `Context::scope`.
         let (store, writer) = reflector::store();
@@ -165,18 +258,17 @@ pub async fn run(
     let config = ControllerConfig::default().concurrency(settings.concurrency);
 
     // Fan-out: triggers for controllers that do not poll the watch themselves.
-    let (to_apps, app_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Packed<App>>>();
-    let (to_routes, route_triggers) =
-        futures::channel::mpsc::unbounded::<ObjectRef<Packed<Route>>>();
+    let (to_apps, app_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<App>>();
+    let (to_routes, route_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Route>>();
     let (to_formations, route_formation_triggers) =
-        futures::channel::mpsc::unbounded::<ObjectRef<Packed<Formation>>>();
+        futures::channel::mpsc::unbounded::<ObjectRef<Formation>>();
     // The namespaces of changed Apps and Routes, for the grants (see `grants`).
     let (to_grants, grant_triggers) = futures::channel::mpsc::unbounded::<String>();
     let app_stream = app_stream.inspect_ok({
         let to_grants = to_grants.clone();
         move |a| {
-            if let Some(ns) = a.namespace_str() {
-                trigger(&to_grants, ns.to_owned());
+            if let Some(ns) = a.namespace() {
+                trigger(&to_grants, ns);
             }
         }
     });
@@ -200,8 +292,8 @@ pub async fn run(
         let scope = settings.namespace.clone();
         let ctx = ctx.clone();
         move |r| {
-            if let Some(ns) = r.namespace_str() {
-                trigger(&to_grants, ns.to_owned());
+            if let Some(ns) = r.namespace() {
+                trigger(&to_grants, ns);
             }
             // Only the Routes of Apps in scope: in a cluster of 10,000 Routes, a scoped
             // operator must not schedule (and skip) a reconcile for each change.
@@ -235,9 +327,9 @@ pub async fn run(
         .for_each(log_outcome);
     let formation_ctl = Controller::for_stream(formation_stream, formation_store)
         .with_config(config.clone())
-        .reconcile_on(formation_triggers::<Deployment, _>(deployment_stream))
-        .reconcile_on(formation_triggers::<Service, _>(service_stream))
-        .reconcile_on(formation_triggers::<Release, _>(release_stream))
+        .reconcile_on(formation_triggers(deployment_stream))
+        .reconcile_on(formation_triggers(service_stream))
+        .reconcile_on(formation_triggers(release_stream))
         .reconcile_on(route_formation_triggers)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(
@@ -268,7 +360,24 @@ pub async fn run(
         }
     };
     let grants = grants::run(ctx.clone(), grant_triggers, shutdown.clone());
-    tokio::join!(app_ctl, formation_ctl, route_ctl, readiness, grants);
+    let reports = {
+        let shutdown = shutdown.clone();
+        let reports = report_unreadable(ctx.clone(), unreadable);
+        async move {
+            tokio::select! {
+                () = reports => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+    };
+    tokio::join!(
+        app_ctl,
+        formation_ctl,
+        route_ctl,
+        readiness,
+        grants,
+        reports
+    );
     Ok(())
 }
 
@@ -311,10 +420,8 @@ where
             let start = Instant::now();
             let result = reconcile(obj, ctx.clone()).await;
             ctx.metrics.observe(controller, start.elapsed());
-            if result.is_ok()
-                && let Ok(mut f) = ctx.failures.lock()
-            {
-                f.remove(&key);
+            if result.is_ok() {
+                ctx.per_object.succeeded(&key);
             }
             result
         }
@@ -322,8 +429,15 @@ where
     }
 }
 
-fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &K) -> String {
-    format!("{controller}/{}", ObjectRef::from_obj(obj))
+fn failure_key<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+    obj: &K,
+) -> per_object::Key {
+    per_object::key(
+        controller,
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default(),
+    )
 }
 
 /// Logs and counts the error, then retries with exponential backoff per object
@@ -335,12 +449,7 @@ where
 {
     move |obj, err, ctx| {
         ctx.metrics.error(controller, err.metric_label());
-        let attempts = {
-            let mut f = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-            let n = f.entry(failure_key(controller, obj.as_ref())).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
+        let attempts = ctx.per_object.failed(failure_key(controller, obj.as_ref()));
         let backoff = ctx
             .settings
             .error_backoff

@@ -95,14 +95,42 @@ pub struct Observed<'a> {
     pub urls: Vec<String>,
 }
 
+/// An Event the reconcile records on the App, for `kubectl describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+impl AppEvent {
+    fn normal(reason: &'static str, note: String) -> Self {
+        Self {
+            warning: false,
+            reason,
+            note,
+        }
+    }
+
+    fn warning(reason: &'static str, note: String) -> Self {
+        Self {
+            warning: true,
+            reason,
+            note,
+        }
+    }
+}
+
+/// The Event of a completed rollout (history is pruned then).
+pub const DEPLOYED: &str = "Deployed";
+
 /// What to do about a rollout.
 #[derive(Debug, PartialEq)]
 pub struct Decision {
     pub status: AppStatus,
     /// Point the App back at this Release (and its env): the rollout failed.
     pub rollback_to: Option<String>,
-    /// Events for `kubectl describe`: (warning, reason, note).
-    pub events: Vec<(bool, &'static str, String)>,
+    pub events: Vec<AppEvent>,
     /// Check again after this long (the deploy timeout is running).
     pub requeue_after: Option<std::time::Duration>,
     /// The deploy timeout passed: the caller should read pods and call again with a diagnosis.
@@ -115,80 +143,77 @@ pub struct Decision {
 /// `Degraded` with the reason read from its pods and, with `autoRollback` and an earlier
 /// release to go back to, returns to it.
 pub fn decide(o: &Observed<'_>) -> Decision {
-    let app = o.app;
-    let generation = app.metadata.generation;
-    let old = app.status.clone().unwrap_or_default();
-    let mut status = AppStatus {
-        release: old.release.clone(),
-        release_version: old.release_version,
-        urls: o.urls.clone(),
-        conditions: old.conditions.clone(),
-        rollout: old.rollout.clone(),
-        observed_generation: generation,
-        ..Default::default()
+    let mut d = Draft::new(o);
+    let Some(target) = o.app.spec.release.clone() else {
+        d.no_release();
+        return d.finish();
     };
-    let mut d = Decision {
-        status: AppStatus::default(),
-        rollback_to: None,
-        events: vec![],
-        requeue_after: None,
-        needs_diagnosis: false,
-    };
-    let cond = |t: &str, ok: bool, reason: &str, msg: String| {
-        conditions::new(t, ok, reason, msg, generation, o.now.clone())
-    };
+    let formation = current_formation(o, &target);
+    d.status.processes = process_counts(o.app, formation, &d.old);
+    d.status.process_summary = Some(ProcessStatus::summary(&d.status.processes));
+    let problem = formation_problem(formation);
+    d.names_taken(problem.as_ref());
+    let waiting_for = formation
+        .and_then(|fs| conditions::find(&fs.conditions, types::READY))
+        .map(|c| c.message.clone())
+        .unwrap_or_else(|| "waiting for the formation to be updated".into());
 
-    let Some(target) = app.spec.release.clone() else {
-        status.rollout = None;
-        conditions::set(
-            &mut status.conditions,
-            cond(
-                types::READY,
-                false,
-                reasons::NO_RELEASE,
-                "no release yet: `git push` to the app, or create a Release and set spec.release"
-                    .into(),
-            ),
-        );
-        conditions::set(
-            &mut status.conditions,
-            cond(
-                types::PROGRESSING,
-                false,
-                reasons::NO_RELEASE,
-                String::new(),
-            ),
-        );
-        d.status = status;
-        return d;
-    };
+    if formation.is_some_and(|fs| fs.release.as_deref() == Some(target.as_str())) {
+        d.rolled_out(&target);
+    } else if let Some(problem) = problem {
+        d.blocked(problem);
+    } else if d.old.release.as_deref() == Some(target.as_str()) {
+        d.scaling(&target, &waiting_for);
+    } else if let Err(NeedsDiagnosis) = d.rolling_out(&target, waiting_for) {
+        // Reading pods costs a LIST: the caller does it only now, and calls again.
+        let mut decision = d.finish();
+        decision.needs_diagnosis = true;
+        return decision;
+    }
+    d.ready(&target);
+    d.finish()
+}
 
-    let fstatus: Option<&FormationStatus> = o
-        .formation
+/// The deploy timeout (or the early check) passed and no diagnosis was given.
+struct NeedsDiagnosis;
+
+/// The Formation's status, if the Formation runs `target` and has been reconciled for its
+/// current spec.
+fn current_formation<'a>(o: &Observed<'a>, target: &str) -> Option<&'a FormationStatus> {
+    o.formation
         .filter(|f| f.spec.release == target)
         .filter(|f| f.status.as_ref().and_then(|s| s.observed_generation) == f.metadata.generation)
-        .and_then(|f| f.status.as_ref());
-    if let Some(fs) = fstatus {
-        status.processes = fs.processes.clone();
-    } else {
-        // Not observed yet: show the desired counts with nothing ready rather than stale numbers.
-        status.processes = app
-            .spec
-            .processes
-            .iter()
-            .map(|(p, &n)| {
-                (
-                    p.clone(),
-                    ProcessStatus {
-                        desired: n,
-                        ..old.processes.get(p).copied().unwrap_or_default()
-                    },
-                )
-            })
-            .collect();
+        .and_then(|f| f.status.as_ref())
+}
+
+/// Per-process counts: the Formation's, or, until it has observed the spec, the desired
+/// counts with nothing ready rather than stale numbers.
+fn process_counts(
+    app: &App,
+    formation: Option<&FormationStatus>,
+    old: &AppStatus,
+) -> BTreeMap<String, ProcessStatus> {
+    if let Some(fs) = formation {
+        return fs.processes.clone();
     }
-    status.process_summary = Some(ProcessStatus::summary(&status.processes));
-    let formation_problem = fstatus
+    app.spec
+        .processes
+        .iter()
+        .map(|(p, &n)| {
+            (
+                p.clone(),
+                ProcessStatus {
+                    desired: n,
+                    ..old.processes.get(p).copied().unwrap_or_default()
+                },
+            )
+        })
+        .collect()
+}
+
+/// A reason the Formation cannot progress that the user must fix: (reason, message).
+fn formation_problem(formation: Option<&FormationStatus>) -> Option<(String, String)> {
+    formation
         .and_then(|fs| conditions::find(&fs.conditions, types::READY))
         .filter(|c| {
             c.reason == reasons::RELEASE_NOT_FOUND
@@ -196,230 +221,272 @@ pub fn decide(o: &Observed<'_>) -> Decision {
                 || c.reason == reasons::NO_PROCESSES
                 || c.reason == reasons::NOT_OWNED
         })
-        .map(|c| (c.reason.clone(), c.message.clone()));
-    // A child's name taken by an object Flynn did not make: a `Conflict` of its own, so
-    // `kubectl wait --for=condition=Conflict` and dashboards see it; cleared once resolved.
-    let taken = formation_problem
-        .as_ref()
-        .filter(|(reason, _)| reason == reasons::NOT_OWNED)
-        .map(|(_, msg)| msg.clone());
-    if let Some(msg) = &taken {
-        conditions::set(
-            &mut status.conditions,
-            cond(types::CONFLICT, true, reasons::NOT_OWNED, msg.clone()),
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+/// The decision being made: the new status, built from the old one, and what to do.
+struct Draft<'o, 'a> {
+    o: &'o Observed<'a>,
+    old: AppStatus,
+    status: AppStatus,
+    events: Vec<AppEvent>,
+    rollback_to: Option<String>,
+    requeue_after: Option<std::time::Duration>,
+}
+
+impl<'o, 'a> Draft<'o, 'a> {
+    fn new(o: &'o Observed<'a>) -> Self {
+        let old = o.app.status.clone().unwrap_or_default();
+        let status = AppStatus {
+            release: old.release.clone(),
+            release_version: old.release_version,
+            urls: o.urls.clone(),
+            conditions: old.conditions.clone(),
+            rollout: old.rollout.clone(),
+            observed_generation: o.app.metadata.generation,
+            ..Default::default()
+        };
+        Self {
+            o,
+            old,
+            status,
+            events: vec![],
+            rollback_to: None,
+            requeue_after: None,
+        }
+    }
+
+    fn finish(self) -> Decision {
+        Decision {
+            status: self.status,
+            rollback_to: self.rollback_to,
+            events: self.events,
+            requeue_after: self.requeue_after,
+            needs_diagnosis: false,
+        }
+    }
+
+    /// Sets condition `type_` for the App's current generation.
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: String) {
+        let c = conditions::new(
+            type_,
+            ok,
+            reason,
+            message,
+            self.o.app.metadata.generation,
+            self.o.now.clone(),
         );
-    } else if conditions::find(&old.conditions, types::CONFLICT).is_some() {
-        conditions::set(
-            &mut status.conditions,
-            cond(types::CONFLICT, false, reasons::NAMES_FREE, String::new()),
+        conditions::set(&mut self.status.conditions, c);
+    }
+
+    fn was(
+        &self,
+        type_: &str,
+    ) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        conditions::find(&self.old.conditions, type_)
+    }
+
+    /// No `spec.release`: nothing to run yet, and what to do about it.
+    fn no_release(&mut self) {
+        self.status.rollout = None;
+        self.set(
+            types::READY,
+            false,
+            reasons::NO_RELEASE,
+            "no release yet: `git push` to the app, or create a Release and set spec.release"
+                .into(),
+        );
+        self.set(
+            types::PROGRESSING,
+            false,
+            reasons::NO_RELEASE,
+            String::new(),
         );
     }
-    let rolled_out = fstatus.is_some_and(|fs| fs.release.as_deref() == Some(target.as_str()));
-    let waiting_for = fstatus
-        .and_then(|fs| conditions::find(&fs.conditions, types::READY))
-        .map(|c| c.message.clone())
-        .unwrap_or_else(|| "waiting for the formation to be updated".into());
 
-    if rolled_out {
-        let was_rolling_out = old.rollout.as_ref().is_some_and(|r| r.release == target)
-            || old.release.as_deref() != Some(target.as_str());
-        status.release = Some(target.clone());
-        status.release_version = flynn_crds::names::parse_release_name(&target).map(|(_, v)| v);
-        status.rollout = None;
+    /// A child's name taken by an object Flynn did not make: a `Conflict` of its own, so
+    /// `kubectl wait --for=condition=Conflict` and dashboards see it; cleared once resolved.
+    fn names_taken(&mut self, problem: Option<&(String, String)>) {
+        let taken = problem.filter(|(reason, _)| reason == reasons::NOT_OWNED);
+        if let Some((_, msg)) = taken {
+            self.set(types::CONFLICT, true, reasons::NOT_OWNED, msg.clone());
+        } else if self.was(types::CONFLICT).is_some() {
+            self.set(types::CONFLICT, false, reasons::NAMES_FREE, String::new());
+        }
+    }
+
+    /// Every process runs `target`.
+    fn rolled_out(&mut self, target: &str) {
+        let was_rolling_out = self
+            .old
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.release == target)
+            || self.old.release.as_deref() != Some(target);
+        self.status.release = Some(target.to_owned());
+        self.status.release_version = flynn_crds::names::parse_release_name(target).map(|(_, v)| v);
+        self.status.rollout = None;
         if was_rolling_out {
-            conditions::set(
-                &mut status.conditions,
-                cond(types::DEGRADED, false, reasons::AVAILABLE, String::new()),
-            );
-            if old.release.as_deref() != Some(target.as_str()) {
-                d.events
-                    .push((false, "Deployed", format!("release {target} is running")));
+            self.set(types::DEGRADED, false, reasons::AVAILABLE, String::new());
+            if self.old.release.as_deref() != Some(target) {
+                self.events.push(AppEvent::normal(
+                    DEPLOYED,
+                    format!("release {target} is running"),
+                ));
             }
         }
-        conditions::set(
-            &mut status.conditions,
-            cond(
-                types::PROGRESSING,
-                false,
-                reasons::ROLLOUT_COMPLETE,
-                format!("release {target} is rolled out"),
-            ),
+        self.set(
+            types::PROGRESSING,
+            false,
+            reasons::ROLLOUT_COMPLETE,
+            format!("release {target} is rolled out"),
         );
-    } else if let Some((reason, msg)) = formation_problem {
-        // Nothing will progress until the user fixes the input: say what to fix.
-        status.rollout = None;
-        conditions::set(
-            &mut status.conditions,
-            cond(types::PROGRESSING, false, &reason, msg.clone()),
+    }
+
+    /// Nothing will progress until the user fixes the input: say what to fix.
+    fn blocked(&mut self, (reason, msg): (String, String)) {
+        self.status.rollout = None;
+        self.set(types::PROGRESSING, false, &reason, msg.clone());
+        self.set(types::DEGRADED, true, &reason, msg);
+    }
+
+    /// The running release stays: a scale change, or settling back after a rollback.
+    /// Not a rollout, so no timer, and Degraded keeps saying what happened last.
+    fn scaling(&mut self, target: &str, waiting_for: &str) {
+        self.status.rollout = None;
+        self.set(
+            types::PROGRESSING,
+            true,
+            reasons::SCALING,
+            format!("scaling {target}: {waiting_for}"),
         );
-        conditions::set(
-            &mut status.conditions,
-            cond(types::DEGRADED, true, &reason, msg),
-        );
-    } else if old.release.as_deref() == Some(target.as_str()) {
-        // The running release stays: a scale change, or settling back after a rollback.
-        // Not a rollout, so no timer, and Degraded keeps saying what happened last.
-        status.rollout = None;
-        conditions::set(
-            &mut status.conditions,
-            cond(
-                types::PROGRESSING,
-                true,
-                reasons::SCALING,
-                format!("scaling {target}: {waiting_for}"),
-            ),
-        );
-    } else {
-        let rollout = match old.rollout.as_ref() {
+    }
+
+    /// A new release is on its way: timed from when it was first seen, judged at the
+    /// deploy timeout (and, for a release that fails outright, earlier).
+    fn rolling_out(&mut self, target: &str, waiting_for: String) -> Result<(), NeedsDiagnosis> {
+        let rollout = match self.old.rollout.as_ref() {
             Some(r) if r.release == target => r.clone(),
             _ => {
                 // No Event for the start: the Progressing condition says it, and the
                 // outcome gets one (Deployed, DeployTimedOut, RolledBack). An Event per
                 // deploy start is a write per deploy that nobody reads.
-                conditions::set(
-                    &mut status.conditions,
-                    cond(types::DEGRADED, false, reasons::ROLLING_OUT, String::new()),
-                );
+                self.set(types::DEGRADED, false, reasons::ROLLING_OUT, String::new());
                 Rollout {
-                    release: target.clone(),
-                    started_at: o.now.clone(),
+                    release: target.to_owned(),
+                    started_at: self.o.now.clone(),
                 }
             }
         };
-        let timeout = SignedDuration::from_secs(i64::from(app.spec.deploy_timeout_seconds.max(1)));
-        let elapsed = o.now.0.duration_since(rollout.started_at.0);
+        let timeout_secs = self.o.app.spec.deploy_timeout_seconds;
+        let timeout = SignedDuration::from_secs(i64::from(timeout_secs.max(1)));
+        let elapsed = self.o.now.0.duration_since(rollout.started_at.0);
         if elapsed >= timeout {
-            let Some(diagnosis) = o.diagnosis.clone() else {
-                // Reading pods costs a LIST: the caller does it only now, and calls again.
-                d.needs_diagnosis = true;
-                d.status = status;
-                return d;
-            };
+            let diagnosis = self.o.diagnosis.clone().ok_or(NeedsDiagnosis)?;
             let diagnosis = if diagnosis.message.is_empty() {
                 waiting_for
             } else {
                 diagnosis.message
             };
             let failure = format!(
-                "release {target} did not become available within {}s: {diagnosis}",
-                app.spec.deploy_timeout_seconds
+                "release {target} did not become available within {timeout_secs}s: {diagnosis}"
             );
-            let previous = old.release.clone().filter(|r| *r != target);
-            match previous {
-                Some(previous) if app.spec.auto_rollback => {
-                    let msg = format!("{failure}; rolled back to {previous}");
-                    conditions::set(
-                        &mut status.conditions,
-                        cond(types::DEGRADED, true, reasons::ROLLED_BACK, msg.clone()),
-                    );
-                    conditions::set(
-                        &mut status.conditions,
-                        cond(types::PROGRESSING, false, reasons::ROLLED_BACK, msg.clone()),
-                    );
-                    d.events.push((true, reasons::ROLLED_BACK, msg));
-                    status.last_rollback = Some(flynn_crds::Rollback {
-                        from: target.clone(),
-                        to: previous.clone(),
-                        reason: failure,
-                        at: o.now.clone(),
-                    });
-                    d.rollback_to = Some(previous);
-                    status.rollout = None;
-                }
-                previous => {
-                    let why_not = if previous.is_none() {
-                        "no earlier release to roll back to"
-                    } else {
-                        "autoRollback is off"
-                    };
-                    let msg = format!("{failure} ({why_not})");
-                    if conditions::find(&old.conditions, types::DEGRADED)
-                        .is_none_or(|c| c.status != conditions::status::TRUE)
-                    {
-                        d.events
-                            .push((true, reasons::DEPLOY_TIMED_OUT, msg.clone()));
-                    }
-                    conditions::set(
-                        &mut status.conditions,
-                        cond(
-                            types::DEGRADED,
-                            true,
-                            reasons::DEPLOY_TIMED_OUT,
-                            msg.clone(),
-                        ),
-                    );
-                    conditions::set(
-                        &mut status.conditions,
-                        cond(types::PROGRESSING, false, reasons::DEPLOY_TIMED_OUT, msg),
-                    );
-                    status.rollout = Some(rollout);
-                }
+            self.timed_out(target, rollout, failure);
+            return Ok(());
+        }
+        // A release that fails (exits, cannot start, cannot be placed) is said to at
+        // once, not only at the deploy timeout; it still has until then to recover.
+        let mut progress = waiting_for;
+        if elapsed >= EARLY_DIAGNOSIS {
+            let diagnosis = self.o.diagnosis.clone().ok_or(NeedsDiagnosis)?;
+            if diagnosis.failing {
+                let msg = format!(
+                    "release {target} is failing: {}; it is rolled back if not available within {timeout_secs}s",
+                    diagnosis.message
+                );
+                self.set(types::DEGRADED, true, reasons::PROCESS_FAILING, msg);
+                progress = diagnosis.message;
             }
-        } else {
-            // A release that fails (exits, cannot start, cannot be placed) is said to at
-            // once, not only at the deploy timeout; it still has until then to recover.
-            let mut progress = waiting_for;
-            if elapsed >= EARLY_DIAGNOSIS {
-                let Some(diagnosis) = o.diagnosis.clone() else {
-                    d.needs_diagnosis = true;
-                    d.status = status;
-                    return d;
+        }
+        self.set(
+            types::PROGRESSING,
+            true,
+            reasons::ROLLING_OUT,
+            format!("rolling out {target}: {progress}"),
+        );
+        let remaining = (timeout - elapsed).unsigned_abs();
+        self.requeue_after = Some(remaining.min(std::time::Duration::from_secs(15)));
+        self.status.rollout = Some(rollout);
+        Ok(())
+    }
+
+    /// The deploy timeout passed: roll back if allowed and possible, else say why not.
+    fn timed_out(&mut self, target: &str, rollout: Rollout, failure: String) {
+        let previous = self.old.release.clone().filter(|r| r != target);
+        match previous {
+            Some(previous) if self.o.app.spec.auto_rollback => {
+                let msg = format!("{failure}; rolled back to {previous}");
+                self.set(types::DEGRADED, true, reasons::ROLLED_BACK, msg.clone());
+                self.set(types::PROGRESSING, false, reasons::ROLLED_BACK, msg.clone());
+                self.events
+                    .push(AppEvent::warning(reasons::ROLLED_BACK, msg));
+                self.status.last_rollback = Some(flynn_crds::Rollback {
+                    from: target.to_owned(),
+                    to: previous.clone(),
+                    reason: failure,
+                    at: self.o.now.clone(),
+                });
+                self.rollback_to = Some(previous);
+                self.status.rollout = None;
+            }
+            previous => {
+                let why_not = if previous.is_none() {
+                    "no earlier release to roll back to"
+                } else {
+                    "autoRollback is off"
                 };
-                if diagnosis.failing {
-                    let msg = format!(
-                        "release {target} is failing: {}; it is rolled back if not available within {}s",
-                        diagnosis.message, app.spec.deploy_timeout_seconds
-                    );
-                    conditions::set(
-                        &mut status.conditions,
-                        cond(types::DEGRADED, true, reasons::PROCESS_FAILING, msg),
-                    );
-                    progress = diagnosis.message;
+                let msg = format!("{failure} ({why_not})");
+                if self
+                    .was(types::DEGRADED)
+                    .is_none_or(|c| c.status != conditions::status::TRUE)
+                {
+                    self.events
+                        .push(AppEvent::warning(reasons::DEPLOY_TIMED_OUT, msg.clone()));
                 }
-            }
-            conditions::set(
-                &mut status.conditions,
-                cond(
-                    types::PROGRESSING,
+                self.set(
+                    types::DEGRADED,
                     true,
-                    reasons::ROLLING_OUT,
-                    format!("rolling out {target}: {progress}"),
-                ),
-            );
-            let remaining = (timeout - elapsed).unsigned_abs();
-            d.requeue_after = Some(remaining.min(std::time::Duration::from_secs(15)));
-            status.rollout = Some(rollout);
+                    reasons::DEPLOY_TIMED_OUT,
+                    msg.clone(),
+                );
+                self.set(types::PROGRESSING, false, reasons::DEPLOY_TIMED_OUT, msg);
+                self.status.rollout = Some(rollout);
+            }
         }
     }
 
-    // Ready: the running release serves every desired process.
-    let serving =
-        status.release.is_some() && status.processes.values().all(|p| p.ready >= p.desired);
-    let (ready_reason, ready_msg) = if serving {
-        (
-            reasons::AVAILABLE,
-            format!("{} is serving", status.release.clone().unwrap_or_default()),
-        )
-    } else if status.release.is_none() {
-        (
-            reasons::WAITING_FOR_PODS,
-            format!("no release has rolled out yet; rolling out {target}"),
-        )
-    } else {
-        (
-            reasons::WAITING_FOR_PODS,
+    /// Ready: the running release serves every desired process.
+    fn ready(&mut self, target: &str) {
+        let status = &self.status;
+        let serving =
+            status.release.is_some() && status.processes.values().all(|p| p.ready >= p.desired);
+        let message = if serving {
+            format!("{} is serving", status.release.clone().unwrap_or_default())
+        } else if status.release.is_none() {
+            format!("no release has rolled out yet; rolling out {target}")
+        } else {
             format!(
                 "pods ready: {}",
                 status.process_summary.clone().unwrap_or_default()
-            ),
-        )
-    };
-    conditions::set(
-        &mut status.conditions,
-        cond(types::READY, serving, ready_reason, ready_msg),
-    );
-    d.status = status;
-    d
+            )
+        };
+        let reason = if serving {
+            reasons::AVAILABLE
+        } else {
+            reasons::WAITING_FOR_PODS
+        };
+        self.set(types::READY, serving, reason, message);
+    }
 }
 
 #[cfg(test)]
@@ -610,7 +677,11 @@ mod tests {
             "{}",
             deg.message
         );
-        assert!(d.events.iter().any(|e| e.0 && e.1 == reasons::ROLLED_BACK));
+        assert!(
+            d.events
+                .iter()
+                .any(|e| e.warning && e.reason == reasons::ROLLED_BACK)
+        );
     }
 
     #[test]

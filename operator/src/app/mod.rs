@@ -16,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use crate::cache::{Cached, Packed, Stored};
+use crate::cache::{Projection, ReleaseView};
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
 use crate::rollout::{Diagnosis, diagnose};
 use crate::{Context, FIELD_MANAGER};
@@ -24,8 +24,8 @@ use crate::{Context, FIELD_MANAGER};
 pub const CONTROLLER: &str = "app";
 
 #[tracing::instrument(skip_all, fields(app = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
-pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Action> {
-    let app = ctx.caches.apps.fresh(&app)?;
+pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
+    let app = ctx.caches.apps.fresh(&app);
     let ns = app.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -40,16 +40,16 @@ pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Actio
     // Everything read comes from the caches, and every change that matters triggers a
     // reconcile (owned Formation, Releases and Routes of the App), so nothing read here
     // is older than its trigger.
-    let routes = ctx.caches.routes.of_app(&ns, &name)?;
+    let routes = ctx.caches.routes.of_app(&ns, &name);
     // Whether this pass wrote a child: its watch event will trigger the next pass.
     let mut wrote = apply_default_route(&app, &ctx, &ns, &routes).await?;
 
     let mut formation = None;
     if let Some(target) = &app.spec.release {
         if ctx.release(&ns, target).await?.is_none() {
-            let known = app_releases(&ctx, &ns, &name)?
+            let known = app_releases(&ctx, &ns, &name)
                 .iter()
-                .map(|r| r.name_any())
+                .map(|r| r.id.name.to_string())
                 .collect::<Vec<_>>();
             let msg = format!(
                 "spec.release names {target}, which does not exist; existing releases: {}",
@@ -67,7 +67,7 @@ pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Actio
         formation = ctx
             .caches
             .formations
-            .get(&ObjectRef::new(&names::formation_name(&name)).within(&ns))?;
+            .get(&ns, &names::formation_name(&name));
         if formation.as_ref().is_none_or(|f| {
             f.spec != desired.spec || f.owner_references() != desired.owner_references()
         }) {
@@ -120,16 +120,16 @@ pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Actio
             )
         });
     if app.status.as_ref() != Some(&decision.status)
-        && let Some(wait) = ctx.hold_interim(
-            format!("{CONTROLLER}/{ns}/{name}"),
+        && let Some(wait) = ctx.per_object.hold_interim(
+            crate::per_object::key(CONTROLLER, &ns, &name),
             interim && children_pending,
         )
     {
         return Ok(Action::requeue(wait));
     }
 
-    for (warning, reason, note) in &decision.events {
-        ctx.event(app.as_ref(), *warning, reason, note.clone())
+    for e in &decision.events {
+        ctx.event(app.as_ref(), e.warning, e.reason, e.note.clone())
             .await;
     }
     // The status goes first: the spec change of a rollback triggers the next reconcile,
@@ -140,11 +140,7 @@ pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Actio
         roll_back(&app, &ctx, &apps, previous).await?;
     }
     // History is pruned when a rollout completes: that is when a Release becomes old.
-    if decision
-        .events
-        .iter()
-        .any(|(_, reason, _)| *reason == "Deployed")
-    {
+    if decision.events.iter().any(|e| e.reason == build::DEPLOYED) {
         prune_history(&app, &ctx, &ns, decision.status.release.as_deref()).await?;
     }
 
@@ -155,7 +151,7 @@ pub async fn reconcile(app: Arc<Packed<App>>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// The App's Releases, from the cache.
-fn app_releases(ctx: &Context, ns: &str, app: &str) -> Result<Vec<Arc<Release>>> {
+fn app_releases(ctx: &Context, ns: &str, app: &str) -> Vec<Arc<ReleaseView>> {
     ctx.caches.releases.of_app(ns, app)
 }
 
@@ -212,9 +208,7 @@ async fn apply_default_route(
             return Ok(true);
         }
     } else if existing.iter().any(|r| r.name_any() == route_name) {
-        ctx.caches
-            .routes
-            .forget(&ObjectRef::new(&route_name).within(ns));
+        ctx.caches.routes.forget(ns, &route_name);
         match routes.delete(&route_name, &DeleteParams::default()).await {
             Ok(_) => return Ok(true),
             Err(e) if is_not_found(&e) => {}
@@ -391,11 +385,12 @@ async fn write_status(app: &App, ctx: &Context, status: &flynn_crds::AppStatus) 
 /// Deletes the oldest Releases beyond the history setting, never the target or the
 /// running one.
 async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>) -> Result<()> {
-    let releases = app_releases(ctx, ns, &app.name_any())?;
+    let releases = app_releases(ctx, ns, &app.name_any());
     if releases.len() <= ctx.settings.release_history {
         return Ok(());
     }
-    let refs: Vec<&Release> = releases.iter().map(AsRef::as_ref).collect();
+    let releases: Vec<Release> = releases.iter().map(|r| r.to_release()).collect();
+    let refs: Vec<&Release> = releases.iter().collect();
     let protect: Vec<&str> = [app.spec.release.as_deref(), running]
         .into_iter()
         .flatten()
@@ -404,9 +399,7 @@ async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>
     for name in build::releases_to_prune(&refs, ctx.settings.release_history, &protect) {
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {
-                ctx.caches
-                    .releases
-                    .forget(&ObjectRef::new(&name).within(ns));
+                ctx.caches.releases.forget(ns, &name);
                 tracing::info!(release = %name, "deleted: beyond the release history");
             }
             Err(e) if is_not_found(&e) => {}
@@ -422,6 +415,6 @@ async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>
 }
 
 /// The App an object belongs to (a Formation, Release or Route of it), to trigger.
-pub fn app_for<K: Cached>(obj: &impl Stored<K>) -> Option<ObjectRef<Packed<App>>> {
-    Some(ObjectRef::new(obj.app()?).within(obj.namespace_str()?))
+pub fn app_for<P: Projection>(obj: &P) -> Option<ObjectRef<App>> {
+    Some(ObjectRef::new(obj.app()?).within(&obj.namespace()?))
 }

@@ -11,27 +11,24 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use flynn_crds::conditions::{self, reasons, types};
-use flynn_crds::{Formation, FormationStatus, ProcessStatus, Release, labels};
-use k8s_openapi::api::apps::v1::Deployment;
+use flynn_crds::{Formation, FormationStatus, ProcessStatus, Release};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use crate::cache::{Cache, Cached, Packed, Slim, Stored};
+use crate::cache::{Cache, Child, DeploymentView, Projection};
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
-use crate::rollout::{DeploymentRollout, deployment_rollout};
+use crate::rollout::DeploymentRollout;
 use crate::{Context, FIELD_MANAGER};
 
 pub const CONTROLLER: &str = "formation";
 
-/// Annotation holding a hash of what the operator last applied to a child, so an
-/// unchanged child costs no API call.
-pub const APPLIED_HASH: &str = "flynn.io/applied-hash";
+pub use crate::cache::APPLIED_HASH;
 
 #[tracing::instrument(skip_all, fields(formation = %formation.name_any(), namespace = formation.namespace().unwrap_or_default()))]
-pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> Result<Action> {
-    let formation = ctx.caches.formations.fresh(&formation)?;
+pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<Action> {
+    let formation = ctx.caches.formations.fresh(&formation);
     let ns = formation.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -83,8 +80,8 @@ pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> 
 
     // From the caches: every change to a child triggers a reconcile (owns), so what is
     // read here is never older than the trigger, and our own writes are in them.
-    let existing_deployments = ctx.caches.deployments.of_app(&ns, app)?;
-    let existing_services = ctx.caches.services.of_app(&ns, app)?;
+    let existing_deployments = ctx.caches.deployments.of_app(&ns, app);
+    let existing_services = ctx.caches.services.of_app(&ns, app);
     let uid = formation.metadata.uid.clone().unwrap_or_default();
     let wanted_deployments: BTreeSet<String> = desired
         .deployments
@@ -136,12 +133,12 @@ pub async fn reconcile(formation: Arc<Packed<Formation>>, ctx: Arc<Context>) -> 
     // controller's, on a Deployment just written or not yet observed.
     let unobserved = existing_deployments.iter().any(|d| {
         !crate::context::observed_current(
-            d.status.as_ref().and_then(|s| s.observed_generation),
-            d.metadata.generation,
+            d.state.status.as_ref().map(|s| s.observed_generation),
+            Some(d.state.generation),
         )
     });
     let hold = StatusHold {
-        key: format!("{CONTROLLER}/{ns}/{}", formation.name_any()),
+        key: crate::per_object::key(CONTROLLER, &ns, &formation.name_any()),
         wrote,
         unobserved,
     };
@@ -185,29 +182,28 @@ const TAKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 ///
 /// The caches hold only objects labelled as Flynn's, so a miss is asked of the API server:
 /// once per child when it is first made (afterwards the child is cached).
-async fn not_ours<K: Cached>(
+async fn not_ours<C: Child>(
     ctx: &Context,
     ns: &str,
     uid: &str,
-    child: &K,
-    existing: &[Arc<K>],
+    child: &C::Kind,
+    existing: &[Arc<C>],
 ) -> Result<Option<String>> {
     let name = child.name_any();
-    let controlled = |o: &K| {
-        o.owner_references()
-            .iter()
-            .any(|r| r.uid == uid && r.controller == Some(true))
-    };
-    let describe = || format!("{} {name}", K::kind(&()));
-    if let Some(cached) = existing.iter().find(|o| o.name_any() == name) {
-        return Ok((!controlled(cached)).then(describe));
+    let kind = <C::Kind as kube::Resource>::kind(&());
+    let describe = || format!("{kind} {name}");
+    if let Some(cached) = existing.iter().find(|o| o.child().name() == name) {
+        return Ok((!cached.child().controlled_by(uid)).then(describe));
     }
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<C::Kind> = Api::namespaced(ctx.client.clone(), ns);
     let found = api
         .get_opt(&name)
         .await
-        .context(|| format!("reading {} {name}", K::kind(&())))?;
-    Ok(found.filter(|o| !controlled(o)).map(|_| describe()))
+        .context(|| format!("reading {kind} {name}"))?;
+    Ok(found
+        .map(C::project)
+        .filter(|o| !o.child().controlled_by(uid))
+        .map(|_| describe()))
 }
 
 /// The process types of `release` whose pods drain when stopped: every type that listens
@@ -224,7 +220,7 @@ fn draining_processes(
     app: &str,
     release: &Release,
 ) -> Result<BTreeSet<String>> {
-    let routes = ctx.caches.routes.of_app(ns, app)?;
+    let routes = ctx.caches.routes.of_app(ns, app);
     Ok(release
         .spec
         .processes
@@ -261,9 +257,9 @@ fn drains<'a>(process: &str, routes: impl IntoIterator<Item = &'a flynn_crds::Ro
     !opted_out
 }
 
-/// When an interim status may be held back (see [`Context::hold_interim`]).
+/// When an interim status may be held back (see [`crate::per_object::PerObject::hold_interim`]).
 struct StatusHold {
-    key: String,
+    key: crate::per_object::Key,
     /// A child was written in this pass.
     wrote: bool,
     /// A Deployment's controller has not reported on its latest spec: until it does,
@@ -276,26 +272,30 @@ struct StatusHold {
 
 /// Server-side applies `obj` unless the cached copy carries the same applied hash;
 /// whether it wrote.
-async fn apply_if_changed<K: Cached>(
+async fn apply_if_changed<C: Child>(
     ctx: &Context,
-    cache: &Cache<K, Slim<K>>,
+    cache: &Cache<C>,
     ns: &str,
-    mut obj: K,
-    existing: &[Arc<K>],
-) -> Result<bool> {
+    mut obj: C::Kind,
+    existing: &[Arc<C>],
+) -> Result<bool>
+where
+    C::Kind: serde::Serialize,
+{
+    type K<C> = <C as Projection>::Kind;
     let name = obj.name_any();
     let body = serde_json::to_vec(&obj).map_err(|e| Error::Serialize(name.clone(), e))?;
     let hash = format!("{:016x}", fnv1a(&body));
-    let current = existing.iter().find(|o| o.name_any() == name);
-    if current.is_some_and(|c| c.annotations().get(APPLIED_HASH) == Some(&hash)) {
+    let current = existing.iter().find(|o| o.child().name() == name);
+    if current.is_some_and(|c| c.child().applied_hash() == Some(hash.as_str())) {
         return Ok(false);
     }
     obj.annotations_mut().insert(APPLIED_HASH.into(), hash);
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<K<C>> = Api::namespaced(ctx.client.clone(), ns);
     let mut value = serde_json::to_value(&obj).map_err(|e| Error::Serialize(name.clone(), e))?;
     // Server-side apply needs apiVersion and kind in the body.
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
+    value["apiVersion"] = <K<C> as kube::Resource>::api_version(&()).into();
+    value["kind"] = <K<C> as kube::Resource>::kind(&()).into();
     let applied = api
         .patch(
             &name,
@@ -303,46 +303,43 @@ async fn apply_if_changed<K: Cached>(
             &Patch::Apply(value),
         )
         .await
-        .context(|| format!("applying {} {name}", K::kind(&())))?;
+        .context(|| format!("applying {} {name}", <K<C> as kube::Resource>::kind(&())))?;
     cache.remember(applied);
-    tracing::debug!(kind = %K::kind(&()), %name, "applied");
+    tracing::debug!(kind = %<K<C> as kube::Resource>::kind(&()), %name, "applied");
     Ok(true)
 }
 
 /// Deletes children of this Formation (by owner uid) that are no longer wanted: a process
 /// type dropped from the Release or the counts, a process that stopped listening.
-async fn prune<K: Cached>(
+async fn prune<C: Child>(
     ctx: &Context,
-    cache: &Cache<K, Slim<K>>,
+    cache: &Cache<C>,
     ns: &str,
     owner_uid: &str,
     wanted: &BTreeSet<String>,
-    existing: &[Arc<K>],
+    existing: &[Arc<C>],
 ) -> Result<bool> {
+    type K<C> = <C as Projection>::Kind;
     let stale: Vec<String> = existing
         .iter()
         // Only what this Formation controls: an owner reference without `controller` can be
         // written by anyone into their own object, and must not get it deleted.
-        .filter(|o| {
-            o.owner_references()
-                .iter()
-                .any(|r| r.uid == owner_uid && r.controller == Some(true))
-        })
-        .map(|o| o.name_any())
+        .filter(|o| o.child().controlled_by(owner_uid))
+        .map(|o| o.child().name().to_owned())
         .filter(|n| !wanted.contains(n))
         .collect();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<K<C>> = Api::namespaced(ctx.client.clone(), ns);
     let deleted = !stale.is_empty();
     for name in stale {
-        cache.forget(&ObjectRef::new(&name).within(ns));
+        cache.forget(ns, &name);
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {
-                tracing::info!(kind = %K::kind(&()), %name, "deleted: no longer in the formation")
+                tracing::info!(kind = %<K<C> as kube::Resource>::kind(&()), %name, "deleted: no longer in the formation")
             }
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
                 return Err(Error::Kube {
-                    action: format!("deleting {} {name}", K::kind(&())),
+                    action: format!("deleting {} {name}", <K<C> as kube::Resource>::kind(&())),
                     source: e,
                 });
             }
@@ -360,7 +357,7 @@ async fn update_status(
     ctx: &Context,
     release: Option<&Release>,
     problem: Option<(&str, String)>,
-    deployments: &[Arc<Deployment>],
+    deployments: &[Arc<DeploymentView>],
     hold: Option<StatusHold>,
 ) -> Result<Action> {
     let app = &formation.spec.app;
@@ -383,16 +380,9 @@ async fn update_status(
         let d = deployments
             .iter()
             .map(AsRef::as_ref)
-            .find(|d| d.name_any() == name);
+            .find(|d| d.meta.name() == name);
         let (ready, available) = d
-            .as_ref()
-            .and_then(|d| d.status.as_ref())
-            .map(|s| {
-                (
-                    s.ready_replicas.unwrap_or(0),
-                    s.available_replicas.unwrap_or(0),
-                )
-            })
+            .map(|d| (d.ready_replicas, d.available_replicas))
             .unwrap_or((0, 0));
         status.processes.insert(
             process.clone(),
@@ -402,10 +392,9 @@ async fn update_status(
                 available,
             },
         );
-        let runs_release = d
-            .as_ref()
-            .is_some_and(|d| template_release(d) == Some(formation.spec.release.as_str()));
-        match d.map(deployment_rollout) {
+        let runs_release =
+            d.is_some_and(|d| d.template_release.as_deref() == Some(&formation.spec.release));
+        match d.map(|d| d.state.rollout()) {
             _ if !runs_release => {
                 all_complete = false;
                 progressing.push(format!("{name}: updating to {}", formation.spec.release));
@@ -478,7 +467,7 @@ async fn update_status(
             // controller caught up.
             return Ok(Action::await_change());
         }
-        if let Some(wait) = ctx.hold_interim(hold.key, interim && hold.wrote) {
+        if let Some(wait) = ctx.per_object.hold_interim(hold.key, interim && hold.wrote) {
             return Ok(Action::requeue(wait));
         }
     }
@@ -495,19 +484,6 @@ async fn update_status(
     Ok(Action::await_change())
 }
 
-/// The release a Deployment's pod template runs (its `flynn.io/release` label).
-pub fn template_release(d: &Deployment) -> Option<&str> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .labels
-        .as_ref()?
-        .get(labels::RELEASE)
-        .map(String::as_str)
-}
-
 /// FNV-1a: a stable hash (unlike std's SipHash keys) for the applied-hash annotation.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
@@ -517,10 +493,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The Formation an object of its App belongs to (a Release, Deployment or Service), to
 /// trigger: Formations are named after their App.
-pub fn formation_for<K: Cached>(obj: &impl Stored<K>) -> Option<ObjectRef<Packed<Formation>>> {
-    Some(
-        ObjectRef::new(&flynn_crds::names::formation_name(obj.app()?)).within(obj.namespace_str()?),
-    )
+pub fn formation_for<P: Projection>(obj: &P) -> Option<ObjectRef<Formation>> {
+    Some(ObjectRef::new(&flynn_crds::names::formation_name(obj.app()?)).within(&obj.namespace()?))
 }
 
 #[cfg(test)]

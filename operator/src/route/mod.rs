@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::Context;
-use crate::cache::{Cache, Packed, Stored};
+use crate::cache::{Cache, Projection};
 use crate::error::Result;
 
 pub const CONTROLLER: &str = "route";
@@ -33,30 +33,11 @@ pub fn key(r: &Route) -> Option<Claim> {
 
 /// The Routes to reconcile again after `changed` changed: those claiming the same thing,
 /// and, for a wildcard, the exact hosts under it (their owner may have changed).
-pub fn affected(
-    cache: &Cache<Route, Packed<Route>>,
-    changed: &Packed<Route>,
-) -> Vec<ObjectRef<Packed<Route>>> {
-    let Some(tag) = changed.tag() else {
-        return Vec::new();
-    };
-    let wildcard_suffix = tag.strip_prefix("host *.");
-    cache
-        .store()
-        .state()
-        .iter()
-        .filter(|p| {
-            p.tag().is_some_and(|t| {
-                t == tag
-                    || wildcard_suffix.is_some_and(|suffix| {
-                        t.strip_prefix("host ")
-                            .and_then(|h| h.split_once('.'))
-                            .is_some_and(|(label, parent)| label != "*" && parent == suffix)
-                    })
-            })
-        })
-        .map(|p| kube::runtime::reflector::Lookup::to_object_ref(p.as_ref(), ()))
-        .collect()
+pub fn affected(cache: &Cache<Route>, changed: &Route) -> Vec<ObjectRef<Route>> {
+    match changed.claim() {
+        Some(claim) => cache.affected_by(&claim),
+        None => Vec::new(),
+    }
 }
 
 /// The URL a Route serves: `https://` when it has a certificate.
@@ -158,7 +139,7 @@ fn contenders(route: &Route, ctx: &Context) -> Result<Vec<Arc<Route>>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for claim in key(route).map(|c| c.contenders()).unwrap_or_default() {
-        for r in ctx.caches.routes.tagged(&claim.to_string())? {
+        for r in ctx.caches.routes.claiming(&claim.to_string()) {
             if seen.insert((r.namespace(), r.name_any()))
                 && !excluded(ctx, r.namespace().as_deref())
             {
@@ -184,8 +165,8 @@ fn excluded(ctx: &Context, namespace: Option<&str>) -> bool {
 }
 
 #[tracing::instrument(skip_all, fields(route = %route.name_any(), namespace = route.namespace().unwrap_or_default()))]
-pub async fn reconcile(route: Arc<Packed<Route>>, ctx: Arc<Context>) -> Result<Action> {
-    let route = ctx.caches.routes.fresh(&route)?;
+pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
+    let route = ctx.caches.routes.fresh(&route);
     let ns = route.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -261,7 +242,7 @@ mod tests {
     }
 
     use crate::Settings;
-    use crate::cache::Cached;
+    use crate::cache::Projection;
 
     fn accepted(s: &RouteStatus) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         conditions::find(&s.conditions, types::ACCEPTED).unwrap()
@@ -358,8 +339,8 @@ mod tests {
         assert_eq!(accepted(&sb).reason, reasons::PORT_OWNED_BY_NAMESPACE);
         assert_eq!(sb.conflicts_with, None);
         // Both are found by the key they contend for (what a change re-checks).
-        assert_eq!(a.tag().as_deref(), Some("TCP port 25432"));
-        assert_eq!(a.tag(), b.tag());
+        assert_eq!(a.claim().as_deref(), Some("TCP port 25432"));
+        assert_eq!(a.claim(), b.claim());
         let all = vec![b.clone()];
         let s = desired_status(&b, &all, &policy(), now());
         assert!(conditions::is_true(&s.conditions, types::ACCEPTED));
@@ -403,10 +384,10 @@ mod tests {
             "2026-01-01T00:00:00Z",
             http("SHOP.example.com.", "/x"),
         );
-        assert_eq!(a.tag().as_deref(), Some("host shop.example.com"));
-        assert_eq!(a.tag(), b.tag());
+        assert_eq!(a.claim().as_deref(), Some("host shop.example.com"));
+        assert_eq!(a.claim(), b.claim());
         let w = route("y", "w", "2026-01-01T00:00:00Z", http("*.example.com", "/"));
-        assert_eq!(w.tag().as_deref(), Some("host *.example.com"));
+        assert_eq!(w.claim().as_deref(), Some("host *.example.com"));
         let claims: Vec<String> = key(&a)
             .unwrap()
             .contenders()

@@ -1,0 +1,487 @@
+//! What the caches hold of each kind: only the fields the reconcilers read, typed.
+//!
+//! The three kinds a controller polls (App, Formation, Route) are read almost whole by
+//! their reconcilers (spec and status go into every decision), so their projection is
+//! the object itself with the metadata nobody reads dropped (labels, annotations,
+//! managed fields, finalizers). The three kinds only read (Releases, Deployments,
+//! Services) have views of their own, a fraction of the k8s-openapi structs' size: a
+//! `Deployment` is 2.4 KB inline before its first string, most of it the pod template
+//! the operator wrote itself and never reads back.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use flynn_crds::{App, Artifact, Formation, ProcessSpec, Release, ReleaseSpec, Route, labels};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::Resource;
+use kube::runtime::reflector::Lookup;
+use serde::de::DeserializeOwned;
+
+use crate::rollout::DeploymentState;
+
+/// Annotation holding a hash of what the operator last applied to a child, so an
+/// unchanged child costs no API call.
+pub const APPLIED_HASH: &str = "flynn.io/applied-hash";
+
+/// A kind as the caches hold it, made from the object a watch delivers or a write
+/// answers with.
+pub trait Projection:
+    Lookup<DynamicType = ()> + Clone + fmt::Debug + Send + Sync + 'static
+{
+    /// The kind watched and written.
+    type Kind: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + fmt::Debug
+        + Send
+        + Sync
+        + 'static;
+
+    /// Keeps what the reconcilers read of `obj`.
+    fn project(obj: Self::Kind) -> Self;
+
+    /// The App the object belongs to: what [`super::Cache::of_app`] selects on.
+    fn app(&self) -> Option<&str>;
+
+    /// The resourceVersion as etcd's revision (see [`super::overlay`]).
+    fn revision(&self) -> Option<u64>;
+
+    /// What the object contends for across namespaces (a Route's host or port), for
+    /// [`super::Cache::claiming`].
+    fn claim(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The metadata the reconcilers read of an App, Formation or Route: identity, version,
+/// age (Route seniority), deletion and owners. Labels, annotations and managed fields
+/// (often the biggest part of an object) are dropped.
+fn read_metadata(meta: ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        generation: meta.generation,
+        creation_timestamp: meta.creation_timestamp,
+        deletion_timestamp: meta.deletion_timestamp,
+        owner_references: meta.owner_references,
+        ..ObjectMeta::default()
+    }
+}
+
+fn revision_of(rv: Option<&str>) -> Option<u64> {
+    rv?.parse().ok()
+}
+
+impl Projection for App {
+    type Kind = App;
+
+    fn project(mut obj: App) -> Self {
+        obj.metadata = read_metadata(obj.metadata);
+        obj
+    }
+
+    fn app(&self) -> Option<&str> {
+        self.metadata.name.as_deref()
+    }
+
+    fn revision(&self) -> Option<u64> {
+        revision_of(self.metadata.resource_version.as_deref())
+    }
+}
+
+impl Projection for Formation {
+    type Kind = Formation;
+
+    fn project(mut obj: Formation) -> Self {
+        obj.metadata = read_metadata(obj.metadata);
+        obj
+    }
+
+    fn app(&self) -> Option<&str> {
+        Some(&self.spec.app)
+    }
+
+    fn revision(&self) -> Option<u64> {
+        revision_of(self.metadata.resource_version.as_deref())
+    }
+}
+
+impl Projection for Route {
+    type Kind = Route;
+
+    fn project(mut obj: Route) -> Self {
+        obj.metadata = read_metadata(obj.metadata);
+        obj
+    }
+
+    fn app(&self) -> Option<&str> {
+        Some(&self.spec.app)
+    }
+
+    fn revision(&self) -> Option<u64> {
+        revision_of(self.metadata.resource_version.as_deref())
+    }
+
+    /// `host <name>`, `host *.<suffix>` or `TCP port <n>`, the host normalised as the
+    /// router compares it (the rule lives in `flynn_crds::ownership`).
+    fn claim(&self) -> Option<String> {
+        flynn_crds::ownership::Claim::of(&self.spec).map(|c| c.to_string())
+    }
+}
+
+/// Name and namespace of a viewed object, the store's key (no resourceVersion or uid:
+/// the store would copy both into every key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Id {
+    pub name: Box<str>,
+    pub namespace: Box<str>,
+}
+
+impl Id {
+    fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            name: meta.name.as_deref().unwrap_or_default().into(),
+            namespace: meta.namespace.as_deref().unwrap_or_default().into(),
+        }
+    }
+}
+
+/// A view names the kind of the object it was made from (the store's keys ask).
+macro_rules! lookup_as {
+    ($view:ty, $kind:ty, $($id:ident).+) => {
+        impl Lookup for $view {
+            type DynamicType = ();
+
+            fn kind(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::kind(dt)
+            }
+
+            fn group(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::group(dt)
+            }
+
+            fn version(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::version(dt)
+            }
+
+            fn plural(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::plural(dt)
+            }
+
+            fn name(&self) -> Option<Cow<'_, str>> {
+                Some(Cow::Borrowed(&self.$($id).+.name))
+            }
+
+            fn namespace(&self) -> Option<Cow<'_, str>> {
+                Some(Cow::Borrowed(&self.$($id).+.namespace))
+            }
+
+            fn resource_version(&self) -> Option<Cow<'_, str>> {
+                None
+            }
+
+            fn uid(&self) -> Option<Cow<'_, str>> {
+                None
+            }
+        }
+    };
+}
+
+/// A Release as read: its identity and the spec the Formation builds from. `processes`
+/// is an exact-size list, not the spec's map (whose first B-tree node has room for
+/// eleven process specs, about 2.5 KB, for the one or two a Release has); `meta` (git
+/// commit, pusher) is not read.
+#[derive(Clone, Debug)]
+pub struct ReleaseView {
+    pub id: Id,
+    uid: Option<Box<str>>,
+    revision: Option<u64>,
+    created: Option<Time>,
+    app: Box<str>,
+    pub version: i64,
+    artifact: Artifact,
+    config_secret: Option<Box<str>>,
+    env: Box<[(String, String)]>,
+    processes: Box<[(String, ProcessSpec)]>,
+}
+
+lookup_as!(ReleaseView, Release, id);
+
+impl Projection for ReleaseView {
+    type Kind = Release;
+
+    fn project(r: Release) -> Self {
+        Self {
+            id: Id::of(&r.metadata),
+            uid: r.metadata.uid.map(Into::into),
+            revision: revision_of(r.metadata.resource_version.as_deref()),
+            created: r.metadata.creation_timestamp,
+            app: r.spec.app.into(),
+            version: r.spec.version,
+            artifact: r.spec.artifact,
+            config_secret: r.spec.config_secret.map(Into::into),
+            env: r.spec.env.into_iter().collect(),
+            processes: r.spec.processes.into_iter().collect(),
+        }
+    }
+
+    fn app(&self) -> Option<&str> {
+        Some(&self.app)
+    }
+
+    fn revision(&self) -> Option<u64> {
+        self.revision
+    }
+}
+
+impl ReleaseView {
+    /// The Release the build steps take (built on each read: a few allocations, once per
+    /// reconcile that needs it).
+    pub fn to_release(&self) -> Release {
+        Release {
+            metadata: ObjectMeta {
+                name: Some(self.id.name.to_string()),
+                namespace: Some(self.id.namespace.to_string()),
+                uid: self.uid.as_deref().map(str::to_owned),
+                resource_version: self.revision.map(|r| r.to_string()),
+                creation_timestamp: self.created.clone(),
+                ..ObjectMeta::default()
+            },
+            spec: ReleaseSpec {
+                app: self.app.to_string(),
+                version: self.version,
+                artifact: self.artifact.clone(),
+                config_secret: self.config_secret.as_deref().map(str::to_owned),
+                env: self.env.iter().cloned().collect(),
+                processes: self.processes.iter().cloned().collect(),
+                meta: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+/// What the Formation reads of any child it makes (Deployment or Service): whose it is,
+/// which App's, and the hash of what was last applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildMeta {
+    pub id: Id,
+    revision: Option<u64>,
+    app: Option<Box<str>>,
+    /// The uid of the owner reference with `controller: true`, if any.
+    controller_uid: Option<Box<str>>,
+    applied_hash: Option<Box<str>>,
+}
+
+impl ChildMeta {
+    fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            id: Id::of(meta),
+            revision: revision_of(meta.resource_version.as_deref()),
+            app: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::APP))
+                .map(|a| a.as_str().into()),
+            controller_uid: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid.as_str().into()),
+            applied_hash: meta
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(APPLIED_HASH))
+                .map(|h| h.as_str().into()),
+        }
+    }
+
+    /// Whether the owner with this uid controls the child. (Only a `controller: true`
+    /// reference counts: anyone can write a plain owner reference into their own object.)
+    pub fn controlled_by(&self, uid: &str) -> bool {
+        self.controller_uid.as_deref() == Some(uid)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.id.name
+    }
+
+    pub fn applied_hash(&self) -> Option<&str> {
+        self.applied_hash.as_deref()
+    }
+}
+
+/// A child the Formation makes, as the caches hold it.
+pub trait Child: Projection {
+    fn child(&self) -> &ChildMeta;
+}
+
+/// A Deployment as read: whose it is, the release its pod template runs, and its
+/// rollout state.
+#[derive(Clone, Debug)]
+pub struct DeploymentView {
+    pub meta: ChildMeta,
+    /// The release its pod template runs (the template's `flynn.io/release` label).
+    pub template_release: Option<Box<str>>,
+    pub ready_replicas: i32,
+    pub available_replicas: i32,
+    pub state: DeploymentState,
+}
+
+lookup_as!(DeploymentView, Deployment, meta.id);
+
+impl Projection for DeploymentView {
+    type Kind = Deployment;
+
+    fn project(d: Deployment) -> Self {
+        let template_release = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(labels::RELEASE))
+            .map(|r| r.as_str().into());
+        let status = d.status.as_ref();
+        Self {
+            meta: ChildMeta::of(&d.metadata),
+            template_release,
+            ready_replicas: status.and_then(|s| s.ready_replicas).unwrap_or(0),
+            available_replicas: status.and_then(|s| s.available_replicas).unwrap_or(0),
+            state: DeploymentState::of(&d),
+        }
+    }
+
+    fn app(&self) -> Option<&str> {
+        self.meta.app.as_deref()
+    }
+
+    fn revision(&self) -> Option<u64> {
+        self.meta.revision
+    }
+}
+
+impl Child for DeploymentView {
+    fn child(&self) -> &ChildMeta {
+        &self.meta
+    }
+}
+
+/// A Service as read: only whose it is and what was last applied.
+#[derive(Clone, Debug)]
+pub struct ServiceView {
+    pub meta: ChildMeta,
+}
+
+lookup_as!(ServiceView, Service, meta.id);
+
+impl Projection for ServiceView {
+    type Kind = Service;
+
+    fn project(s: Service) -> Self {
+        Self {
+            meta: ChildMeta::of(&s.metadata),
+        }
+    }
+
+    fn app(&self) -> Option<&str> {
+        self.meta.app.as_deref()
+    }
+
+    fn revision(&self) -> Option<u64> {
+        self.meta.revision
+    }
+}
+
+impl Child for ServiceView {
+    fn child(&self) -> &ChildMeta {
+        &self.meta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_deployment_view_keeps_what_the_formation_reads() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "shop-web", "namespace": "a", "resourceVersion": "42", "generation": 3,
+                "labels": {"flynn.io/app": "shop"},
+                "annotations": {"flynn.io/applied-hash": "00ff", "other": "x"},
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "X", "name": "x", "uid": "not-controller"},
+                    {"apiVersion": "flynn.io/v1alpha1", "kind": "Formation", "name": "shop", "uid": "f-uid", "controller": true}]},
+            "spec": {"replicas": 2, "selector": {}, "template": {"metadata": {"labels": {"flynn.io/release": "shop-v4"}},
+                "spec": {"containers": [{"name": "web", "image": "x"}]}}},
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}
+        }))
+        .unwrap();
+        let v = DeploymentView::project(d.clone());
+        assert_eq!(v.meta.name(), "shop-web");
+        assert_eq!(v.app(), Some("shop"));
+        assert_eq!(v.revision(), Some(42));
+        assert!(v.meta.controlled_by("f-uid"));
+        assert!(!v.meta.controlled_by("not-controller"));
+        assert_eq!(v.meta.applied_hash(), Some("00ff"));
+        assert_eq!(v.template_release.as_deref(), Some("shop-v4"));
+        assert_eq!((v.ready_replicas, v.available_replicas), (1, 1));
+        assert_eq!(
+            v.state.rollout(),
+            crate::rollout::deployment_rollout(&d),
+            "the view judges the rollout as the whole object does"
+        );
+    }
+
+    #[test]
+    fn a_release_view_gives_back_the_release_the_build_reads() {
+        let r: Release = serde_json::from_value(json!({
+            "metadata": {"name": "shop-v2", "namespace": "a", "uid": "r-uid", "resourceVersion": "7",
+                "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"x": "y"}},
+            "spec": {"app": "shop", "version": 2, "artifact": {"image": "img:2"}, "configSecret": "shop-v2-env",
+                "processes": {"web": {"command": ["run"], "ports": [{"port": 8080}]}, "worker": {"command": ["work"]}},
+                "meta": {"git.commit": "abc"}}
+        }))
+        .unwrap();
+        let v = ReleaseView::project(r.clone());
+        let back = v.to_release();
+        assert_eq!(back.spec.processes, r.spec.processes);
+        assert_eq!(back.spec.artifact, r.spec.artifact);
+        assert_eq!(back.spec.config_secret, r.spec.config_secret);
+        assert_eq!(back.metadata.name, r.metadata.name);
+        assert_eq!(back.metadata.uid, r.metadata.uid);
+        assert_eq!(
+            back.metadata.creation_timestamp,
+            r.metadata.creation_timestamp
+        );
+        assert!(back.spec.meta.is_empty(), "meta is not read, so not kept");
+        assert_eq!(v.app(), Some("shop"));
+    }
+
+    #[test]
+    fn a_route_keeps_identity_age_and_owners_and_drops_the_rest() {
+        let r: Route = serde_json::from_value(json!({
+            "metadata": {"name": "shop", "namespace": "a", "uid": "u", "resourceVersion": "9", "generation": 2,
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "labels": {"flynn.io/app": "shop"},
+                "managedFields": [{"manager": "flynn-operator", "operation": "Apply"}],
+                "ownerReferences": [{"apiVersion": "flynn.io/v1alpha1", "kind": "App", "name": "shop", "uid": "a-uid", "controller": true}]},
+            "spec": {"type": "http", "app": "shop", "http": {"domain": "Shop.Example.com.", "path": "/"}}
+        }))
+        .unwrap();
+        let p = Route::project(r.clone());
+        assert_eq!(p.metadata.creation_timestamp, r.metadata.creation_timestamp);
+        assert_eq!(p.metadata.owner_references, r.metadata.owner_references);
+        assert_eq!(p.metadata.generation, Some(2));
+        assert!(p.metadata.labels.is_none() && p.metadata.managed_fields.is_none());
+        assert_eq!(p.spec, r.spec);
+        assert_eq!(p.claim().as_deref(), Some("host shop.example.com"));
+        assert_eq!(p.revision(), Some(9));
+    }
+}
