@@ -150,7 +150,7 @@ impl Metrics {
         );
         let tls_secret_bytes_held = Gauge::default();
         registry.register(
-            "tls_secret_bytes_held",
+            "tls_secrets_held_bytes",
             "Bytes of tls.crt and tls.key of the TLS Secrets held",
             tls_secret_bytes_held.clone(),
         );
