@@ -13,9 +13,9 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, ExecAction, HTTPGetAction, Lifecycle,
-    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecretEnvSource, Service, ServicePort, ServiceSpec, SleepAction, TCPSocketAction,
+    Container, ContainerPort, EnvVar, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service,
+    ServicePort, ServiceSpec, SleepAction, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -234,15 +234,7 @@ fn container(
     // into the Deployment. A Release made before snapshots carries them in plain text: still
     // given, so an upgrade loses nothing. Variables listed in `env` win over `envFrom`, so a
     // config var cannot change what Flynn sets below.
-    let env_from = release.spec.config_secret.as_ref().map(|name| {
-        vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name: name.clone(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }]
-    });
+    let env_from = flynn_crds::config::env_from(release);
     let mut env: Vec<EnvVar> = release
         .spec
         .env
