@@ -134,7 +134,7 @@ fn fresh_builder_binaries(dir: &Path) -> bool {
 /// The binaries are flynn-builder's: they are taken from a target directory where they are
 /// newer than every builder source (`cargo test --workspace` builds them; so do the git
 /// receiver's tests), else built into `target/builder-test-bins` (not the shared target
-/// directory: cargo holds its lock while tests run). As gitreceiver/tests/common does.
+/// directory: cargo holds its lock while tests run). As gitreceiver/tests/pipeline_env does.
 pub fn ensure_slugrunner_image(tag: &str) -> String {
     static DONE: OnceLock<String> = OnceLock::new();
     let image = DONE.get_or_init(|| {
