@@ -4,8 +4,6 @@
 //! CLI's answer), filtered by `RUST_LOG`. `text` is for people at a terminal; `json` is one
 //! object per line, with the current span's fields, for a log collector.
 
-use std::str::FromStr;
-
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -27,23 +25,6 @@ pub struct LogArgs {
     /// Log format: `text` (for people) or `json` (one object per line, for collectors).
     #[arg(long, env = "FLYNN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-/// A log format that is neither `text` nor `json`.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown log format {0:?}: use `text` or `json` (--log-format, FLYNN_LOG_FORMAT)")]
-pub struct UnknownFormat(String);
-
-impl FromStr for LogFormat {
-    type Err = UnknownFormat;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            other => Err(UnknownFormat(other.to_owned())),
-        }
-    }
 }
 
 impl LogFormat {
@@ -93,16 +74,6 @@ mod tests {
             .to_string();
         assert!(
             err.contains("jsno") && err.contains("text") && err.contains("json"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn the_variable_is_parsed_the_same_way() {
-        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
-        let err = "JSON ".parse::<LogFormat>().unwrap_err().to_string();
-        assert!(
-            err.contains("\"JSON \"") && err.contains("`text` or `json`"),
             "{err}"
         );
     }
