@@ -97,6 +97,21 @@ pub mod reasons {
     pub const KEY_MISMATCH: &str = "KeyMismatch";
     /// CertificateReady: `tls.crt` or `tls.key` cannot be read as PEM.
     pub const MALFORMED: &str = "Malformed";
+    /// Resource: the provider has made the store and the App's Release carries its URL.
+    pub const PROVISIONED: &str = "Provisioned";
+    /// Resource: the provider is making the store, or the Release with its URL.
+    pub const PROVISIONING: &str = "Provisioning";
+    /// Resource: the provider's service (the platform's Postgres) cannot be reached or
+    /// refused; the operator retries.
+    pub const SERVICE_UNAVAILABLE: &str = "ServiceUnavailable";
+    /// Resource: `spec.app` names no App in the namespace.
+    pub const APP_NOT_FOUND: &str = "AppNotFound";
+    /// Resource: an older Resource of the App gives its URL under the same config var.
+    pub const ENV_CONFLICT: &str = "EnvConflict";
+    /// Resource: `spec.plan` is not one of the provider's plans.
+    pub const UNKNOWN_PLAN: &str = "UnknownPlan";
+    /// Resource: the provider is not enabled on this platform.
+    pub const PROVIDER_DISABLED: &str = "ProviderDisabled";
 }
 
 /// `status` values of a condition.

@@ -8,8 +8,9 @@
 //! | [`Release`]   | `flrel`    | an immutable build + config, named `<app>-v<version>`              |
 //! | [`Formation`] | `flform`   | what runs: one per App, named after it; a Deployment per process  |
 //! | [`Route`]     | `flroute`  | an HTTP (domain + path) or TCP (port) route to an app's process    |
+//! | [`Resource`]  | `flres`    | a database (Postgres, Redis) provisioned for an App                |
 //!
-//! All four are namespaced and in the `flynn` category (`kubectl get flynn`).
+//! All five are namespaced and in the `flynn` category (`kubectl get flynn`).
 //!
 //! Validation the API server can do is in the schema or in CEL rules, so a bad manifest is
 //! refused by `kubectl apply` with a message naming the field; the Rust-side helpers in
@@ -32,6 +33,7 @@ pub mod ownership;
 pub mod pod_security;
 pub mod quantity;
 pub mod release;
+pub mod resource;
 pub mod rollout;
 pub mod route;
 pub mod ssh_key;
@@ -48,6 +50,7 @@ pub use release::{
     Artifact, HealthCheck, HealthCheckType, ProcessPort, ProcessSpec, Protocol, Release,
     ReleaseSpec, Resources, Slug,
 };
+pub use resource::{DeletionPolicy, Provider, Resource, ResourceSpec, ResourceStatus};
 pub use route::{HttpRoute, Route, RouteSpec, RouteStatus, RouteType, TcpRoute};
 
 /// The API group of every Flynn custom resource.
@@ -57,11 +60,18 @@ pub const VERSION: &str = "v1alpha1";
 /// The category all Flynn kinds are in: `kubectl get flynn` lists them together.
 pub const CATEGORY: &str = "flynn";
 
-/// Every Flynn CustomResourceDefinition, in a fixed order (App, Release, Formation, Route).
+/// Every Flynn CustomResourceDefinition, in a fixed order (App, Release, Formation, Route,
+/// Resource).
 ///
 /// This is what `crdgen` writes and what the tests install.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![App::crd(), Release::crd(), Formation::crd(), Route::crd()]
+    vec![
+        App::crd(),
+        Release::crd(),
+        Formation::crd(),
+        Route::crd(),
+        Resource::crd(),
+    ]
 }
 
 /// The header of every generated CRD file.

@@ -131,6 +131,14 @@ struct Bad {
     expect: &'static [&'static str],
 }
 
+fn database() -> Value {
+    json!({
+        "apiVersion": "flynn.io/v1alpha1", "kind": "Resource",
+        "metadata": {"name": "shop-postgres"},
+        "spec": {"app": "shop", "provider": "postgres"},
+    })
+}
+
 fn bad(case: &'static str, manifest: Value, expect: &'static [&'static str]) -> Bad {
     Bad {
         case,
@@ -204,6 +212,12 @@ fn bad_manifests() -> Vec<Bad> {
         bad("path not starting with /", http_route().set("/spec/http/path", json!("api")), &["spec.http.path", "should match"]),
         bad("tcp port 0", tcp_route().set("/spec/tcp/port", json!(0)), &["spec.tcp.port", "greater than or equal to 1"]),
         bad("route process with an underscore", http_route().set("/spec/process", json!("web_1")), &["spec.process", "should match"]),
+        // Resource
+        bad("resource of an unknown provider", database().set("/spec/provider", json!("mysql")), &["spec.provider: Unsupported value: \"mysql\""]),
+        bad("resource for an invalid app name", database().set("/spec/app", json!("Shop")), &["spec.app", "should match"]),
+        bad("resource env var name invalid", database().set("/spec/env", json!("DATABASE-URL")), &["spec.env", "should match"]),
+        bad("resource plan not a name", database().set("/spec/plan", json!("Big Plan")), &["spec.plan", "should match"]),
+        bad("unknown deletion policy", database().set("/spec/deletionPolicy", json!("Archive")), &["spec.deletionPolicy: Unsupported value: \"Archive\""]),
         bad("tls secret name invalid", http_route().set("/spec/http/tlsSecretName", json!("My_Cert")), &["spec.http.tlsSecretName", "should match"]),
     ]
 }
@@ -235,7 +249,14 @@ async fn every_example_is_accepted() {
 #[tokio::test]
 async fn valid_bases_of_the_bad_manifests_are_accepted() {
     let ns = setup("bases").await;
-    for manifest in [app(), release(), formation(), http_route(), tcp_route()] {
+    for manifest in [
+        app(),
+        release(),
+        formation(),
+        http_route(),
+        tcp_route(),
+        database(),
+    ] {
         if let Err(err) = create(ns.client(), ns.name(), &manifest).await {
             panic!("{} was refused: {err}", manifest["metadata"]["name"]);
         }
@@ -367,6 +388,73 @@ async fn a_release_spec_cannot_be_edited_but_its_labels_can() {
         .await
         .unwrap();
     assert_eq!(labelled.metadata.labels.unwrap()["flynn.io/pinned"], "true");
+}
+
+/// A Resource cannot be moved to another App, change provider or change its config var
+/// (each would hand one App's data to another, or leave the URL under a stale name); its
+/// deletion policy can change (that is what `flynn resource remove --delete-data` does).
+#[tokio::test]
+async fn a_resource_keeps_its_app_provider_and_env_but_not_its_deletion_policy() {
+    let ns = setup("resource-immutable").await;
+    create(
+        ns.client(),
+        ns.name(),
+        &database().set("/spec/env", json!("DATABASE_URL")),
+    )
+    .await
+    .unwrap();
+    let resources = ns.api::<flynn_crds::Resource>();
+    for (case, edit, expect) in [
+        (
+            "moving it to another app",
+            json!({"spec": {"app": "billing"}}),
+            "spec.app is immutable",
+        ),
+        (
+            "changing its provider",
+            json!({"spec": {"provider": "redis"}}),
+            "spec.provider is immutable",
+        ),
+        (
+            "renaming its config var",
+            json!({"spec": {"env": "DATABASE_2_URL"}}),
+            "spec.env is immutable",
+        ),
+        (
+            "clearing its config var",
+            json!({"spec": {"env": null}}),
+            "spec.env is immutable",
+        ),
+    ] {
+        match resources
+            .patch(
+                "shop-postgres",
+                &PatchParams::default(),
+                &Patch::Merge(edit),
+            )
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                eprintln!("REFUSED {case}: {}", status.message);
+                assert!(
+                    status.message.contains(expect),
+                    "{case}: {}",
+                    status.message
+                );
+            }
+            other => panic!("{case} was not refused: {other:?}"),
+        }
+    }
+    let delete_data =
+        Patch::Merge(json!({"spec": {"deletionPolicy": "Delete", "plan": "standard"}}));
+    let patched = resources
+        .patch("shop-postgres", &PatchParams::default(), &delete_data)
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.spec.deletion_policy,
+        flynn_crds::DeletionPolicy::Delete
+    );
 }
 
 #[tokio::test]
@@ -551,6 +639,7 @@ async fn every_kind_is_in_the_flynn_category_with_its_short_name() {
                         "App:flapp",
                         "Formation:flform",
                         "Release:flrel",
+                        "Resource:flres",
                         "Route:flroute",
                     ]
                 {
@@ -562,7 +651,7 @@ async fn every_kind_is_in_the_flynn_category_with_its_short_name() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    panic!("discovery never listed all four kinds in the flynn category: {last}");
+    panic!("discovery never listed all five kinds in the flynn category: {last}");
 }
 
 /// The cells of the one row `kubectl get` would print for the object at `path`, as strings.

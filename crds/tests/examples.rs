@@ -3,7 +3,7 @@
 
 mod common;
 
-use flynn_crds::{App, Release, Route, names, validation};
+use flynn_crds::{App, Release, Resource, Route, names, validation};
 use serde_json::Value;
 
 /// Every key of `expected` appears in `actual` with an equal value (recursively); `actual`
@@ -47,6 +47,9 @@ fn every_example_deserializes_into_its_rust_type_without_losing_fields() {
                 "Route" => {
                     serde_json::to_value(serde_json::from_value::<Route>(original.clone()).unwrap())
                 }
+                "Resource" => serde_json::to_value(
+                    serde_json::from_value::<Resource>(original.clone()).unwrap(),
+                ),
                 other => panic!("{file}: unexpected kind {other}"),
             }
             .unwrap();

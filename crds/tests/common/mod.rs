@@ -4,7 +4,7 @@
 
 use std::{fs, path::PathBuf};
 
-use flynn_crds::{App, Formation, Release, Route};
+use flynn_crds::{App, Formation, Release, Resource, Route};
 use kube::{CustomResourceExt, api::DynamicObject, core::ApiResource};
 
 /// Every file in crds/examples/, sorted, with its documents.
@@ -38,6 +38,7 @@ pub fn api_resource(kind: &str) -> ApiResource {
         "Release" => Release::api_resource(),
         "Formation" => Formation::api_resource(),
         "Route" => Route::api_resource(),
+        "Resource" => Resource::api_resource(),
         // The examples' config vars.
         "Secret" => ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
         other => panic!("not a Flynn kind: {other}"),
