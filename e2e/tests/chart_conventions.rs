@@ -217,6 +217,10 @@ fn every_object_carries_the_standard_labels() {
                     pod_labels["app.kubernetes.io/component"],
                     labels["app.kubernetes.io/component"]
                 );
+                // A Job's selector is the one Kubernetes makes (its controller-uid).
+                if o["kind"] == "Job" {
+                    continue;
+                }
                 let selector = o["spec"]["selector"]["matchLabels"].as_object().unwrap();
                 assert_eq!(
                     selector.keys().collect::<Vec<_>>(),
@@ -306,8 +310,8 @@ fn every_pod_passes_pod_security_restricted_where_the_platform_asks_for_it() {
     let objs = objects(&set(ALL_RESTRICTED));
     let pods = objs.iter().filter(|o| pod_spec(o).is_some()).count();
     assert_eq!(
-        pods, 5,
-        "operator, router, shelf, git receiver and the test pod"
+        pods, 7,
+        "operator, router, shelf, git receiver, postgres, its admin-secret hook and the test pod"
     );
     assert_eq!(pods_violating(&objs), vec![]);
     // The twin: on the host network, the router and the receiver are refused, and
@@ -510,6 +514,7 @@ fn network_policies_admit_only_the_platforms_own_traffic() {
         [
             "flynn-operator",
             "flynn-shelf",
+            "flynn-postgres",
             "flynn-gitreceiver",
             "flynn-router"
         ]
@@ -537,6 +542,135 @@ fn network_policies_admit_only_the_platforms_own_traffic() {
         "{op}"
     );
     assert!(!op.contains("0.0.0.0/0"), "{op}");
+    // Postgres: from pods in every namespace (apps sign in with their own roles), on its
+    // port only, and from nothing outside the cluster.
+    let pg = &one(&objs, "NetworkPolicy", "flynn-postgres")["spec"]["ingress"];
+    assert_eq!(
+        pg,
+        &serde_json::json!([{"from": [{"namespaceSelector": {}}], "ports": [{"port": "postgres"}]}])
+    );
+    let names: Vec<_> = kind(
+        &objects(&set(&format!(
+            "{ALL_RESTRICTED},networkPolicy.enabled=true,postgres.enabled=false"
+        ))),
+        "NetworkPolicy",
+    )
+    .iter()
+    .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+    .collect();
+    assert!(!names.contains(&"flynn-postgres".to_string()), "{names:?}");
+}
+
+/// The env of the operator's container, as NAME → the whole entry.
+fn operator_env(objs: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    let op = one(objs, "Deployment", "flynn-operator");
+    pod_spec(op).unwrap()["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect()
+}
+
+#[test]
+fn the_platform_postgres_is_one_pod_on_its_claim_and_the_operator_is_told_where() {
+    let objs = objects(&[]);
+    let sts = one(&objs, "StatefulSet", "flynn-postgres");
+    assert_eq!(sts["spec"]["replicas"], 1);
+    let spec = pod_spec(sts).unwrap();
+    assert_eq!(
+        spec["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "flynn-postgres"
+    );
+    assert_eq!(
+        spec["containers"][0]["readinessProbe"]["exec"]["command"][0],
+        "pg_isready"
+    );
+    let claim = one(&objs, "PersistentVolumeClaim", "flynn-postgres");
+    assert_eq!(
+        claim["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(
+        one(&objs, "Service", "flynn-postgres")["spec"]["ports"][0]["port"],
+        5432
+    );
+    // The operator: where it is, and the superuser's password from the Secret (never a
+    // value in the Deployment).
+    let env = operator_env(&objs);
+    assert_eq!(
+        env["FLYNN_POSTGRES_HOST"]["value"],
+        "flynn-postgres.flynn-system.svc"
+    );
+    assert_eq!(env["FLYNN_POSTGRES_PORT"]["value"], "5432");
+    assert_eq!(env["FLYNN_POSTGRES_ADMIN_USER"]["value"], "postgres");
+    assert_eq!(
+        env["FLYNN_POSTGRES_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "flynn-postgres-admin", "key": "password"})
+    );
+    assert!(
+        env["FLYNN_REDIS_IMAGE"]["value"]
+            .as_str()
+            .unwrap()
+            .contains("/flynn-redis:")
+    );
+    assert_eq!(env["FLYNN_RESOURCE_STORAGE_CLASS"]["value"], "");
+    // The CLI's clients run from the images the platform ConfigMap names.
+    let cm = &one(&objs, "ConfigMap", "flynn-platform")["data"];
+    assert!(
+        cm["postgresImage"]
+            .as_str()
+            .unwrap()
+            .contains("/flynn-postgres:"),
+        "{cm}"
+    );
+    assert!(
+        cm["redisImage"].as_str().unwrap().contains("/flynn-redis:"),
+        "{cm}"
+    );
+    // The password is made by the hook, before anything reads it.
+    let job = one(&objs, "Job", "flynn-postgres-admin-secret");
+    assert_eq!(
+        job["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-install,pre-upgrade"
+    );
+    // The twin: off, there is no server, no hook, and the operator is told of none.
+    let objs = objects(&set(
+        "postgres.enabled=false,redis.enabled=false,resources.storageClass=flynn-local-pool",
+    ));
+    assert!(kind(&objs, "StatefulSet").is_empty());
+    assert!(kind(&objs, "Job").is_empty());
+    let env = operator_env(&objs);
+    for name in [
+        "FLYNN_POSTGRES_HOST",
+        "FLYNN_POSTGRES_ADMIN_PASSWORD",
+        "FLYNN_REDIS_IMAGE",
+    ] {
+        assert!(!env.contains_key(name), "{name} with postgres/redis off");
+    }
+    assert_eq!(
+        env["FLYNN_RESOURCE_STORAGE_CLASS"]["value"],
+        "flynn-local-pool"
+    );
+    // A platform team's own Secret: read by both, and no hook makes one.
+    let objs = objects(&set("postgres.admin.existingSecret=team-pg"));
+    assert!(kind(&objs, "Job").is_empty());
+    assert_eq!(
+        operator_env(&objs)["FLYNN_POSTGRES_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"],
+        "team-pg"
+    );
+    let sts = one(&objs, "StatefulSet", "flynn-postgres");
+    assert_eq!(
+        pod_spec(sts).unwrap()["volumes"][4]["secret"]["secretName"],
+        "team-pg"
+    );
+    // Server settings become -c arguments.
+    let objs = objects(&set("postgres.parameters.max_connections=200"));
+    let sts = one(&objs, "StatefulSet", "flynn-postgres");
+    assert_eq!(
+        pod_spec(sts).unwrap()["containers"][0]["args"],
+        serde_json::json!(["-c", "max_connections=200"])
+    );
 }
 
 #[test]
@@ -552,6 +686,7 @@ fn helm_test_checks_that_every_component_answers() {
         "flynn-shelf.flynn-system.svc 80 flynn_shelf_build_info",
         "\"$NODE_IP\" 80 / helm-test.invalid 404",
         "flynn-gitreceiver.flynn-system.svc/2222",
+        "/dev/tcp/flynn-postgres.flynn-system.svc/5432",
     ] {
         assert!(
             script.contains(check),

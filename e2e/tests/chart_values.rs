@@ -54,6 +54,32 @@ fn a_value_of_the_wrong_type_is_refused_naming_it() {
     );
     renders(&["shelf.backend=s3", "shelf.bucket=b"]);
     refused(&["shelf.backend=ftp"], &["/shelf/backend"]);
+    renders(&["postgres.enabled=false"]);
+    refused(
+        &["postgres.enabled=sometimes"],
+        &["/postgres/enabled", "boolean"],
+    );
+}
+
+#[test]
+fn postgres_settings_and_storage_classes_are_checked_before_they_reach_a_command_line() {
+    // A server setting's name goes on postgres' command line (-c NAME=VALUE, one argument:
+    // a value with spaces stays the value); a name is a name.
+    renders(&["postgres.parameters.shared_buffers=256MB"]);
+    refused(
+        &["postgres.parameters.ssl off -c hba_file=1"],
+        &["ssl off -c hba_file", "pattern"],
+    );
+    renders(&["resources.storageClass=flynn-local-pool"]);
+    refused(
+        &["resources.storageClass=Fast SSD"],
+        &["/resources/storageClass"],
+    );
+    renders(&["postgres.admin.existingSecret=team-pg"]);
+    refused(
+        &["postgres.admin.existingSecret=team pg"],
+        &["/postgres/admin/existingSecret"],
+    );
 }
 
 #[test]
@@ -111,9 +137,10 @@ fn pull_secrets_and_placement_reach_every_platform_pod() {
         "router.tolerations[0].operator=Exists",
         "gitreceiver.priorityClassName=platform",
     ]);
-    // Every pod template of the chart (operator, router, shelf, git receiver).
+    // Every pod template of the chart (operator, router, shelf, git receiver, postgres and
+    // its admin-secret hook).
     let pods = out.matches("serviceAccountName: flynn-").count();
-    assert_eq!(pods, 4, "{out}");
+    assert_eq!(pods, 6, "{out}");
     assert_eq!(
         out.matches("imagePullSecrets:\n        - name: team-registry")
             .count(),

@@ -159,3 +159,9 @@ namespace exists and the render can see the cluster (not under `helm template`).
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* The Secret holding the platform Postgres' superuser password (key `password`): the
+platform team's (postgres.admin.existingSecret), else the one the chart's hook makes once. */ -}}
+{{- define "flynn.postgresAdminSecret" -}}
+{{ .Values.postgres.admin.existingSecret | default (printf "%s-postgres-admin" (include "flynn.fullname" .)) }}
+{{- end -}}
