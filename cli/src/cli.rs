@@ -124,6 +124,22 @@ pub enum Command {
         after_help = "Examples:\n  flynn route\n  flynn route add http www.example.com\n  flynn route add http example.com/api -t api --tls-secret example-com-tls\n  flynn route add tcp --port 5432 -t db\n  flynn route update shop-www.example.com --tls-secret www-tls --https-redirect\n  flynn route remove shop-www.example.com"
     )]
     Route(RouteArgs),
+    /// Add, list and remove the app's databases (Postgres, Redis), each given to it as a config var.
+    #[command(
+        after_help = "Examples:\n  flynn resource add postgres        # DATABASE_URL, in a new release\n  flynn resource add redis --plan small\n  flynn resource list\n  flynn resource remove shop-postgres\n  flynn resource remove shop-postgres --delete-data --yes\n\nThe URL is kept in a Secret and reaches the app's processes from there; it is\nnever written into the App, Release or Deployment."
+    )]
+    Resource(ResourceArgs),
+    /// Postgres: a psql session, a dump to a file, a restore from one.
+    #[command(
+        after_help = "Examples:\n  flynn pg psql\n  flynn pg psql -- -c 'select count(*) from users'\n  flynn pg dump -f shop.dump\n  flynn pg dump -f - | gzip > shop.dump.gz\n  flynn pg restore -f shop.dump --clean\n\nDumps are pg_dump's custom format (-Fc), streamed: a large dump needs no memory."
+    )]
+    Pg(PgArgs),
+    /// A redis-cli session with the app's Redis.
+    #[command(
+        name = "redis-cli",
+        after_help = "Examples:\n  flynn redis-cli\n  flynn redis-cli -- get greeting\n  flynn redis-cli -r shop-redis-2 -- info memory"
+    )]
+    RedisCli(RedisCliArgs),
     /// Show the client, platform and Kubernetes versions.
     #[command(after_help = "Example:\n  flynn version")]
     Version,
@@ -487,6 +503,114 @@ pub enum RouteAdd {
 }
 
 #[derive(Debug, Args)]
+pub struct ResourceArgs {
+    #[command(subcommand)]
+    pub command: Option<ResourceCommand>,
+}
+
+/// The providers as the command line names them (`flynn_crds::resource::Provider`).
+fn provider_parser() -> impl clap::builder::TypedValueParser<Value = flynn_crds::resource::Provider>
+{
+    use clap::builder::TypedValueParser;
+    use flynn_crds::resource::Provider;
+    clap::builder::PossibleValuesParser::new(Provider::ALL.map(Provider::as_str))
+        .try_map(|name| name.parse::<Provider>())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResourceCommand {
+    /// List the app's resources (the default).
+    List,
+    /// Add a resource: a new database (or Redis) of the app, its URL in a new release.
+    Add {
+        /// What to add.
+        #[arg(value_name = "PROVIDER", value_parser = provider_parser())]
+        provider: flynn_crds::resource::Provider,
+        /// The provider's plan (its size and limits); default: the provider's default.
+        #[arg(long, value_name = "PLAN")]
+        plan: Option<String>,
+        /// Return once the resource is created, without waiting for it and the new release.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the resource and the rollout of the new release (seconds).
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Remove a resource: a release without its config var; the data is kept unless
+    /// --delete-data.
+    Remove {
+        /// The resource's name (see `flynn resource list`).
+        name: String,
+        /// Delete the data too (asks first, unless --yes).
+        #[arg(long)]
+        delete_data: bool,
+        /// Don't ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// How long to wait for the resource to be gone (seconds).
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        timeout: u64,
+    },
+}
+
+/// Which resource of the app a client session uses.
+#[derive(Debug, Args)]
+pub struct ResourcePick {
+    /// The resource (default: the app's only one of the kind).
+    #[arg(short = 'r', long = "resource", value_name = "RESOURCE")]
+    pub resource: Option<String>,
+    /// How long the client pod may take to start (seconds).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PgArgs {
+    #[command(subcommand)]
+    pub command: PgCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PgCommand {
+    /// Open psql on the app's database (a TTY when stdin is a terminal).
+    Psql {
+        #[command(flatten)]
+        pick: ResourcePick,
+        /// Arguments for psql, after `--`.
+        #[arg(last = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Dump the database (pg_dump's custom format) to a file, streamed.
+    Dump {
+        #[command(flatten)]
+        pick: ResourcePick,
+        /// Where to write the dump; `-` is stdout.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Restore a custom-format dump (`flynn pg dump`, `pg_dump -Fc`) into the database.
+    Restore {
+        #[command(flatten)]
+        pick: ResourcePick,
+        /// The dump to restore.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Drop the dump's objects before creating them again.
+        #[arg(long)]
+        clean: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RedisCliArgs {
+    #[command(flatten)]
+    pub pick: ResourcePick,
+    /// Arguments for redis-cli, after `--`.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct CompletionArgs {
     pub shell: clap_complete::Shell,
 }
@@ -498,6 +622,67 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    fn parse_error(args: &[&str]) -> String {
+        use clap::Parser;
+        super::Cli::try_parse_from(args)
+            .map(|c| panic!("{args:?} parsed: {c:?}"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn resource_and_client_arguments_are_checked() {
+        use clap::Parser;
+        // An unknown provider names the choices; its twin parses.
+        let e = parse_error(&["flynn", "resource", "add", "mysql"]);
+        assert!(
+            e.contains("invalid value 'mysql'") && e.contains("[possible values: postgres, redis]"),
+            "{e}"
+        );
+        let ok =
+            super::Cli::try_parse_from(["flynn", "resource", "add", "redis", "--plan", "small"])
+                .unwrap();
+        assert!(matches!(
+            ok.command,
+            super::Command::Resource(super::ResourceArgs {
+                command: Some(super::ResourceCommand::Add {
+                    provider: flynn_crds::resource::Provider::Redis,
+                    ..
+                })
+            })
+        ));
+        let e = parse_error(&["flynn", "resource", "remove"]);
+        assert!(e.contains("<NAME>"), "{e}");
+        let e = parse_error(&["flynn", "pg", "dump"]);
+        assert!(e.contains("--file <FILE>"), "{e}");
+        let e = parse_error(&["flynn", "pg", "restore", "--clean"]);
+        assert!(e.contains("--file <FILE>"), "{e}");
+        // psql's own arguments come after `--` only, so they cannot be taken for flynn's.
+        let e = parse_error(&["flynn", "pg", "psql", "-c", "select 1"]);
+        assert!(e.contains("unexpected argument '-c'"), "{e}");
+        let ok = super::Cli::try_parse_from([
+            "flynn",
+            "pg",
+            "psql",
+            "-r",
+            "shop-postgres-2",
+            "--",
+            "-c",
+            "select 1",
+        ])
+        .unwrap();
+        let super::Command::Pg(super::PgArgs {
+            command: super::PgCommand::Psql { pick, args },
+        }) = ok.command
+        else {
+            panic!("not psql")
+        };
+        assert_eq!(pick.resource.as_deref(), Some("shop-postgres-2"));
+        assert_eq!(args, ["-c", "select 1"]);
+        let ok = super::Cli::try_parse_from(["flynn", "redis-cli", "--", "get", "k"]).unwrap();
+        assert!(matches!(ok.command, super::Command::RedisCli(ref a) if a.args == ["get", "k"]));
     }
 
     #[test]

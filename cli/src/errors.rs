@@ -111,6 +111,47 @@ pub enum Error {
         problem: String,
         env: &'static str,
     },
+    /// The platform ConfigMap has no client image for a provider (`postgresImage`,
+    /// `redisImage`): the chart installs it with the provider.
+    #[error("the platform has no {what}: the ConfigMap flynn-system/flynn-platform {problem}")]
+    PlatformImage {
+        what: &'static str,
+        problem: String,
+        chart_value: &'static str,
+        env: &'static str,
+    },
+    #[error("resource {resource} is not a resource of app {app}")]
+    ResourceNotFound { resource: String, app: String },
+    #[error("app {app} has no {provider} resource")]
+    NoResource { app: String, provider: String },
+    #[error("app {app} has several {provider} resources: {names}")]
+    WhichResource {
+        app: String,
+        provider: String,
+        names: String,
+    },
+    /// The Resource exists but is not Ready; `why` is its condition's reason and message.
+    #[error("resource {resource} is not ready: {why}")]
+    ResourceNotReady { resource: String, why: String },
+    /// The operator refused the Resource for good (its Ready condition's terminal reason).
+    #[error("resource {resource} was refused ({reason}): {message}")]
+    ResourceRefused {
+        resource: String,
+        reason: String,
+        message: String,
+    },
+    #[error("refusing to delete the data of resource {resource} without confirmation")]
+    DataNotConfirmed { resource: String },
+    /// A dump `flynn pg restore` cannot (or should not) restore, with what to do instead.
+    #[error("cannot restore {file}: {problem}")]
+    BadDump {
+        file: String,
+        problem: String,
+        fix: String,
+    },
+    /// `pg_dump` or `pg_restore` failed, or the stream from the pod was lost.
+    #[error("{what} failed: {reason}")]
+    PgFailed { what: String, reason: String },
     #[error("timed out after {}s waiting for {what}", after.as_secs())]
     Timeout {
         what: String,
@@ -213,7 +254,10 @@ impl Error {
             | BadArgument { .. }
             | UnknownProcessType { .. }
             | BadKey { .. }
-            | NotConfirmed { .. } => exit::USAGE,
+            | NotConfirmed { .. }
+            | DataNotConfirmed { .. }
+            | WhichResource { .. }
+            | BadDump { .. } => exit::USAGE,
             AppNotFound { .. }
             | NoRelease { .. }
             | ReleaseNotFound { .. }
@@ -223,7 +267,10 @@ impl Error {
             | RouteNotFound { .. }
             | NoKeyFile { .. }
             | KeyNotFound { .. }
-            | Platform { .. } => exit::NOT_FOUND,
+            | Platform { .. }
+            | PlatformImage { .. }
+            | ResourceNotFound { .. }
+            | NoResource { .. } => exit::NOT_FOUND,
             AppExists { .. }
             | RouteExists { .. }
             | RouteConflict { .. }
@@ -241,7 +288,18 @@ impl Error {
                 Some(s) if s.is_invalid() => exit::USAGE,
                 _ => exit::FAILURE,
             },
-            DeployFailed { .. } | RunFailed { .. } | Io { .. } | Git { .. } => exit::FAILURE,
+            ResourceRefused { reason, .. } => match reason.as_str() {
+                flynn_crds::conditions::reasons::APP_NOT_FOUND => exit::NOT_FOUND,
+                flynn_crds::conditions::reasons::ENV_CONFLICT => exit::CONFLICT,
+                flynn_crds::conditions::reasons::UNKNOWN_PLAN => exit::USAGE,
+                _ => exit::FAILURE,
+            },
+            DeployFailed { .. }
+            | RunFailed { .. }
+            | ResourceNotReady { .. }
+            | PgFailed { .. }
+            | Io { .. }
+            | Git { .. } => exit::FAILURE,
         }
     }
 
@@ -293,6 +351,38 @@ impl Error {
             Platform { env, .. } => format!(
                 "install the platform (`helm install flynn charts/flynn -n flynn-system --create-namespace`), or set {env}"
             ),
+            PlatformImage {
+                chart_value, env, ..
+            } => format!(
+                "the chart installs it with the provider: `helm upgrade flynn charts/flynn -n flynn-system --reuse-values --set {chart_value}=true`, or set {env} to an image with the client"
+            ),
+            ResourceNotFound { .. } => "`flynn resource list` lists the app's resources".into(),
+            NoResource { provider, .. } => format!("add one with `flynn resource add {provider}`"),
+            WhichResource { .. } => "pick one with -r NAME (`flynn resource list` lists them)".into(),
+            ResourceNotReady { .. } => {
+                "`flynn resource list` shows its state; the operator keeps trying while the service is unavailable".into()
+            }
+            ResourceRefused { reason, resource, .. } => match reason.as_str() {
+                flynn_crds::conditions::reasons::APP_NOT_FOUND => {
+                    "create the app first (`flynn create`), or pass -a with an existing one".into()
+                }
+                flynn_crds::conditions::reasons::ENV_CONFLICT => {
+                    "another resource of the app holds that config var: `flynn resource list` shows it".into()
+                }
+                flynn_crds::conditions::reasons::UNKNOWN_PLAN => {
+                    "pick one of the provider's plans with --plan, or leave --plan out for the default".into()
+                }
+                _ => format!(
+                    "ask the platform team to enable the provider; remove the resource with `flynn resource remove {resource}`"
+                ),
+            },
+            DataNotConfirmed { resource } => {
+                format!("pass --yes to delete the data of {resource} without asking")
+            }
+            BadDump { fix, .. } => fix.clone(),
+            PgFailed { .. } => {
+                "its messages are above; `flynn resource list` shows the resource's state".into()
+            }
             Timeout { hint, .. } => hint.clone(),
             DeployFailed { .. } => {
                 "`flynn info` shows the app's conditions, `flynn log` its output, `flynn ps` its pods".into()

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
-use crate::commands::{apps, keys, limit, ps, release, route, scale};
+use crate::commands::{apps, keys, limit, ps, release, resource, route, scale};
 use crate::sshkey::PublicKey;
 
 const NOW: &str = "2026-01-02T03:04:05Z";
@@ -288,4 +288,49 @@ fn keys_table() {
     );
     // The Secret itself, exactly as gitreceiver/README.md specifies it.
     check("key-secret", &serde_saphyr::to_string(&secret).unwrap());
+}
+
+#[test]
+fn resources_table() {
+    let r = |name: &str,
+             spec: serde_json::Value,
+             status: serde_json::Value|
+     -> flynn_crds::Resource {
+        from(json!({
+            "apiVersion": "flynn.io/v1alpha1", "kind": "Resource",
+            "metadata": {"name": name, "generation": 1, "creationTimestamp": "2026-01-02T02:04:05Z"},
+            "spec": spec, "status": status
+        }))
+    };
+    let ready = |status: &str, reason: &str, message: &str| {
+        json!({"type": "Ready", "status": status, "reason": reason, "message": message,
+               "observedGeneration": 1, "lastTransitionTime": NOW})
+    };
+    let resources = [
+        r(
+            "shop-postgres",
+            json!({"app": "shop", "provider": "postgres", "env": "DATABASE_URL"}),
+            json!({"env": "DATABASE_URL", "plan": "hobby", "secret": "shop-postgres-credentials",
+                   "release": "shop-v4", "conditions": [ready("True", "Provisioned", "")]}),
+        ),
+        r(
+            "shop-postgres-2",
+            json!({"app": "shop", "provider": "postgres", "env": "DATABASE_2_URL", "plan": "large"}),
+            json!({"conditions": [ready("False", "ServiceUnavailable", "cannot reach postgres.flynn-system:5432")]}),
+        ),
+        r(
+            "shop-redis",
+            json!({"app": "shop", "provider": "redis", "env": "REDIS_URL"}),
+            json!({}),
+        ),
+    ];
+    check(
+        "resource-list",
+        &resource::resources_table(&resources, now()).render(false),
+    );
+    let rows: Vec<_> = resources.iter().map(resource::resource_row).collect();
+    check(
+        "resource-list-json",
+        &(serde_json::to_string_pretty(&rows).unwrap() + "\n"),
+    );
 }

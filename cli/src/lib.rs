@@ -39,9 +39,13 @@ pub async fn run(cli: Cli, ui: Ui) -> Result<u8> {
         _ => {}
     }
     let ctx = Ctx::new(&cli.global, ui).await?;
-    if let Command::Run(args) = &cli.command {
-        // `run` handles Ctrl-C itself: it must delete its pod first.
-        return commands::run::run(&ctx, args).await;
+    // These handle Ctrl-C themselves (they must delete their pod first) and exit with the
+    // code of the command they ran.
+    match &cli.command {
+        Command::Run(args) => return commands::run::run(&ctx, args).await,
+        Command::Pg(args) => return commands::pg::pg(&ctx, args).await,
+        Command::RedisCli(args) => return commands::redis::redis_cli(&ctx, args).await,
+        _ => {}
     }
     tokio::select! {
         result = dispatch(&ctx, &cli.command) => result.map(|()| exit::OK),
@@ -67,6 +71,11 @@ async fn dispatch(ctx: &Ctx, command: &Command) -> Result<()> {
         Command::Release(args) => release::release(ctx, args).await,
         Command::Deploy(args) => release::deploy(ctx, args).await,
         Command::Route(args) => route::route(ctx, args).await,
-        Command::Run(_) | Command::Version | Command::Completion(_) => Ok(()),
+        Command::Resource(args) => resource::resource(ctx, args).await,
+        Command::Run(_)
+        | Command::Pg(_)
+        | Command::RedisCli(_)
+        | Command::Version
+        | Command::Completion(_) => Ok(()),
     }
 }

@@ -19,6 +19,11 @@ pub const ENV_KEYS_NAMESPACE: &str = "FLYNN_KEYS_NAMESPACE";
 /// Overrides `slugrunnerImage` (not in the chart's ConfigMap yet: see [`Platform::slugrunner_image`]).
 pub const ENV_SLUGRUNNER_IMAGE: &str = "FLYNN_SLUGRUNNER_IMAGE";
 
+/// Overrides `postgresImage`.
+pub const ENV_POSTGRES_IMAGE: &str = "FLYNN_POSTGRES_IMAGE";
+/// Overrides `redisImage`.
+pub const ENV_REDIS_IMAGE: &str = "FLYNN_REDIS_IMAGE";
+
 /// The platform ConfigMap's data, or why there is none.
 #[derive(Debug, Clone)]
 pub struct Platform {
@@ -92,6 +97,46 @@ impl Platform {
             "the slugrunner image",
         )
         .ok()
+    }
+
+    /// The image with `psql`, `pg_dump` and `pg_restore` (the platform's Postgres major
+    /// version), published by the chart when its Postgres provider is enabled.
+    pub fn postgres_image(&self) -> Result<String> {
+        self.image(
+            "postgresImage",
+            ENV_POSTGRES_IMAGE,
+            "Postgres client image (postgresImage)",
+            "postgres.enabled",
+        )
+    }
+
+    /// The image with `redis-cli`, published by the chart when its Redis provider is enabled.
+    pub fn redis_image(&self) -> Result<String> {
+        self.image(
+            "redisImage",
+            ENV_REDIS_IMAGE,
+            "Redis client image (redisImage)",
+            "redis.enabled",
+        )
+    }
+
+    fn image(
+        &self,
+        key: &str,
+        env: &'static str,
+        what: &'static str,
+        chart_value: &'static str,
+    ) -> Result<String> {
+        self.setting(key, env, what)
+            .map_err(|_| Error::PlatformImage {
+                what,
+                problem: self
+                    .missing
+                    .clone()
+                    .unwrap_or_else(|| format!("has no {key}")),
+                chart_value,
+                env,
+            })
     }
 
     /// The ports TCP Routes may take (the chart's `routes.tcpPortRange`); the platform's

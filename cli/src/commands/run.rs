@@ -9,38 +9,32 @@
 //! context (Pod Security "restricted": a slug runs as the slug user, an image as its own
 //! user, never as root).
 //!
-//! With stdin and stdout on a terminal the pod gets a TTY, attached over the API server's
-//! websocket, in raw mode, with window resizes forwarded. Otherwise the pod's output is
-//! streamed from its log, which (unlike an attach) loses nothing printed before the stream
-//! opens, and piped input goes in through an attach of stdin alone. Either way the command's
-//! exit code becomes flynn's and the pod is deleted.
+//! With stdin and stdout on a terminal the pod gets a TTY; otherwise its output is streamed
+//! from its log and piped input goes in through an attach of stdin (the machinery is
+//! [`super::pod_session`]'s, shared with `flynn pg psql` and `flynn redis-cli`). Either way
+//! the command's exit code becomes flynn's and the pod is deleted.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use flynn_crds::validation::validate_env_name;
 use flynn_crds::{Release, labels, pod_security};
-use futures::{AsyncBufReadExt, SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{
-    AttachParams, DeleteParams, ListParams, LogParams, ObjectMeta, PostParams, TerminalSize,
-};
-use kube::{Api, ResourceExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use kube::ResourceExt;
+use kube::api::{ListParams, ObjectMeta};
 
+use super::pod_session::{self, Io};
 use super::ps::{ONE_OFF, RUN_TYPE};
 use super::split_pair;
 use crate::cli::RunArgs;
 use crate::context::Ctx;
 use crate::errors::{Error, Result, exit};
 use crate::output::{self, note};
-use crate::progress::Progress;
 
 /// The container name of one-off pods.
-pub const CONTAINER: &str = "run";
+pub use super::pod_session::CONTAINER;
 
 /// What a one-off pod runs.
 #[derive(Debug, Clone)]
@@ -176,10 +170,11 @@ pub async fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         .map(parse_limits)
         .transpose()?
         .unwrap_or_default();
-    let tty = !args.detach && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    // Input piped or redirected into `flynn run` is forwarded; a closed stdin or /dev/null
-    // (a character device, as in CI) is not, so such a pod never waits for input.
-    let stdin = !tty && !args.detach && stdin_is_pipe_or_file();
+    let io = if args.detach {
+        Io::OutputOnly
+    } else {
+        Io::detect()
+    };
     let slugrunner = if release.spec.artifact.slug.is_some() {
         Some(slugrunner_image(ctx, &app_name).await?)
     } else {
@@ -191,280 +186,26 @@ pub async fn run(ctx: &Ctx, args: &RunArgs) -> Result<u8> {
         command: &args.command,
         env: &env,
         limits: &limits,
-        tty,
-        stdin,
+        tty: io.tty(),
+        stdin: io.stdin(),
         slugrunner_image: slugrunner.as_deref(),
     })
     .ok_or_else(|| Error::RunFailed {
         pod: format!("{app_name}-run"),
         reason: format!("release {} has no artifact", release.name_any()),
     })?;
-    let api = ctx.api::<Pod>();
-    let pod = api
-        .create(&PostParams::default(), &pod)
-        .await
-        .map_err(Error::kube("creating the one-off pod"))?;
-    let name = pod.name_any();
+    let (api, name) = pod_session::create(ctx, &pod, "one-off").await?;
     if args.detach {
         output::print_out(&format!("{name}\n"))?;
         return Ok(exit::OK);
     }
-
     // Whatever happens from here on (an error, Ctrl-C), the pod goes.
-    let result = tokio::select! {
-        result = attach_or_stream(ctx, &api, &name, (tty, stdin), Duration::from_secs(args.timeout)) => result,
-        _ = tokio::signal::ctrl_c() => Err(Error::Interrupted),
-    };
-    let _ = api
-        .delete(&name, &DeleteParams::background().grace_period(0))
-        .await;
-    result
-}
-
-async fn attach_or_stream(
-    ctx: &Ctx,
-    api: &Api<Pod>,
-    name: &str,
-    (tty, stdin): (bool, bool),
-    timeout: Duration,
-) -> Result<u8> {
-    wait_started(ctx, api, name, timeout).await?;
-    if tty {
-        match attach_tty(api, name).await {
-            Ok(()) => {}
-            // The command may have ended before we could attach; its log still has everything.
-            Err(_) => stream_log(api, name).await?,
-        }
-    } else if stdin {
-        // Output from the log (which misses nothing), input through an attach of stdin alone.
-        let (output, ()) = tokio::join!(stream_log(api, name), feed_stdin(api, name));
-        output?;
-    } else {
-        stream_log(api, name).await?;
-    }
-    exit_code(api, name).await
-}
-
-/// Whether stdin is a pipe or a file (`... | flynn run`, `flynn run < f`).
-fn stdin_is_pipe_or_file() -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata("/dev/stdin")
-        .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_file())
-}
-
-/// Copies our stdin into the container's, then closes it (EOF). A command that exits
-/// without reading it is fine: the attach just fails or ends.
-async fn feed_stdin(api: &Api<Pod>, name: &str) {
-    let params = AttachParams::default()
-        .container(CONTAINER)
-        .stdin(true)
-        .stdout(false)
-        .stderr(false);
-    let Ok(mut attached) = api.attach(name, &params).await else {
-        return;
-    };
-    if let Some(mut writer) = attached.stdin() {
-        let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut writer).await;
-        let _ = writer.shutdown().await;
-    }
-    let _ = attached.join().await;
-}
-
-/// Waits until the container runs (or already ended); fails fast on what will not fix itself.
-async fn wait_started(ctx: &Ctx, api: &Api<Pod>, name: &str, timeout: Duration) -> Result<()> {
-    let progress = Progress::start(ctx.ui, format!("starting one-off pod {name}"));
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let pod = api
-            .get(name)
-            .await
-            .map_err(Error::kube(format!("getting pod {name}")))?;
-        let status = pod.status.clone().unwrap_or_default();
-        let state = status
-            .container_statuses
-            .as_ref()
-            .and_then(|cs| cs.first())
-            .and_then(|c| c.state.clone())
-            .unwrap_or_default();
-        if state.running.is_some() || state.terminated.is_some() {
-            progress.done(None);
-            return Ok(());
-        }
-        if let Some(waiting) = &state.waiting {
-            let reason = waiting.reason.clone().unwrap_or_default();
-            if matches!(
-                reason.as_str(),
-                "ErrImagePull"
-                    | "ImagePullBackOff"
-                    | "InvalidImageName"
-                    | "CreateContainerConfigError"
-                    | "CreateContainerError"
-                    | "ErrImageNeverPull"
-            ) {
-                let message = waiting.message.clone().unwrap_or_default();
-                return Err(Error::RunFailed {
-                    pod: name.to_owned(),
-                    reason: pod_security::explain_non_root_refusal(&message)
-                        .unwrap_or_else(|| format!("{reason}: {message}")),
-                });
-            }
-        }
-        if status.phase.as_deref() == Some("Failed") {
-            return Err(Error::RunFailed {
-                pod: name.to_owned(),
-                reason: status.message.unwrap_or_else(|| "the pod failed".into()),
-            });
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                what: format!("one-off pod {name} to start"),
-                after: timeout,
-                hint: format!("`kubectl describe pod {name}` says why it is not running"),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Restores the terminal on drop, however the session ends.
-struct RawMode;
-
-impl RawMode {
-    fn enable() -> Result<Self> {
-        crossterm::terminal::enable_raw_mode()
-            .map_err(Error::io("putting the terminal in raw mode"))?;
-        Ok(RawMode)
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = crossterm::terminal::disable_raw_mode();
-    }
-}
-
-fn terminal_size() -> Option<TerminalSize> {
-    crossterm::terminal::size()
-        .ok()
-        .map(|(width, height)| TerminalSize { width, height })
-}
-
-async fn attach_tty(api: &Api<Pod>, name: &str) -> Result<()> {
-    let mut attached = api
-        .attach(name, &AttachParams::interactive_tty().container(CONTAINER))
-        .await
-        .map_err(Error::kube(format!("attaching to pod {name}")))?;
-    let mut stdin = attached
-        .stdin()
-        .ok_or_else(|| attach_error(name, "no stdin"))?;
-    let mut stdout = attached
-        .stdout()
-        .ok_or_else(|| attach_error(name, "no stdout"))?;
-    let mut sizes = attached
-        .terminal_size()
-        .ok_or_else(|| attach_error(name, "no terminal size channel"))?;
-    let raw = RawMode::enable()?;
-
-    if let Some(size) = terminal_size() {
-        let _ = sizes.send(size).await;
-    }
-    // SIGWINCH: the user resized the window; tell the pod's TTY.
-    let resizes = tokio::spawn(async move {
-        let Ok(mut winch) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-        else {
-            return;
-        };
-        while winch.recv().await.is_some() {
-            if let Some(size) = terminal_size()
-                && sizes.send(size).await.is_err()
-            {
-                return;
-            }
-        }
-    });
-    let keys = tokio::spawn(async move {
-        let mut input = tokio::io::stdin();
-        let mut buf = [0u8; 1024];
-        loop {
-            match input.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if stdin.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    });
-    let mut out = tokio::io::stdout();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stdout.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if out.write_all(&buf[..n]).await.is_err() || out.flush().await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    resizes.abort();
-    keys.abort();
-    let _ = attached.join().await;
-    drop(raw);
-    Ok(())
-}
-
-fn attach_error(name: &str, problem: &str) -> Error {
-    Error::RunFailed {
-        pod: name.to_owned(),
-        reason: format!("attaching: {problem}"),
-    }
-}
-
-/// Copies the pod's whole log (stdout and stderr, merged) to stdout until it ends.
-async fn stream_log(api: &Api<Pod>, name: &str) -> Result<()> {
-    let params = LogParams {
-        follow: true,
-        container: Some(CONTAINER.into()),
-        ..LogParams::default()
-    };
-    let mut lines = api
-        .log_stream(name, &params)
-        .await
-        .map_err(Error::kube(format!("streaming the output of pod {name}")))?
-        .lines();
-    while let Some(line) = lines.next().await {
-        let line = line.map_err(Error::io(format!("reading the output of pod {name}")))?;
-        output::print_out(&format!("{line}\n"))?;
-    }
-    Ok(())
-}
-
-/// The container's exit code, once the kubelet has reported it (0..=255).
-async fn exit_code(api: &Api<Pod>, name: &str) -> Result<u8> {
-    for _ in 0..120 {
-        let pod = api
-            .get(name)
-            .await
-            .map_err(Error::kube(format!("getting pod {name}")))?;
-        let terminated = pod
-            .status
-            .and_then(|s| s.container_statuses)
-            .and_then(|cs| cs.into_iter().next())
-            .and_then(|c| c.state)
-            .and_then(|s| s.terminated);
-        if let Some(t) = terminated {
-            return Ok(u8::try_from(t.exit_code.rem_euclid(256)).unwrap_or(exit::FAILURE));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Err(Error::Timeout {
-        what: format!("pod {name} to report its exit code"),
-        after: Duration::from_secs(30),
-        hint: format!("`kubectl describe pod {name}`"),
-    })
+    pod_session::with_pod(
+        &api,
+        &name,
+        pod_session::attach_or_stream(ctx, &api, &name, io, Duration::from_secs(args.timeout)),
+    )
+    .await
 }
 
 /// The slugrunner image: the platform's setting, else what the operator put in this app's
