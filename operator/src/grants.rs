@@ -9,7 +9,11 @@
 //!
 //! - **builds**: the receiver's role, in every namespace that holds an App;
 //! - **certificates**: the router's role, in every namespace holding a Route that names a
-//!   TLS Secret.
+//!   TLS Secret;
+//! - **resources**: the operator's own role for Resources (their credentials Secrets, the
+//!   config snapshots of the Releases they make, their Redis StatefulSets and
+//!   NetworkPolicies), in every namespace that holds an App: the operator gets no Secret
+//!   access cluster-wide either.
 //!
 //! The operator itself needs no more than to `bind` those two roles (Kubernetes refuses a
 //! RoleBinding to a role whose permissions the creator lacks, unless it may `bind` it), and
@@ -102,6 +106,8 @@ pub struct Grants {
     pub builds: Option<Grant>,
     /// The router's certificate role, bound where Routes name a TLS Secret.
     pub certificates: Option<Grant>,
+    /// The operator's own role for Resources, bound where Apps are.
+    pub resources: Option<Grant>,
 }
 
 impl Grants {
@@ -109,13 +115,14 @@ impl Grants {
         [
             (Need::Apps, self.builds.as_ref()),
             (Need::CertificateRoutes, self.certificates.as_ref()),
+            (Need::AppsForResources, self.resources.as_ref()),
         ]
         .into_iter()
         .filter_map(|(need, grant)| grant.map(|g| (need, g)))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.builds.is_none() && self.certificates.is_none()
+        self.builds.is_none() && self.certificates.is_none() && self.resources.is_none()
     }
 }
 
@@ -124,6 +131,8 @@ impl Grants {
 enum Need {
     Apps,
     CertificateRoutes,
+    /// As `Apps`, for a second role (one key per grant in what the loop remembers).
+    AppsForResources,
 }
 
 /// The object a RoleBinding is owned by.
@@ -210,7 +219,9 @@ async fn reconcile(ctx: &Context, written: &mut Written, namespace: &str) -> Res
             None
         } else {
             match need {
-                Need::Apps => first_in(&ctx.caches.apps, namespace, |_| true),
+                Need::Apps | Need::AppsForResources => {
+                    first_in(&ctx.caches.apps, namespace, |_| true)
+                }
                 Need::CertificateRoutes => {
                     first_in(&ctx.caches.routes, namespace, names_a_certificate)
                 }

@@ -11,6 +11,9 @@
 //! - [`route`]: conflict detection across all namespaces (oldest Route wins), `Accepted` /
 //!   `Conflict` and the Route's URL.
 //!
+//! - [`resource`]: a Resource → its store made by a provider (Postgres, Redis), its
+//!   credentials Secret, and a Release of its App with the URL as a config var.
+//!
 //! Beside them, [`grants`] binds the git receiver's and the router's roles only in the
 //! namespaces where they have work (Apps; Routes naming a certificate).
 //!
@@ -26,6 +29,7 @@ pub mod grants;
 pub mod leader;
 pub mod metrics;
 pub mod per_object;
+pub mod resource;
 pub mod rollout;
 pub mod route;
 pub mod run;

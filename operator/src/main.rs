@@ -76,6 +76,10 @@ struct Args {
     /// in each namespace holding a Route that names a TLS Secret.
     #[arg(long, env = "FLYNN_CERTIFICATES_GRANT")]
     certificates_grant: Option<flynn_operator::grants::Grant>,
+    /// CLUSTERROLE=NAMESPACE/SERVICEACCOUNT: the operator's own role for Resources
+    /// (Secrets, StatefulSets, NetworkPolicies), bound in each namespace that holds an App.
+    #[arg(long, env = "FLYNN_RESOURCES_GRANT")]
+    resources_grant: Option<flynn_operator::grants::Grant>,
     /// FIRST-LAST: the ports TCP Routes may use (give the router the same range).
     #[arg(long, env = "FLYNN_TCP_PORT_RANGE", default_value_t = flynn_crds::ownership::PortRange::DEFAULT)]
     tcp_port_range: flynn_crds::ownership::PortRange,
@@ -83,6 +87,30 @@ struct Args {
     /// belong to Apps (give the router the same setting).
     #[arg(long, env = "FLYNN_ALLOW_DEFAULT_DOMAIN_WILDCARD")]
     allow_default_domain_wildcard: bool,
+    /// Host of the platform's Postgres service; unset disables `postgres` Resources.
+    #[arg(long, env = "FLYNN_POSTGRES_HOST")]
+    postgres_host: Option<String>,
+    #[arg(long, env = "FLYNN_POSTGRES_PORT", default_value_t = 5432)]
+    postgres_port: u16,
+    /// A superuser of that service: it makes and drops each Resource's role and database.
+    #[arg(long, env = "FLYNN_POSTGRES_ADMIN_USER", default_value = "postgres")]
+    postgres_admin_user: String,
+    #[arg(
+        long,
+        env = "FLYNN_POSTGRES_ADMIN_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    postgres_admin_password: String,
+    /// The image `redis` Resources run (Debian's redis-server); unset disables them.
+    #[arg(long, env = "FLYNN_REDIS_IMAGE")]
+    redis_image: Option<String>,
+    /// StorageClass of Resources' volumes; empty: the cluster's default.
+    #[arg(long, env = "FLYNN_RESOURCE_STORAGE_CLASS")]
+    resource_storage_class: Option<String>,
+    /// How long the data of a Resource deleted with deletionPolicy Retain is kept (7d, 12h).
+    #[arg(long, env = "FLYNN_RESOURCE_RETENTION", default_value = "7d", value_parser = flynn_operator::settings::parse_duration)]
+    resource_retention: Duration,
 }
 
 #[tokio::main]
@@ -109,9 +137,21 @@ async fn main() -> anyhow::Result<()> {
         grants: flynn_operator::grants::Grants {
             builds: args.builds_grant,
             certificates: args.certificates_grant,
+            resources: args.resources_grant,
         },
         tcp_ports: args.tcp_port_range,
         allow_default_domain_wildcard: args.allow_default_domain_wildcard,
+        postgres: flynn_operator::resource::postgres::PostgresSettings {
+            host: args.postgres_host.filter(|h| !h.is_empty()),
+            port: args.postgres_port,
+            admin_user: args.postgres_admin_user,
+            admin_password: args.postgres_admin_password,
+        },
+        redis: flynn_operator::resource::redis::RedisSettings {
+            image: args.redis_image.filter(|i| !i.is_empty()),
+            storage_class: args.resource_storage_class.filter(|c| !c.is_empty()),
+        },
+        resource_retention: args.resource_retention,
         ..Settings::default()
     };
     let health = Arc::new(Health::default());

@@ -264,10 +264,14 @@ pub async fn run(
         futures::channel::mpsc::unbounded::<ObjectRef<Formation>>();
     // The namespaces of changed Apps and Routes, for the grants (see `grants`).
     let (to_grants, grant_triggers) = futures::channel::mpsc::unbounded::<String>();
+    // The Apps that changed, for the Resource controller (a Resource waiting for its App,
+    // or whose App's Release lost its URL to a push or a rollback).
+    let (to_resources, resource_triggers) = futures::channel::mpsc::unbounded::<(String, String)>();
     let app_stream = app_stream.inspect_ok({
         let to_grants = to_grants.clone();
         move |a| {
             if let Some(ns) = a.namespace() {
+                trigger(&to_resources, (ns.clone(), a.name_any()));
                 trigger(&to_grants, ns);
             }
         }
@@ -360,6 +364,7 @@ pub async fn run(
         }
     };
     let grants = grants::run(ctx.clone(), grant_triggers, shutdown.clone());
+    let resources = crate::resource::run(ctx.clone(), resource_triggers, shutdown.clone());
     let reports = {
         let shutdown = shutdown.clone();
         let reports = report_unreadable(ctx.clone(), unreadable);
@@ -376,6 +381,7 @@ pub async fn run(
         route_ctl,
         readiness,
         grants,
+        resources,
         reports
     );
     Ok(())

@@ -38,6 +38,33 @@ pub struct Settings {
     /// Let Routes' wildcards cover `default_domain` (`*.<default_domain>`), whose names
     /// belong to Apps' default Routes.
     pub allow_default_domain_wildcard: bool,
+    /// The platform's Postgres service (the `postgres` provider; disabled without a host).
+    pub postgres: crate::resource::postgres::PostgresSettings,
+    /// How Redis Resources run (the `redis` provider; disabled without an image).
+    pub redis: crate::resource::redis::RedisSettings,
+    /// How long a retained Postgres database is kept after its Resource was deleted.
+    pub resource_retention: Duration,
+    /// How often retained databases past their retention are looked for.
+    pub resource_sweep_interval: Duration,
+    /// How often a provisioned Resource is reconciled again, changed or not (the password
+    /// set again, a Release restored after a push that raced the Resource).
+    pub resource_resync: Duration,
+}
+
+/// A duration written `<number><unit>`, unit `s`, `m`, `h` or `d` (`7d`, `90m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration: write a number and s, m, h or d, e.g. 7d");
+    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
 }
 
 impl Settings {
@@ -68,6 +95,33 @@ impl Default for Settings {
             grants_resync: Duration::from_secs(600),
             tcp_ports: flynn_crds::ownership::PortRange::DEFAULT,
             allow_default_domain_wildcard: false,
+            postgres: crate::resource::postgres::PostgresSettings {
+                port: 5432,
+                admin_user: "postgres".into(),
+                ..Default::default()
+            },
+            redis: crate::resource::redis::RedisSettings::default(),
+            resource_retention: Duration::from_secs(7 * 86_400),
+            resource_sweep_interval: Duration::from_secs(3600),
+            resource_resync: Duration::from_secs(300),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_their_unit_and_others_say_how_to_write_one() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "7", "d", "7w", "-1d", "1.5h"] {
+            assert!(
+                parse_duration(bad).unwrap_err().contains("e.g. 7d"),
+                "{bad}"
+            );
         }
     }
 }

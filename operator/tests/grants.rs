@@ -140,6 +140,7 @@ async fn builds_are_granted_only_where_apps_are() {
         s.grants = Grants {
             builds: Some(grant),
             certificates: None,
+            resources: None,
         }
     });
     let receiver = format!("system:serviceaccount:{}:receiver", ns.name());
@@ -280,6 +281,7 @@ async fn certificates_are_readable_only_where_routes_name_one() {
         s.grants = Grants {
             builds: None,
             certificates: Some(grant),
+            resources: None,
         }
     });
     let router = format!("system:serviceaccount:{}:router", ns.name());
@@ -361,6 +363,7 @@ async fn a_squatted_or_deleted_grant_binding_is_put_back() {
         s.grants = Grants {
             builds: Some(grant),
             certificates: None,
+            resources: None,
         };
         s.grants_resync = Duration::from_secs(3);
     });
