@@ -164,9 +164,12 @@ fn forward_stderr(
         let mut last = std::collections::VecDeque::new();
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("{line}");
-            last.push_back(line);
-            if last.len() > 5 {
-                last.pop_front();
+            // The tools' own lines (`pg_restore: error: ...`), not the SQL they quote.
+            if line.starts_with("pg_") || line.starts_with("psql:") || line.starts_with("sh:") {
+                last.push_back(line);
+                if last.len() > 3 {
+                    last.pop_front();
+                }
             }
         }
         last.into()
@@ -179,6 +182,7 @@ async fn copy_counting(
     to: &mut (impl AsyncWrite + Unpin),
     progress: &Progress,
     verb: &str,
+    step: u64,
 ) -> std::io::Result<u64> {
     let mut buf = vec![0u8; CHUNK];
     let mut total: u64 = 0;
@@ -191,10 +195,20 @@ async fn copy_counting(
         }
         to.write_all(&buf[..n]).await?;
         total += n as u64;
-        if total - shown >= 4 << 20 {
+        if total - shown >= step {
             shown = total;
             progress.set(format!("{verb} {}", size(total)));
         }
+    }
+}
+
+/// How often the progress says how far along: often on a terminal (the line is redrawn),
+/// rarely in a log (each is a line).
+fn step(ctx: &Ctx) -> u64 {
+    if ctx.ui.stderr_tty {
+        1 << 20
+    } else {
+        256 << 20
     }
 }
 
@@ -263,12 +277,12 @@ async fn dump(ctx: &Ctx, pick: &ResourcePick, file: &Path) -> Result<()> {
         let progress = Progress::start(ctx.ui, format!("dumping {database}"));
         let copied = if to_stdout {
             let mut out = tokio::io::stdout();
-            copy_counting(&mut stdout, &mut out, &progress, "dumped").await
+            copy_counting(&mut stdout, &mut out, &progress, "dumped", step(ctx)).await
         } else {
             let mut out = tokio::fs::File::create(&partial)
                 .await
                 .map_err(Error::io(format!("creating {}", partial.display())))?;
-            let copied = copy_counting(&mut stdout, &mut out, &progress, "dumped").await;
+            let copied = copy_counting(&mut stdout, &mut out, &progress, "dumped", step(ctx)).await;
             match copied {
                 Ok(n) => out.sync_all().await.map(|()| n),
                 Err(e) => Err(e),
@@ -347,7 +361,7 @@ fn last_lines(lines: &[String]) -> String {
     if lines.is_empty() {
         String::new()
     } else {
-        format!(": {}", lines.join(" / "))
+        format!(": {}", lines.join("; "))
     }
 }
 
@@ -474,7 +488,7 @@ async fn restore(ctx: &Ctx, pick: &ResourcePick, file: &Path, clean: bool) -> Re
                 eprintln!("{line}");
             }
         });
-        let sent = copy_counting(&mut input, &mut stdin, &progress, "sent").await;
+        let sent = copy_counting(&mut input, &mut stdin, &progress, "sent", step(ctx)).await;
         // EOF: pg_restore finishes what it has.
         let _ = stdin.shutdown().await;
         drop(stdin);
