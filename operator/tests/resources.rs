@@ -26,6 +26,81 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+/// The operator's Secret access through the resources grant: only where an App is.
+#[tokio::test]
+async fn the_operator_may_use_secrets_only_in_namespaces_holding_an_app() {
+    use flynn_operator::grants::{Grant, Grants};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+    let ns = common::namespace("res-grant").await;
+    let client = ns.client().clone();
+    let role_name = format!("{}-resources", ns.name());
+    let role = ClusterRole {
+        metadata: kube::api::ObjectMeta {
+            name: Some(role_name.clone()),
+            labels: Some([("flynn.io/test".to_owned(), "true".to_owned())].into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".to_owned()]),
+            verbs: ["get", "create", "update", "patch", "delete"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let roles = Api::<ClusterRole>::all(client.clone());
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "operator"}})).unwrap();
+    ns.api::<ServiceAccount>()
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let grant: Grant = format!("{role_name}={}/operator", ns.name())
+        .parse()
+        .unwrap();
+    let _op = common::start(&ns, |s| {
+        s.grants = Grants {
+            resources: Some(grant),
+            ..Grants::default()
+        }
+    });
+    let user = format!("system:serviceaccount:{}:operator", ns.name());
+    let can = |verb: &'static str, ns: String| {
+        let (client, user) = (client.clone(), user.clone());
+        async move { flynn_e2e::can_i(&client, &user, verb, "", "secrets", Some(&ns)).await }
+    };
+    // The attack: no App here yet, so no Secret here; and never in kube-system, nor a list.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!can("get", ns.name().to_owned()).await);
+    app_without_release(&ns, "shop").await;
+    eventually(
+        "the grant",
+        T,
+        || can("get", ns.name().to_owned()),
+        |ok| *ok,
+    )
+    .await;
+    assert!(can("create", ns.name().to_owned()).await);
+    assert!(!can("list", ns.name().to_owned()).await, "by name only");
+    assert!(!can("get", "kube-system".to_owned()).await);
+    ns.api::<App>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the grant withdrawn",
+        T,
+        || can("get", ns.name().to_owned()),
+        |ok| !*ok,
+    )
+    .await;
+    let _ = roles.delete(&role_name, &DeleteParams::default()).await;
+}
+
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A throwaway Postgres on 127.0.0.1; stopped and removed on drop.
@@ -321,6 +396,7 @@ async fn a_postgres_resource_gets_a_database_only_its_role_enters_and_its_url_in
     let (resources, apps, secrets) = (ns.api::<Resource>(), ns.api::<App>(), ns.api::<Secret>());
     app_with_release(&ns, "shop").await;
     let pp = PostParams::default();
+    let added = std::time::Instant::now();
     resources
         .create(&pp, &resource("db", "shop", "postgres", json!({})))
         .await
@@ -339,6 +415,10 @@ async fn a_postgres_resource_gets_a_database_only_its_role_enters_and_its_url_in
         .unwrap();
     let db = wait_reason(&resources, "db", "Provisioned").await;
     let db2 = wait_reason(&resources, "db2", "Provisioned").await;
+    eprintln!(
+        "two postgres Resources added to provisioned and released in {:?}",
+        added.elapsed()
+    );
     assert!(
         db.finalizers()
             .contains(&flynn_crds::resource::FINALIZER.to_owned())
@@ -453,6 +533,21 @@ async fn a_postgres_resource_gets_a_database_only_its_role_enters_and_its_url_in
         .filter_map(|r| r.status.clone()?.release)
         .count();
     assert!(released >= 1, "status.release names the Release made");
+
+    // A rollback to the Release from before the Resources: the URLs come back in a new
+    // Release (as after a push that read the config before they were added).
+    common::merge(&apps, "shop", json!({"spec": {"release": "shop-v1"}})).await;
+    // (Each Resource's reconcile restores its own var: two Releases at most.)
+    let config = eventually(
+        "both URLs again after the rollback",
+        T,
+        || app_config(&client, &apps, "shop"),
+        |c| c.contains_key("DATABASE_URL") && c.contains_key("DATABASE_2_URL"),
+    )
+    .await;
+    assert_eq!(config["DATABASE_URL"], url);
+    let back = apps.get("shop").await.unwrap().spec.release.unwrap();
+    assert!(back != "shop-v1" && back != current, "{back}");
 
     // Retain: the URL leaves the App, the role can no longer log in, the data stays.
     resources
