@@ -914,6 +914,76 @@ async fn refusals_say_what_is_wrong_and_a_late_app_is_provisioned_when_it_comes(
 }
 
 #[tokio::test]
+async fn a_secret_of_the_credentials_name_made_by_someone_else_is_never_taken_over() {
+    let pg = Pg::start();
+    let (ns, _op) = common::setup_with("res-foreign-secret", fast(&pg)).await;
+    let (resources, secrets) = (ns.api::<Resource>(), ns.api::<Secret>());
+    app_without_release(&ns, "shop").await;
+    let pp = PostParams::default();
+    // The attack: a team's own Secret where db's credentials would go.
+    let foreign: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db-credentials"},
+        "stringData": {"password": "theirs"},
+    }))
+    .unwrap();
+    let foreign = secrets.create(&pp, &foreign).await.unwrap();
+    resources
+        .create(
+            &pp,
+            &resource(
+                "db",
+                "shop",
+                "postgres",
+                json!({"deletionPolicy": "Delete"}),
+            ),
+        )
+        .await
+        .unwrap();
+    // The twin: the same App, a Secret name that is free.
+    resources
+        .create(
+            &pp,
+            &resource(
+                "db2",
+                "shop",
+                "postgres",
+                json!({"env": "DATABASE_2_URL", "deletionPolicy": "Delete"}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_reason(&resources, "db2", "Provisioned").await;
+    let db = eventually(
+        "db refusing the foreign Secret",
+        T,
+        || get(&resources, "db"),
+        |r| ready(r).is_some_and(|(_, _, m)| m.contains("was not made for Resource db")),
+    )
+    .await;
+    assert_eq!(ready(&db).unwrap().0, "False");
+    let after = secrets.get("db-credentials").await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        foreign.resource_version(),
+        "left as it was"
+    );
+    assert!(!pg.database_exists(&store_name(db.as_ref().unwrap())).await);
+    // Once the name is free, db is provisioned.
+    secrets
+        .delete("db-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_reason(&resources, "db", "Provisioned").await;
+    for name in ["db", "db2"] {
+        resources
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_gone(&resources, name).await;
+    }
+}
+
+#[tokio::test]
 async fn a_postgres_resource_on_a_platform_without_postgres_says_how_to_enable_it() {
     let ns = common::namespace("res-disabled").await;
     let _op = common::start(&ns, |_| {});

@@ -264,7 +264,22 @@ async fn reconcile_inner(r: Arc<Resource>, ctx: &ResourceContext) -> Result<Acti
     }
     let connection = provider.connection(&r);
     report.status.provider_ids = connection.ids.clone();
-    let creds = secret::ensure(client, &r, provider.as_ref(), &connection).await?;
+    let creds = match secret::ensure(client, &r, provider.as_ref(), &connection).await {
+        Ok(c) => c,
+        // Someone else's Secret of that name: said in status, and looked at again now and
+        // then (its deletion is not a change of this Resource).
+        Err(e @ secret::Error::NotOurs { .. }) => {
+            return report
+                .not_ready(
+                    ctx,
+                    reasons::PROVISIONING,
+                    e.to_string(),
+                    Action::requeue(Duration::from_secs(10)),
+                )
+                .await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     report.status.secret = Some(creds.name.clone());
     let request = Request {
         client,
