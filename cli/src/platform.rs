@@ -159,3 +159,46 @@ impl Platform {
         self.missing.as_deref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_client_image_names_the_chart_value() {
+        for env in [ENV_POSTGRES_IMAGE, ENV_REDIS_IMAGE] {
+            assert!(
+                std::env::var_os(env).is_none(),
+                "unset {env} to run this test: it overrides the ConfigMap"
+            );
+        }
+        // Not installed: the error says so and which chart value installs the client.
+        let p = Platform::absent("does not exist (the platform is not installed here)");
+        let e = p.postgres_image().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the platform has no Postgres client image (postgresImage)"),
+            "{e}"
+        );
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.contains("--set postgres.enabled=true") && hint.contains(ENV_POSTGRES_IMAGE),
+            "{hint}"
+        );
+        assert_eq!(e.exit_code(), crate::errors::exit::NOT_FOUND);
+        // Installed without the key (a chart from before the providers).
+        let p = Platform {
+            data: BTreeMap::from([("gitURL".to_owned(), "ssh://git@x:22".to_owned())]),
+            missing: None,
+        };
+        let e = p.redis_image().unwrap_err();
+        assert!(e.to_string().ends_with("has no redisImage"), "{e}");
+        assert!(e.hint().unwrap().contains("redis.enabled"));
+        // The twin with the key.
+        let p = Platform {
+            data: BTreeMap::from([("redisImage".to_owned(), "r/redis:1".to_owned())]),
+            missing: None,
+        };
+        assert_eq!(p.redis_image().unwrap(), "r/redis:1");
+    }
+}
