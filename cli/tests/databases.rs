@@ -26,16 +26,24 @@ const POSTGRES_IMAGE: &str = "localhost/flynn-postgres:test";
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PASSWORD: &str = "shop-secret-pw";
 
+/// The platform's Redis image as `images/build redis --tag test` loads it.
+const REDIS_IMAGE: &str = "localhost/flynn-redis:test";
+
 /// Builds the platform's Postgres image into the node unless it is there (blocking).
 fn ensure_postgres_image() {
+    ensure_image("postgres", POSTGRES_IMAGE);
+}
+
+/// Builds `images/NAME` as `image` into the node unless it is there (blocking).
+fn ensure_image(name: &str, image: &str) {
     let root = restricted::workspace();
     let script = format!(
         r#"set -euo pipefail
 source "{root}/e2e/cluster/lib/common.sh"
 [ -S "$CONTAINERD_SOCK" ] || die "the local node is not running: start it with e2e/cluster/up"
-exec 8>/tmp/flynn-postgres-image.lock; flock 8
-image_present {POSTGRES_IMAGE} && exit 0
-"{root}/images/build" postgres --tag test --load"#,
+exec 8>/tmp/flynn-{name}-image.lock; flock 8
+image_present {image} && exit 0
+"{root}/images/build" {name} --tag test --load"#,
         root = root.display()
     );
     let out = Command::new("bash")
@@ -45,7 +53,7 @@ image_present {POSTGRES_IMAGE} && exit 0
         .unwrap();
     assert!(
         out.status.success(),
-        "building {POSTGRES_IMAGE} (images/build postgres --tag test) failed:\n{}{}",
+        "building {image} (images/build {name} --tag test) failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -195,6 +203,7 @@ impl World {
             .env("KUBECONFIG", kubeconfig())
             .env("NO_COLOR", "1")
             .env("FLYNN_POSTGRES_IMAGE", POSTGRES_IMAGE)
+            .env("FLYNN_REDIS_IMAGE", REDIS_IMAGE)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         cmd
@@ -405,6 +414,79 @@ async fn pg_psql_dump_restore_round_trip_and_version_refusal() {
         |left| left.is_empty(),
     )
     .await;
+}
+
+#[tokio::test]
+async fn redis_cli_against_a_real_redis() {
+    ensure_image("redis", REDIS_IMAGE);
+    let w = World::new("cli-redis").await;
+    // The test's Redis: the platform's image, with a password (the operator's part).
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "redis"},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "redis", "image": REDIS_IMAGE,
+                "command": ["redis-server", "--requirepass", PASSWORD, "--port", "6379", "--dir", "/tmp", "--protected-mode", "no"],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]
+        }
+    }))
+    .unwrap();
+    let pods = w.ns.api::<Pod>();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let ip = common::eventually(
+        "the test's Redis to run",
+        Duration::from_secs(60),
+        || async {
+            let p = pods.get("redis").await.unwrap();
+            let status = p.status.unwrap_or_default();
+            let ready = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+            status.pod_ip.filter(|_| ready)
+        },
+        Option::is_some,
+    )
+    .await
+    .unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "shop-redis-credentials"},
+        "stringData": {"host": ip, "port": "6379", "password": PASSWORD,
+                       "url": format!("redis://:{PASSWORD}@{ip}:6379")}
+    }))
+    .unwrap();
+    w.ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    w.resource("shop-redis", "redis", "REDIS_URL").await;
+    w.set_ready("shop-redis", "True", "Provisioned", "").await;
+
+    // Authenticated by REDISCLI_AUTH from the Secret; `$(...)` in an argument is the
+    // user's text, not expanded by Kubernetes.
+    let out = w
+        .shop(&["redis-cli", "--", "set", "greeting", "hi $(REDISCLI_AUTH)"])
+        .await;
+    assert_eq!(out.ok(), "OK\n", "{out:#?}");
+    let out = w.shop(&["redis-cli", "--", "get", "greeting"]).await;
+    assert_eq!(out.ok(), "hi $(REDISCLI_AUTH)\n", "{out:#?}");
+    // The twin without the password is refused by Redis: the credentials did the work.
+    let out = w
+        .shop(&[
+            "redis-cli",
+            "--",
+            "--no-auth-warning",
+            "-a",
+            "wrong",
+            "get",
+            "greeting",
+        ])
+        .await;
+    assert!(
+        out.stdout.contains("WRONGPASS") || out.stdout.contains("invalid username-password"),
+        "{out:#?}"
+    );
 }
 
 #[tokio::test]
