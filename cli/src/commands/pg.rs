@@ -223,7 +223,8 @@ pub fn size(bytes: u64) -> String {
 }
 
 /// How a gated session ended: the attach closed cleanly (the kubelet's status came), and
-/// the container's exit code.
+/// the container's exit code, or [`exit::FAILURE`] when the pod is gone (deleted under the
+/// session: its exit code went with it, and nothing it sent can be trusted).
 async fn finish(
     api: &Api<Pod>,
     name: &str,
@@ -240,8 +241,11 @@ async fn finish(
     };
     let joined = attached.join().await;
     let clean = joined.is_ok() && status.is_some();
-    let code = pod_session::exit_code(api, name).await?;
-    Ok((clean, code))
+    match pod_session::exit_code(api, name).await {
+        Ok(code) => Ok((clean, code)),
+        Err(e) if e.exit_code() == exit::NOT_FOUND => Ok((false, exit::FAILURE)),
+        Err(e) => Err(e),
+    }
 }
 
 async fn dump(ctx: &Ctx, pick: &ResourcePick, file: &Path) -> Result<()> {
@@ -299,19 +303,20 @@ async fn dump(ctx: &Ctx, pick: &ResourcePick, file: &Path) -> Result<()> {
                 partial.display().to_string()
             }
         )))?;
-        if code != 0 {
-            return Err(Error::PgFailed {
-                what: "pg_dump".into(),
-                reason: format!("exit code {code}{}", last_lines(&last)),
-            });
-        }
         if !clean {
             return Err(Error::PgFailed {
                 what: "pg_dump".into(),
                 reason: format!(
-                    "the stream from pod {name} was cut off after {}; the dump is incomplete",
-                    size(bytes)
+                    "the stream from pod {name} was cut off after {} (exit code {code}){}; the dump is incomplete",
+                    size(bytes),
+                    last_lines(&last)
                 ),
+            });
+        }
+        if code != 0 {
+            return Err(Error::PgFailed {
+                what: "pg_dump".into(),
+                reason: format!("exit code {code}{}", last_lines(&last)),
             });
         }
         progress.done(None);
