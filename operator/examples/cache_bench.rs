@@ -10,6 +10,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use flynn_crds::Route;
+use flynn_operator::cache::RouteView;
 use flynn_operator::cache::{Cache, Projection};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -28,9 +29,9 @@ fn route(i: usize) -> Route {
 /// Nanoseconds per `of_app` + `claiming` pair over a cache of `apps` Apps; with `scan`,
 /// per scan of the store for the same App instead.
 fn per_lookup(apps: usize, lookups: usize, scan: bool) -> f64 {
-    let (cache, mut feed) = Cache::<Route>::new();
+    let (cache, mut feed) = Cache::<RouteView>::new();
     for i in 0..apps {
-        feed.apply(&watcher::Event::Apply(Route::project(route(i))));
+        feed.apply(&watcher::Event::Apply(RouteView::project(route(i))));
     }
     let names: Vec<(String, String)> = (0..lookups)
         .map(|i| {

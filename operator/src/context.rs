@@ -117,25 +117,19 @@ impl Context {
 
     /// Server-side applies the operator's `status` fields to `obj` and keeps the answer in
     /// `cache`, so the next reconcile sees them before the watch delivers them.
-    pub async fn apply_status<K>(
+    pub async fn apply_status<P: Projection>(
         &self,
-        cache: &Cache<K>,
-        obj: &K,
+        cache: &Cache<P>,
+        obj: &P::Kind,
         status: serde_json::Value,
-    ) -> Result<()>
-    where
-        K: Projection<Kind = K>
-            + Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + serde::de::DeserializeOwned
-            + Clone
-            + std::fmt::Debug,
-    {
+    ) -> Result<()> {
+        type K<P> = <P as Projection>::Kind;
         let name = obj.meta().name.clone().unwrap_or_default();
         let namespace = obj.meta().namespace.clone().unwrap_or_default();
-        let api: Api<K> = Api::namespaced(self.client.clone(), &namespace);
+        let api: Api<K<P>> = Api::namespaced(self.client.clone(), &namespace);
         let patch = serde_json::json!({
-            "apiVersion": <K as Resource>::api_version(&()),
-            "kind": <K as Resource>::kind(&()),
+            "apiVersion": <K<P> as Resource>::api_version(&()),
+            "kind": <K<P> as Resource>::kind(&()),
             "status": status,
         });
         let written = api
@@ -145,7 +139,7 @@ impl Context {
                 &Patch::Apply(patch),
             )
             .await
-            .context(|| format!("writing status of {} {name}", <K as Resource>::kind(&())))?;
+            .context(|| format!("writing status of {} {name}", <K<P> as Resource>::kind(&())))?;
         cache.remember(written);
         Ok(())
     }

@@ -32,7 +32,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flynn_crds::{Route, labels};
+use flynn_crds::labels;
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
@@ -41,7 +41,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Cache, Projection};
+use crate::cache::{Cache, Polled, RouteView};
 use crate::context::Scope;
 use crate::error::{KubeResultExt, Result, is_not_found};
 use crate::{Context, FIELD_MANAGER};
@@ -182,7 +182,7 @@ fn binding(grant: &Grant, namespace: &str, owner: &Owner) -> RoleBinding {
 
 /// The first (by name, so every pass agrees) of `cache`'s objects in `namespace` that
 /// `needs` accepts.
-fn first_in<P: Projection + kube::Resource<DynamicType = ()>>(
+fn first_in<P: Polled>(
     cache: &Cache<P>,
     namespace: &str,
     needs: impl Fn(&P) -> bool,
@@ -191,16 +191,19 @@ fn first_in<P: Projection + kube::Resource<DynamicType = ()>>(
         .in_namespace(namespace)
         .into_iter()
         .find(|obj| obj.meta().deletion_timestamp.is_none() && needs(obj.as_ref()))
-        .map(|obj| Owner {
-            api_version: <P as kube::Resource>::api_version(&()).into_owned(),
-            kind: <P as kube::Resource>::kind(&()).into_owned(),
-            name: obj.meta().name.clone().unwrap_or_default(),
-            uid: obj.meta().uid.clone().unwrap_or_default(),
+        .map(|obj| {
+            let meta = kube::Resource::meta(&obj.object()).clone();
+            Owner {
+                api_version: <P as kube::Resource>::api_version(&()).into_owned(),
+                kind: <P as kube::Resource>::kind(&()).into_owned(),
+                name: meta.name.unwrap_or_default(),
+                uid: meta.uid.unwrap_or_default(),
+            }
         })
 }
 
 /// Whether a Route needs the router to read a Secret in its namespace.
-fn names_a_certificate(r: &Route) -> bool {
+fn names_a_certificate(r: &RouteView) -> bool {
     r.spec
         .http
         .as_ref()

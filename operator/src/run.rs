@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flynn_crds::{App, Formation, Route, labels};
+use flynn_crds::labels;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
@@ -31,7 +31,10 @@ use kube::runtime::watcher::{self, Config as WatcherConfig};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Cache, Caches, DeploymentView, Feed, Projection, ReleaseView, ServiceView};
+use crate::cache::{
+    AppView, Cache, Caches, DeploymentView, Feed, FormationView, Projection, ReleaseView,
+    RouteView, ServiceView,
+};
 use crate::metrics::{KindLabels, Metrics};
 use crate::per_object::{self, PerObject};
 use crate::server::Health;
@@ -116,7 +119,7 @@ fn cached_watch<P: Projection>(
 /// the App (the Formation is named after the App).
 fn formation_triggers<P: Projection>(
     objects: impl Stream<Item = Result<P, watcher::Error>> + Send + 'static,
-) -> impl Stream<Item = ObjectRef<Formation>> + Send + 'static {
+) -> impl Stream<Item = ObjectRef<FormationView>> + Send + 'static {
     objects.filter_map(|obj| {
         futures::future::ready(match obj {
             Ok(obj) => formation::formation_for(&obj),
@@ -181,14 +184,14 @@ pub async fn run(
     };
     let nothing = |_: &str, _: &str| {};
 
-    let (apps, app_stream) = cached_watch::<App>(
+    let (apps, app_stream) = cached_watch::<AppView>(
         api(&client, &settings),
         wc.clone(),
         to_report.clone(),
         forget(app::CONTROLLER),
     );
     let app_store = apps.store().clone();
-    let (formations, formation_stream) = cached_watch::<Formation>(
+    let (formations, formation_stream) = cached_watch::<FormationView>(
         api(&client, &settings),
         wc.clone(),
         to_report.clone(),
@@ -202,7 +205,7 @@ pub async fn run(
         nothing,
     );
     // Routes from every namespace: conflicts are cluster-wide.
-    let (routes, route_stream) = cached_watch::<Route>(
+    let (routes, route_stream) = cached_watch::<RouteView>(
         Api::all(client.clone()),
         wc.clone(),
         to_report.clone(),
@@ -258,10 +261,10 @@ pub async fn run(
     let config = ControllerConfig::default().concurrency(settings.concurrency);
 
     // Fan-out: triggers for controllers that do not poll the watch themselves.
-    let (to_apps, app_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<App>>();
-    let (to_routes, route_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<Route>>();
+    let (to_apps, app_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<AppView>>();
+    let (to_routes, route_triggers) = futures::channel::mpsc::unbounded::<ObjectRef<RouteView>>();
     let (to_formations, route_formation_triggers) =
-        futures::channel::mpsc::unbounded::<ObjectRef<Formation>>();
+        futures::channel::mpsc::unbounded::<ObjectRef<FormationView>>();
     // The namespaces of changed Apps and Routes, for the grants (see `grants`).
     let (to_grants, grant_triggers) = futures::channel::mpsc::unbounded::<String>();
     // The Apps that changed, for the Resource controller (a Resource waiting for its App,

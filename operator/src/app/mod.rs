@@ -16,7 +16,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use crate::cache::{Projection, ReleaseView};
+use crate::cache::{AppView, Polled, Projection, ReleaseView};
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
 use crate::rollout::{Diagnosis, diagnose};
 use crate::{Context, FIELD_MANAGER};
@@ -24,8 +24,8 @@ use crate::{Context, FIELD_MANAGER};
 pub const CONTROLLER: &str = "app";
 
 #[tracing::instrument(skip_all, fields(app = %app.name_any(), namespace = app.namespace().unwrap_or_default()))]
-pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
-    let app = ctx.caches.apps.fresh(&app);
+pub async fn reconcile(app: Arc<AppView>, ctx: Arc<Context>) -> Result<Action> {
+    let app = Arc::new(ctx.caches.apps.fresh(&app).object());
     let ns = app.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -40,7 +40,9 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
     // Everything read comes from the caches, and every change that matters triggers a
     // reconcile (owned Formation, Releases and Routes of the App), so nothing read here
     // is older than its trigger.
-    let routes = ctx.caches.routes.of_app(&ns, &name);
+    let routes: Vec<Arc<Route>> = (ctx.caches.routes.of_app(&ns, &name).iter())
+        .map(|r| Arc::new(r.object()))
+        .collect();
     // Whether this pass wrote a child: its watch event will trigger the next pass.
     let mut wrote = apply_default_route(&app, &ctx, &ns, &routes).await?;
 
@@ -67,13 +69,14 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         formation = ctx
             .caches
             .formations
-            .get(&ns, &names::formation_name(&name));
+            .get(&ns, &names::formation_name(&name))
+            .map(|f| f.object());
         if formation.as_ref().is_none_or(|f| {
             f.spec != desired.spec || f.owner_references() != desired.owner_references()
         }) {
             // The apply answers with the object as stored: no second read.
             let applied = apply(&ctx, &ns, &desired).await?;
-            formation = Some(ctx.caches.formations.remember(applied));
+            formation = Some(ctx.caches.formations.remember(applied).object());
             wrote = true;
         }
     }
@@ -82,7 +85,7 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut observed = build::Observed {
         app: &app,
-        formation: formation.as_deref(),
+        formation: formation.as_ref(),
         now,
         diagnosis: None,
         urls,
@@ -107,7 +110,7 @@ pub async fn reconcile(app: Arc<App>, ctx: Arc<Context>) -> Result<Action> {
         && decision.events.is_empty()
         && decision.rollback_to.is_none();
     let children_pending = wrote
-        || formation.as_deref().is_some_and(|f| {
+        || formation.as_ref().is_some_and(|f| {
             !crate::context::observed_current(
                 f.status.as_ref().and_then(|s| s.observed_generation),
                 f.metadata.generation,
@@ -415,6 +418,6 @@ async fn prune_history(app: &App, ctx: &Context, ns: &str, running: Option<&str>
 }
 
 /// The App an object belongs to (a Formation, Release or Route of it), to trigger.
-pub fn app_for<P: Projection>(obj: &P) -> Option<ObjectRef<App>> {
+pub fn app_for<P: Projection>(obj: &P) -> Option<ObjectRef<AppView>> {
     Some(ObjectRef::new(obj.app()?).within(&obj.namespace()?))
 }

@@ -64,7 +64,7 @@ impl Entry {
         Self {
             namespace: obj.namespace().unwrap_or_default().into(),
             name: obj.name().unwrap_or_default().into(),
-            app: obj.app().map(Into::into),
+            app: obj.app().filter(|_| P::BY_APP).map(Into::into),
             claim: obj.claim().map(Into::into),
         }
     }

@@ -18,7 +18,6 @@ pub mod projection;
 
 use std::sync::{Arc, RwLock};
 
-use flynn_crds::{App, Formation, Route};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
@@ -26,17 +25,18 @@ use kube::runtime::watcher;
 use index::{Entry, Index, Key};
 use overlay::Overlay;
 pub use projection::{
-    APPLIED_HASH, Child, ChildMeta, DeploymentView, Projection, ReleaseView, ServiceView,
+    APPLIED_HASH, AppView, Child, ChildMeta, DeploymentView, FormationView, Polled, Projection,
+    ReleaseView, RouteView, ServiceView,
 };
 
 /// The caches of every kind the reconcilers read.
 #[allow(missing_debug_implementations)] // Stores have no useful Debug.
 pub struct Caches {
-    pub apps: Cache<App>,
-    pub formations: Cache<Formation>,
+    pub apps: Cache<AppView>,
+    pub formations: Cache<FormationView>,
     pub releases: Cache<ReleaseView>,
     /// Every Route in the cluster: conflicts are cluster-wide.
-    pub routes: Cache<Route>,
+    pub routes: Cache<RouteView>,
     /// Deployments and Services labelled as made by Flynn.
     pub deployments: Cache<DeploymentView>,
     pub services: Cache<ServiceView>,
@@ -171,6 +171,7 @@ impl<P: Projection> Cache<P> {
     /// we created that the watch has not delivered yet. Two hash lookups and one per
     /// object found: the same cost with ten Apps or ten thousand.
     pub fn of_app(&self, namespace: &str, app: &str) -> Vec<Arc<P>> {
+        debug_assert!(P::BY_APP, "{} is not indexed by App", P::kind(&()));
         let mut names = self
             .index
             .read()

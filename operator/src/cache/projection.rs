@@ -1,9 +1,10 @@
 //! What the caches hold of each kind: only the fields the reconcilers read, typed.
 //!
 //! The three kinds a controller polls (App, Formation, Route) are read almost whole by
-//! their reconcilers (spec and status go into every decision), so their projection is
-//! the object itself with the metadata nobody reads dropped (labels, annotations,
-//! managed fields, finalizers). The three kinds only read (Releases, Deployments,
+//! their reconcilers (spec and status go into every decision), so their views keep spec
+//! and status, with the metadata nobody reads dropped (labels, annotations, managed
+//! fields, finalizers), the process maps as exact-size lists, and a store key without
+//! uid or resourceVersion; a reconcile takes the object back whole ([`Polled::object`]). The three kinds only read (Releases, Deployments,
 //! Services) have views of their own, a fraction of the k8s-openapi structs' size: a
 //! `Deployment` is 2.4 KB inline before its first string, most of it the pod template
 //! the operator wrote itself and never reads back.
@@ -12,11 +13,14 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use flynn_crds::{App, Artifact, Formation, ProcessSpec, Release, ReleaseSpec, Route, labels};
+use flynn_crds::{
+    App, AppSpec, AppStatus, Artifact, Formation, FormationSpec, FormationStatus, ProcessSpec,
+    ProcessStatus, Release, ReleaseSpec, Route, RouteSpec, RouteStatus, labels,
+};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::Resource;
 use kube::runtime::reflector::Lookup;
 use serde::de::DeserializeOwned;
@@ -50,6 +54,11 @@ pub trait Projection:
     /// The resourceVersion as etcd's revision (see [`super::overlay`]).
     fn revision(&self) -> Option<u64>;
 
+    /// Whether [`super::Cache::of_app`] finds these by App. Not for the kinds named after
+    /// their App (App, Formation): their name is the key, and an index entry per object
+    /// (two strings, a list and a hash slot) would only cost memory.
+    const BY_APP: bool = true;
+
     /// What the object contends for across namespaces (a Route's host or port), for
     /// [`super::Cache::claiming`].
     fn claim(&self) -> Option<String> {
@@ -57,50 +66,280 @@ pub trait Projection:
     }
 }
 
-/// The metadata the reconcilers read of an App, Formation or Route: identity, version,
-/// age (Route seniority), deletion and owners. Labels, annotations and managed fields
-/// (often the biggest part of an object) are dropped.
-fn read_metadata(meta: ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
+/// The metadata the reconcilers read of an App, Formation or Route: identity, age (Route
+/// seniority), generation, deletion and owners. Labels, annotations and managed fields
+/// (often the biggest part of an object) are dropped, and the uid and resourceVersion are
+/// kept beside it ([`Polled`]), not in it: the store's key is made from the metadata and
+/// would copy both into every key.
+fn polled_metadata(meta: ObjectMeta) -> (ObjectMeta, Option<Box<str>>, Option<u64>) {
+    let revision = revision_of(meta.resource_version.as_deref());
+    let kept = ObjectMeta {
         name: meta.name,
         namespace: meta.namespace,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
         generation: meta.generation,
         creation_timestamp: meta.creation_timestamp,
         deletion_timestamp: meta.deletion_timestamp,
-        owner_references: meta.owner_references,
+        owner_references: meta.owner_references.filter(|o| !o.is_empty()),
         ..ObjectMeta::default()
-    }
+    };
+    (kept, meta.uid.map(Into::into), revision)
 }
 
 fn revision_of(rv: Option<&str>) -> Option<u64> {
     rv?.parse().ok()
 }
 
-impl Projection for App {
-    type Kind = App;
+/// A map as an exact-size list: a `BTreeMap`'s first node has room for eleven entries
+/// (about 400 bytes for a process map), an App has one to three.
+fn compact<V>(map: BTreeMap<String, V>) -> Box<[(Box<str>, V)]> {
+    map.into_iter().map(|(k, v)| (k.into(), v)).collect()
+}
 
-    fn project(mut obj: App) -> Self {
-        obj.metadata = read_metadata(obj.metadata);
-        obj
+fn expand<V: Clone>(list: &[(Box<str>, V)]) -> BTreeMap<String, V> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// One of the few dozen words a condition's type, status and reason are made of, kept once
+/// per process: most of a status's allocations are these.
+type Word = Cow<'static, str>;
+
+/// Words kept once. Bounded: the status subresource is the operator's and the router's to
+/// write, but whoever may write it too cannot grow this past [`MAX_WORDS`].
+static WORDS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+const MAX_WORDS: usize = 256;
+const MAX_WORD_LEN: usize = 64;
+
+fn word(s: String) -> Word {
+    let mut words = WORDS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(w) = words.iter().find(|w| **w == s) {
+        return Cow::Borrowed(*w);
     }
-
-    fn app(&self) -> Option<&str> {
-        self.metadata.name.as_deref()
+    if words.len() >= MAX_WORDS || s.len() > MAX_WORD_LEN {
+        return Cow::Owned(s);
     }
+    let w: &'static str = Box::leak(s.into_boxed_str());
+    words.push(w);
+    Cow::Borrowed(w)
+}
 
-    fn revision(&self) -> Option<u64> {
-        revision_of(self.metadata.resource_version.as_deref())
+/// A status condition as the caches hold it: its type, status and reason interned.
+#[derive(Clone, Debug)]
+struct LeanCondition {
+    type_: Word,
+    status: Word,
+    reason: Word,
+    message: Box<str>,
+    last_transition_time: Time,
+    observed_generation: Option<i64>,
+}
+
+fn lean(conditions: Vec<Condition>) -> Box<[LeanCondition]> {
+    conditions
+        .into_iter()
+        .map(|c| LeanCondition {
+            type_: word(c.type_),
+            status: word(c.status),
+            reason: word(c.reason),
+            message: c.message.into(),
+            last_transition_time: c.last_transition_time,
+            observed_generation: c.observed_generation,
+        })
+        .collect()
+}
+
+fn full(conditions: &[LeanCondition]) -> Vec<Condition> {
+    conditions
+        .iter()
+        .map(|c| Condition {
+            type_: c.type_.to_string(),
+            status: c.status.to_string(),
+            reason: c.reason.to_string(),
+            message: c.message.to_string(),
+            last_transition_time: c.last_transition_time.clone(),
+            observed_generation: c.observed_generation,
+        })
+        .collect()
+}
+
+/// A kind a controller polls (App, Formation, Route), held compactly: the controller and
+/// the overlay keep it, each reconcile takes the whole object back with [`Polled::object`].
+pub trait Polled: Projection + Resource<DynamicType = (), Scope = NamespaceResourceScope> {
+    /// The object as the reconcilers read it (built on each call: a few allocations,
+    /// once per reconcile).
+    fn object(&self) -> Self::Kind;
+}
+
+/// Makes a compact view a `kube::Resource` of its kind, so a controller can be driven by
+/// it, with a store key of name and namespace only (its metadata has no uid or version).
+/// The whole kind is what callers read: [`Polled::object`].
+macro_rules! polled_resource {
+    ($view:ty, $kind:ty) => {
+        impl Resource for $view {
+            type DynamicType = ();
+            type Scope = NamespaceResourceScope;
+
+            fn kind(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::kind(dt)
+            }
+
+            fn group(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::group(dt)
+            }
+
+            fn version(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::version(dt)
+            }
+
+            fn plural(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::plural(dt)
+            }
+
+            fn meta(&self) -> &ObjectMeta {
+                &self.meta
+            }
+
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.meta
+            }
+        }
+
+        /// As its kind, projected (kube's `Controller` asks for a kind it could watch).
+        impl<'de> serde::Deserialize<'de> for $view {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <$kind>::deserialize(d).map(Self::project)
+            }
+        }
+    };
+}
+
+/// The whole metadata back, for [`Polled::object`].
+fn full_metadata(meta: &ObjectMeta, uid: &Option<Box<str>>, revision: Option<u64>) -> ObjectMeta {
+    ObjectMeta {
+        uid: uid.as_deref().map(str::to_owned),
+        resource_version: revision.map(|r| r.to_string()),
+        ..meta.clone()
     }
 }
 
-impl Projection for Formation {
-    type Kind = Formation;
+/// An App as the caches hold it: the process maps as exact-size lists, the conditions'
+/// words interned.
+#[derive(Clone, Debug)]
+pub struct AppView {
+    meta: ObjectMeta,
+    uid: Option<Box<str>>,
+    revision: Option<u64>,
+    /// `spec` without `processes` (and `meta`, which is not read).
+    spec: AppSpec,
+    processes: Box<[(Box<str>, i32)]>,
+    /// `status` without `processes` and `conditions`.
+    status: Option<AppStatus>,
+    status_processes: Box<[(Box<str>, ProcessStatus)]>,
+    conditions: Box<[LeanCondition]>,
+}
 
-    fn project(mut obj: Formation) -> Self {
-        obj.metadata = read_metadata(obj.metadata);
-        obj
+polled_resource!(AppView, App);
+
+impl Projection for AppView {
+    type Kind = App;
+    const BY_APP: bool = false;
+
+    fn project(app: App) -> Self {
+        let (meta, uid, revision) = polled_metadata(app.metadata);
+        let mut spec = app.spec;
+        let processes = compact(std::mem::take(&mut spec.processes));
+        spec.meta = BTreeMap::new();
+        let mut status = app.status;
+        let (status_processes, conditions) = status
+            .as_mut()
+            .map(|s| {
+                let processes = compact(std::mem::take(&mut s.processes));
+                (processes, lean(std::mem::take(&mut s.conditions)))
+            })
+            .unwrap_or_default();
+        Self {
+            meta,
+            uid,
+            revision,
+            spec,
+            processes,
+            status,
+            status_processes,
+            conditions,
+        }
+    }
+
+    fn app(&self) -> Option<&str> {
+        self.meta.name.as_deref()
+    }
+
+    fn revision(&self) -> Option<u64> {
+        self.revision
+    }
+}
+
+impl Polled for AppView {
+    fn object(&self) -> App {
+        let mut spec = self.spec.clone();
+        spec.processes = expand(&self.processes);
+        let status = self.status.clone().map(|mut s| {
+            s.processes = expand(&self.status_processes);
+            s.conditions = full(&self.conditions);
+            s
+        });
+        App {
+            metadata: full_metadata(&self.meta, &self.uid, self.revision),
+            spec,
+            status,
+        }
+    }
+}
+
+/// A Formation as the caches hold it: the process maps as exact-size lists, the
+/// conditions' words interned.
+#[derive(Clone, Debug)]
+pub struct FormationView {
+    meta: ObjectMeta,
+    uid: Option<Box<str>>,
+    revision: Option<u64>,
+    /// `spec` without `processes`.
+    spec: FormationSpec,
+    processes: Box<[(Box<str>, i32)]>,
+    /// `status` without `processes` and `conditions`.
+    status: Option<FormationStatus>,
+    status_processes: Box<[(Box<str>, ProcessStatus)]>,
+    conditions: Box<[LeanCondition]>,
+}
+
+polled_resource!(FormationView, Formation);
+
+impl Projection for FormationView {
+    type Kind = Formation;
+    const BY_APP: bool = false;
+
+    fn project(f: Formation) -> Self {
+        let (meta, uid, revision) = polled_metadata(f.metadata);
+        let mut spec = f.spec;
+        let processes = compact(std::mem::take(&mut spec.processes));
+        let mut status = f.status;
+        let (status_processes, conditions) = status
+            .as_mut()
+            .map(|s| {
+                let processes = compact(std::mem::take(&mut s.processes));
+                (processes, lean(std::mem::take(&mut s.conditions)))
+            })
+            .unwrap_or_default();
+        Self {
+            meta,
+            uid,
+            revision,
+            spec,
+            processes,
+            status,
+            status_processes,
+            conditions,
+        }
     }
 
     fn app(&self) -> Option<&str> {
@@ -108,16 +347,59 @@ impl Projection for Formation {
     }
 
     fn revision(&self) -> Option<u64> {
-        revision_of(self.metadata.resource_version.as_deref())
+        self.revision
     }
 }
 
-impl Projection for Route {
+impl Polled for FormationView {
+    fn object(&self) -> Formation {
+        let mut spec = self.spec.clone();
+        spec.processes = expand(&self.processes);
+        let status = self.status.clone().map(|mut s| {
+            s.processes = expand(&self.status_processes);
+            s.conditions = full(&self.conditions);
+            s
+        });
+        Formation {
+            metadata: full_metadata(&self.meta, &self.uid, self.revision),
+            spec,
+            status,
+        }
+    }
+}
+
+/// A Route as the caches hold it: thinned metadata, interned condition words.
+#[derive(Clone, Debug)]
+pub struct RouteView {
+    meta: ObjectMeta,
+    uid: Option<Box<str>>,
+    revision: Option<u64>,
+    pub spec: RouteSpec,
+    /// `status` without `conditions`.
+    status: Option<RouteStatus>,
+    conditions: Box<[LeanCondition]>,
+}
+
+polled_resource!(RouteView, Route);
+
+impl Projection for RouteView {
     type Kind = Route;
 
-    fn project(mut obj: Route) -> Self {
-        obj.metadata = read_metadata(obj.metadata);
-        obj
+    fn project(r: Route) -> Self {
+        let (meta, uid, revision) = polled_metadata(r.metadata);
+        let mut status = r.status;
+        let conditions = status
+            .as_mut()
+            .map(|s| lean(std::mem::take(&mut s.conditions)))
+            .unwrap_or_default();
+        Self {
+            meta,
+            uid,
+            revision,
+            spec: r.spec,
+            status,
+            conditions,
+        }
     }
 
     fn app(&self) -> Option<&str> {
@@ -125,13 +407,26 @@ impl Projection for Route {
     }
 
     fn revision(&self) -> Option<u64> {
-        revision_of(self.metadata.resource_version.as_deref())
+        self.revision
     }
 
     /// `host <name>`, `host *.<suffix>` or `TCP port <n>`, the host normalised as the
     /// router compares it (the rule lives in `flynn_crds::ownership`).
     fn claim(&self) -> Option<String> {
         flynn_crds::ownership::Claim::of(&self.spec).map(|c| c.to_string())
+    }
+}
+
+impl Polled for RouteView {
+    fn object(&self) -> Route {
+        Route {
+            metadata: full_metadata(&self.meta, &self.uid, self.revision),
+            spec: self.spec.clone(),
+            status: self.status.clone().map(|mut s| {
+                s.conditions = full(&self.conditions);
+                s
+            }),
+        }
     }
 }
 
@@ -475,13 +770,62 @@ mod tests {
             "spec": {"type": "http", "app": "shop", "http": {"domain": "Shop.Example.com.", "path": "/"}}
         }))
         .unwrap();
-        let p = Route::project(r.clone());
-        assert_eq!(p.metadata.creation_timestamp, r.metadata.creation_timestamp);
-        assert_eq!(p.metadata.owner_references, r.metadata.owner_references);
-        assert_eq!(p.metadata.generation, Some(2));
-        assert!(p.metadata.labels.is_none() && p.metadata.managed_fields.is_none());
-        assert_eq!(p.spec, r.spec);
+        let p = RouteView::project(r.clone());
         assert_eq!(p.claim().as_deref(), Some("host shop.example.com"));
         assert_eq!(p.revision(), Some(9));
+        // The store's key: name and namespace only.
+        let key = kube::runtime::reflector::Lookup::to_object_ref(&p, ());
+        assert_eq!((key.extra.uid, key.extra.resource_version), (None, None));
+        let back = p.object();
+        assert_eq!(
+            back.metadata.creation_timestamp,
+            r.metadata.creation_timestamp
+        );
+        assert_eq!(back.metadata.owner_references, r.metadata.owner_references);
+        assert_eq!(back.metadata.generation, Some(2));
+        assert_eq!(back.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(back.metadata.resource_version.as_deref(), Some("9"));
+        assert!(back.metadata.labels.is_none() && back.metadata.managed_fields.is_none());
+        assert_eq!(back.spec, r.spec);
+    }
+
+    #[test]
+    fn app_and_formation_views_give_back_what_the_reconcilers_read() {
+        let app: App = serde_json::from_value(json!({
+            "metadata": {"name": "shop", "namespace": "a", "uid": "a-uid", "resourceVersion": "12", "generation": 3,
+                "creationTimestamp": "2026-01-01T00:00:00Z", "deletionTimestamp": "2026-01-02T00:00:00Z",
+                "labels": {"x": "y"}, "annotations": {"big": "z"}},
+            "spec": {"release": "shop-v2", "processes": {"web": 2, "worker": 1}, "strategy": "one-by-one",
+                "deployTimeoutSeconds": 60, "autoRollback": false, "meta": {"k": "v"}},
+            "status": {"release": "shop-v1", "releaseVersion": 1, "urls": ["http://shop.example.com"],
+                "processes": {"web": {"desired": 2, "ready": 1, "available": 1}},
+                "processSummary": "web=1/2", "observedGeneration": 3,
+                "conditions": [{"type": "Ready", "status": "False", "reason": "RollingOut", "message": "m",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 3}],
+                "rollout": {"release": "shop-v2", "startedAt": "2026-01-01T00:00:00Z"}}
+        }))
+        .unwrap();
+        let back = AppView::project(app.clone()).object();
+        let mut expected = app.clone();
+        expected.metadata.labels = None;
+        expected.metadata.annotations = None;
+        expected.spec.meta = BTreeMap::new();
+        assert_eq!(
+            back, expected,
+            "everything but labels, annotations and spec.meta"
+        );
+        assert_eq!(AppView::project(app).app(), Some("shop"));
+
+        let f: Formation = serde_json::from_value(json!({
+            "metadata": {"name": "shop", "namespace": "a", "uid": "f-uid", "resourceVersion": "13", "generation": 4,
+                "ownerReferences": [{"apiVersion": "flynn.io/v1alpha1", "kind": "App", "name": "shop", "uid": "a-uid", "controller": true}]},
+            "spec": {"app": "shop", "release": "shop-v2", "processes": {"web": 2}},
+            "status": {"release": "shop-v2", "processes": {"web": {"desired": 2, "ready": 2, "available": 2}},
+                "observedGeneration": 4}
+        }))
+        .unwrap();
+        let v = FormationView::project(f.clone());
+        assert_eq!(v.object(), f);
+        assert_eq!(v.revision(), Some(13));
     }
 }

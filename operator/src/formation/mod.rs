@@ -11,13 +11,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use flynn_crds::conditions::{self, reasons, types};
-use flynn_crds::{Formation, FormationStatus, ProcessStatus, Release};
+use flynn_crds::{Formation, FormationStatus, ProcessStatus, Release, Route};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use crate::cache::{Cache, Child, DeploymentView, Projection};
+use crate::cache::{Cache, Child, DeploymentView, FormationView, Polled, Projection};
 use crate::error::{Error, KubeResultExt, Result, is_not_found};
 use crate::rollout::DeploymentRollout;
 use crate::{Context, FIELD_MANAGER};
@@ -27,8 +27,8 @@ pub const CONTROLLER: &str = "formation";
 pub use crate::cache::APPLIED_HASH;
 
 #[tracing::instrument(skip_all, fields(formation = %formation.name_any(), namespace = formation.namespace().unwrap_or_default()))]
-pub async fn reconcile(formation: Arc<Formation>, ctx: Arc<Context>) -> Result<Action> {
-    let formation = ctx.caches.formations.fresh(&formation);
+pub async fn reconcile(formation: Arc<FormationView>, ctx: Arc<Context>) -> Result<Action> {
+    let formation = Arc::new(ctx.caches.formations.fresh(&formation).object());
     let ns = formation.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -220,7 +220,9 @@ fn draining_processes(
     app: &str,
     release: &Release,
 ) -> Result<BTreeSet<String>> {
-    let routes = ctx.caches.routes.of_app(ns, app);
+    let routes: Vec<Arc<Route>> = (ctx.caches.routes.of_app(ns, app).iter())
+        .map(|r| Arc::new(r.object()))
+        .collect();
     Ok(release
         .spec
         .processes
@@ -493,7 +495,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The Formation an object of its App belongs to (a Release, Deployment or Service), to
 /// trigger: Formations are named after their App.
-pub fn formation_for<P: Projection>(obj: &P) -> Option<ObjectRef<Formation>> {
+pub fn formation_for<P: Projection>(obj: &P) -> Option<ObjectRef<FormationView>> {
     Some(ObjectRef::new(&flynn_crds::names::formation_name(obj.app()?)).within(&obj.namespace()?))
 }
 

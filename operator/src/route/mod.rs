@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::Context;
-use crate::cache::{Cache, Projection};
+use crate::cache::{Cache, Polled, Projection, RouteView};
 use crate::error::Result;
 
 pub const CONTROLLER: &str = "route";
@@ -33,7 +33,7 @@ pub fn key(r: &Route) -> Option<Claim> {
 
 /// The Routes to reconcile again after `changed` changed: those claiming the same thing,
 /// and, for a wildcard, the exact hosts under it (their owner may have changed).
-pub fn affected(cache: &Cache<Route>, changed: &Route) -> Vec<ObjectRef<Route>> {
+pub fn affected(cache: &Cache<RouteView>, changed: &RouteView) -> Vec<ObjectRef<RouteView>> {
     match changed.claim() {
         Some(claim) => cache.affected_by(&claim),
         None => Vec::new(),
@@ -143,7 +143,7 @@ fn contenders(route: &Route, ctx: &Context) -> Result<Vec<Arc<Route>>> {
             if seen.insert((r.namespace(), r.name_any()))
                 && !excluded(ctx, r.namespace().as_deref())
             {
-                out.push(r);
+                out.push(Arc::new(r.object()));
             }
         }
     }
@@ -165,8 +165,8 @@ fn excluded(ctx: &Context, namespace: Option<&str>) -> bool {
 }
 
 #[tracing::instrument(skip_all, fields(route = %route.name_any(), namespace = route.namespace().unwrap_or_default()))]
-pub async fn reconcile(route: Arc<Route>, ctx: Arc<Context>) -> Result<Action> {
-    let route = ctx.caches.routes.fresh(&route);
+pub async fn reconcile(route: Arc<RouteView>, ctx: Arc<Context>) -> Result<Action> {
+    let route = Arc::new(ctx.caches.routes.fresh(&route).object());
     let ns = route.namespace().unwrap_or_default();
     if let Some(action) = ctx.out_of_scope(Some(&ns)) {
         return Ok(action);
@@ -339,8 +339,8 @@ mod tests {
         assert_eq!(accepted(&sb).reason, reasons::PORT_OWNED_BY_NAMESPACE);
         assert_eq!(sb.conflicts_with, None);
         // Both are found by the key they contend for (what a change re-checks).
-        assert_eq!(a.claim().as_deref(), Some("TCP port 25432"));
-        assert_eq!(a.claim(), b.claim());
+        assert_eq!(RouteView::project((*a).clone()).claim().as_deref(), Some("TCP port 25432"));
+        assert_eq!(RouteView::project((*a).clone()).claim(), RouteView::project((*b).clone()).claim());
         let all = vec![b.clone()];
         let s = desired_status(&b, &all, &policy(), now());
         assert!(conditions::is_true(&s.conditions, types::ACCEPTED));
@@ -384,10 +384,10 @@ mod tests {
             "2026-01-01T00:00:00Z",
             http("SHOP.example.com.", "/x"),
         );
-        assert_eq!(a.claim().as_deref(), Some("host shop.example.com"));
-        assert_eq!(a.claim(), b.claim());
+        assert_eq!(RouteView::project((*a).clone()).claim().as_deref(), Some("host shop.example.com"));
+        assert_eq!(RouteView::project((*a).clone()).claim(), RouteView::project((*b).clone()).claim());
         let w = route("y", "w", "2026-01-01T00:00:00Z", http("*.example.com", "/"));
-        assert_eq!(w.claim().as_deref(), Some("host *.example.com"));
+        assert_eq!(RouteView::project((*w).clone()).claim().as_deref(), Some("host *.example.com"));
         let claims: Vec<String> = key(&a)
             .unwrap()
             .contenders()
