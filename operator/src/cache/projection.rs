@@ -71,7 +71,7 @@ pub trait Projection:
 /// (often the biggest part of an object) are dropped, and the uid and resourceVersion are
 /// kept beside it ([`Polled`]), not in it: the store's key is made from the metadata and
 /// would copy both into every key.
-fn polled_metadata(meta: ObjectMeta) -> (ObjectMeta, Option<Box<str>>, Option<u64>) {
+fn polled_metadata(meta: ObjectMeta) -> (ObjectMeta, Option<Uid>, Option<u64>) {
     let revision = revision_of(meta.resource_version.as_deref());
     let kept = ObjectMeta {
         name: meta.name,
@@ -82,7 +82,7 @@ fn polled_metadata(meta: ObjectMeta) -> (ObjectMeta, Option<Box<str>>, Option<u6
         owner_references: meta.owner_references.filter(|o| !o.is_empty()),
         ..ObjectMeta::default()
     };
-    (kept, meta.uid.map(Into::into), revision)
+    (kept, meta.uid.as_deref().map(Uid::new), revision)
 }
 
 fn revision_of(rv: Option<&str>) -> Option<u64> {
@@ -99,6 +99,60 @@ fn expand<V: Clone>(list: &[(Box<str>, V)]) -> BTreeMap<String, V> {
     list.iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
+}
+
+/// A uid as held: the 16 bytes of the UUID the API server assigns (its 36 characters would
+/// be a 48-byte allocation, and every cached object holds one or two), or the text itself
+/// when it is not one in the API server's spelling (tests, other servers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Uid {
+    Uuid(u128),
+    Text(Box<str>),
+}
+
+impl Uid {
+    pub fn new(s: &str) -> Self {
+        let hex: String = s.chars().filter(|c| *c != '-').collect();
+        let uuid = (s.len() == 36 && hex.len() == 32)
+            .then(|| {
+                hex.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+            .filter(|all_hex| *all_hex)
+            .and_then(|_| u128::from_str_radix(&hex, 16).ok())
+            .filter(|u| Uid::Uuid(*u).to_string() == s);
+        match uuid {
+            Some(u) => Uid::Uuid(u),
+            None => Uid::Text(s.into()),
+        }
+    }
+
+    pub fn is(&self, s: &str) -> bool {
+        match self {
+            Uid::Text(t) => &**t == s,
+            Uid::Uuid(_) => *self == Uid::new(s),
+        }
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uid::Text(t) => f.write_str(t),
+            Uid::Uuid(u) => {
+                let h = format!("{u:032x}");
+                write!(
+                    f,
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                )
+            }
+        }
+    }
 }
 
 /// One of the few dozen words a condition's type, status and reason are made of, kept once
@@ -215,9 +269,9 @@ macro_rules! polled_resource {
 }
 
 /// The whole metadata back, for [`Polled::object`].
-fn full_metadata(meta: &ObjectMeta, uid: &Option<Box<str>>, revision: Option<u64>) -> ObjectMeta {
+fn full_metadata(meta: &ObjectMeta, uid: &Option<Uid>, revision: Option<u64>) -> ObjectMeta {
     ObjectMeta {
-        uid: uid.as_deref().map(str::to_owned),
+        uid: uid.as_ref().map(Uid::to_string),
         resource_version: revision.map(|r| r.to_string()),
         ..meta.clone()
     }
@@ -228,7 +282,7 @@ fn full_metadata(meta: &ObjectMeta, uid: &Option<Box<str>>, revision: Option<u64
 #[derive(Clone, Debug)]
 pub struct AppView {
     meta: ObjectMeta,
-    uid: Option<Box<str>>,
+    uid: Option<Uid>,
     revision: Option<u64>,
     /// `spec` without `processes` (and `meta`, which is not read).
     spec: AppSpec,
@@ -301,7 +355,7 @@ impl Polled for AppView {
 #[derive(Clone, Debug)]
 pub struct FormationView {
     meta: ObjectMeta,
-    uid: Option<Box<str>>,
+    uid: Option<Uid>,
     revision: Option<u64>,
     /// `spec` without `processes`.
     spec: FormationSpec,
@@ -372,7 +426,7 @@ impl Polled for FormationView {
 #[derive(Clone, Debug)]
 pub struct RouteView {
     meta: ObjectMeta,
-    uid: Option<Box<str>>,
+    uid: Option<Uid>,
     revision: Option<u64>,
     pub spec: RouteSpec,
     /// `status` without `conditions`.
@@ -495,7 +549,7 @@ macro_rules! lookup_as {
 #[derive(Clone, Debug)]
 pub struct ReleaseView {
     pub id: Id,
-    uid: Option<Box<str>>,
+    uid: Option<Uid>,
     revision: Option<u64>,
     created: Option<Time>,
     app: Box<str>,
@@ -514,7 +568,7 @@ impl Projection for ReleaseView {
     fn project(r: Release) -> Self {
         Self {
             id: Id::of(&r.metadata),
-            uid: r.metadata.uid.map(Into::into),
+            uid: r.metadata.uid.as_deref().map(Uid::new),
             revision: revision_of(r.metadata.resource_version.as_deref()),
             created: r.metadata.creation_timestamp,
             app: r.spec.app.into(),
@@ -543,7 +597,7 @@ impl ReleaseView {
             metadata: ObjectMeta {
                 name: Some(self.id.name.to_string()),
                 namespace: Some(self.id.namespace.to_string()),
-                uid: self.uid.as_deref().map(str::to_owned),
+                uid: self.uid.as_ref().map(Uid::to_string),
                 resource_version: self.revision.map(|r| r.to_string()),
                 creation_timestamp: self.created.clone(),
                 ..ObjectMeta::default()
@@ -569,8 +623,10 @@ pub struct ChildMeta {
     revision: Option<u64>,
     app: Option<Box<str>>,
     /// The uid of the owner reference with `controller: true`, if any.
-    controller_uid: Option<Box<str>>,
-    applied_hash: Option<Box<str>>,
+    controller_uid: Option<Uid>,
+    /// The applied hash (`{:016x}` of a u64, see `formation::apply_child`) as its number;
+    /// anything else in the annotation reads as no hash (the child is then applied again).
+    applied_hash: Option<u64>,
 }
 
 impl ChildMeta {
@@ -588,27 +644,31 @@ impl ChildMeta {
                 .iter()
                 .flatten()
                 .find(|o| o.controller == Some(true))
-                .map(|o| o.uid.as_str().into()),
+                .map(|o| Uid::new(&o.uid)),
             applied_hash: meta
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(APPLIED_HASH))
-                .map(|h| h.as_str().into()),
+                .and_then(|h| {
+                    let n = u64::from_str_radix(h, 16).ok()?;
+                    (format!("{n:016x}") == *h).then_some(n)
+                }),
         }
     }
 
     /// Whether the owner with this uid controls the child. (Only a `controller: true`
     /// reference counts: anyone can write a plain owner reference into their own object.)
     pub fn controlled_by(&self, uid: &str) -> bool {
-        self.controller_uid.as_deref() == Some(uid)
+        self.controller_uid.as_ref().is_some_and(|u| u.is(uid))
     }
 
     pub fn name(&self) -> &str {
         &self.id.name
     }
 
-    pub fn applied_hash(&self) -> Option<&str> {
-        self.applied_hash.as_deref()
+    /// The hash of what was last applied, as the annotation spells it.
+    pub fn applied_hash(&self) -> Option<String> {
+        self.applied_hash.map(|h| format!("{h:016x}"))
     }
 }
 
@@ -724,13 +784,45 @@ mod tests {
         assert_eq!(v.revision(), Some(42));
         assert!(v.meta.controlled_by("f-uid"));
         assert!(!v.meta.controlled_by("not-controller"));
-        assert_eq!(v.meta.applied_hash(), Some("00ff"));
+        assert_eq!(
+            v.meta.applied_hash(),
+            None,
+            "not a hash the operator writes"
+        );
         assert_eq!(v.template_release.as_deref(), Some("shop-v4"));
         assert_eq!((v.ready_replicas, v.available_replicas), (1, 1));
         assert_eq!(
             v.state.rollout(),
             crate::rollout::deployment_rollout(&d),
             "the view judges the rollout as the whole object does"
+        );
+    }
+
+    #[test]
+    fn uids_and_hashes_are_held_as_numbers_and_read_back_as_written() {
+        let uuid = "1dcfd75f-5569-4fd7-bab6-80762db95d51";
+        assert!(matches!(Uid::new(uuid), Uid::Uuid(_)));
+        assert_eq!(Uid::new(uuid).to_string(), uuid);
+        assert!(Uid::new(uuid).is(uuid));
+        assert!(!Uid::new(uuid).is("1dcfd75f-5569-4fd7-bab6-80762db95d52"));
+        // Not the API server's spelling: kept as written, so it reads back the same.
+        for other in [
+            "f-uid",
+            "1DCFD75F-5569-4FD7-BAB6-80762DB95D51",
+            "+dcfd75f-5569-4fd7-bab6-80762db95d51",
+            "1dcfd75f5569-4fd7-bab6-80762db95d51-",
+        ] {
+            assert!(matches!(Uid::new(other), Uid::Text(_)), "{other}");
+            assert_eq!(Uid::new(other).to_string(), other);
+            assert!(Uid::new(other).is(other) && !Uid::new(other).is(uuid));
+        }
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "x", "namespace": "a", "annotations": {"flynn.io/applied-hash": "00000000000000ff"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            DeploymentView::project(d).meta.applied_hash().as_deref(),
+            Some("00000000000000ff")
         );
     }
 

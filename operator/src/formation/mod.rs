@@ -289,7 +289,7 @@ where
     let body = serde_json::to_vec(&obj).map_err(|e| Error::Serialize(name.clone(), e))?;
     let hash = format!("{:016x}", fnv1a(&body));
     let current = existing.iter().find(|o| o.child().name() == name);
-    if current.is_some_and(|c| c.child().applied_hash() == Some(hash.as_str())) {
+    if current.is_some_and(|c| c.child().applied_hash().as_deref() == Some(hash.as_str())) {
         return Ok(false);
     }
     obj.annotations_mut().insert(APPLIED_HASH.into(), hash);

@@ -339,8 +339,14 @@ mod tests {
         assert_eq!(accepted(&sb).reason, reasons::PORT_OWNED_BY_NAMESPACE);
         assert_eq!(sb.conflicts_with, None);
         // Both are found by the key they contend for (what a change re-checks).
-        assert_eq!(RouteView::project((*a).clone()).claim().as_deref(), Some("TCP port 25432"));
-        assert_eq!(RouteView::project((*a).clone()).claim(), RouteView::project((*b).clone()).claim());
+        assert_eq!(
+            RouteView::project((*a).clone()).claim().as_deref(),
+            Some("TCP port 25432")
+        );
+        assert_eq!(
+            RouteView::project((*a).clone()).claim(),
+            RouteView::project((*b).clone()).claim()
+        );
         let all = vec![b.clone()];
         let s = desired_status(&b, &all, &policy(), now());
         assert!(conditions::is_true(&s.conditions, types::ACCEPTED));
@@ -384,10 +390,19 @@ mod tests {
             "2026-01-01T00:00:00Z",
             http("SHOP.example.com.", "/x"),
         );
-        assert_eq!(RouteView::project((*a).clone()).claim().as_deref(), Some("host shop.example.com"));
-        assert_eq!(RouteView::project((*a).clone()).claim(), RouteView::project((*b).clone()).claim());
+        assert_eq!(
+            RouteView::project((*a).clone()).claim().as_deref(),
+            Some("host shop.example.com")
+        );
+        assert_eq!(
+            RouteView::project((*a).clone()).claim(),
+            RouteView::project((*b).clone()).claim()
+        );
         let w = route("y", "w", "2026-01-01T00:00:00Z", http("*.example.com", "/"));
-        assert_eq!(RouteView::project((*w).clone()).claim().as_deref(), Some("host *.example.com"));
+        assert_eq!(
+            RouteView::project((*w).clone()).claim().as_deref(),
+            Some("host *.example.com")
+        );
         let claims: Vec<String> = key(&a)
             .unwrap()
             .contenders()
