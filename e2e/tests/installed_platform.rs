@@ -3,8 +3,10 @@
 //! cluster's registry, `helm upgrade --install` through `e2e/install` pulling them by
 //! digest, then `flynn create`, `flynn key add`, `git push` over SSH, curl through the
 //! router, scale, env, rollback, routes (HTTPS with a TLS Secret, TCP), `flynn run` with a
-//! TTY, `flynn log`, `flynn delete`; `helm upgrade` to a rebuilt router image under steady
-//! load; and `helm uninstall`, after which nothing of the platform is left.
+//! TTY, `flynn log`, databases for apps (`flynn resource add postgres|redis`, `flynn pg`:
+//! installed_platform/databases.rs), `flynn delete`; `helm upgrade` to a rebuilt router
+//! image under steady load; and `helm uninstall`, after which nothing of the platform is
+//! left.
 //!
 //! This test owns the Helm release `flynn` in `flynn-system` (the one `e2e/demo` installs):
 //! it upgrades it in place and uninstalls it at the end. Run `e2e/demo` again afterwards
@@ -19,6 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flynn_e2e::{LOCAL_CLUSTER_KUBECONFIG, free_port, helm};
+
+#[path = "installed_platform/databases.rs"]
+mod databases;
 
 const SYSTEM_NS: &str = "flynn-system";
 const RELEASE: &str = "flynn";
@@ -100,11 +105,23 @@ fn install(values: &[&Path]) {
 
 /// An HTTP/1.1 GET of `path` with `Host: host` to 127.0.0.1:`port`: (status, body).
 fn get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    request(port, host, "GET", path, "")
+}
+
+/// An HTTP/1.1 request with `Host: host` and `body` to 127.0.0.1:`port`: (status, body).
+fn request(
+    port: u16,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -490,6 +507,9 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
     let log = run(&mut dev.flynn(&["log", "--lines", "50"]));
     assert!(log.contains("web"), "flynn log:\n{log}");
 
+    // --- Databases for apps: Postgres and Redis Resources of a second sample.
+    databases::databases(&dev);
+
     // --- The platform team upgrades each component to a rebuilt image while traffic
     // flows. The router: the new pod binds the node's ports beside the old one, which
     // drains once the new one is ready. Not one request may fail.
@@ -806,6 +826,10 @@ fn a_platform_team_installs_it_and_a_developer_uses_it() {
                         "secret/flynn-shelf",
                         "persistentvolumeclaim/flynn-shelf",
                         "persistentvolumeclaim/flynn-gitreceiver",
+                        // The platform's Postgres: the apps' databases, and the superuser
+                        // password they were made with (charts/flynn/README.md).
+                        "persistentvolumeclaim/flynn-postgres",
+                        "secret/flynn-postgres-admin",
                     ]
                     .contains(l)
                 })
