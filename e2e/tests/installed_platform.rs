@@ -972,12 +972,26 @@ fn least_privilege(dev_ns: &str) {
             "not get secrets",
             "kube-system",
         ),
-        // The operator binds those two roles; it holds neither itself, and binds nothing else.
+        // The operator binds those two roles and holds neither itself; it binds nothing
+        // else but its own resources grant (issue 19), which gives it get, never list, on
+        // Secrets only where an App is (the developer's namespace holds `shop`).
         (
             "operator",
-            !operator(&["get", "secrets"], dev_ns),
-            "not get secrets",
+            operator(&["get", "secrets"], dev_ns),
+            "get secrets (its resources grant, where an App is)",
             dev_ns,
+        ),
+        (
+            "operator",
+            !operator(&["list", "secrets"], dev_ns),
+            "not list secrets",
+            dev_ns,
+        ),
+        (
+            "operator",
+            !operator(&["get", "secrets"], "kube-system"),
+            "not get secrets",
+            "kube-system",
         ),
         (
             "operator",
